@@ -1,0 +1,1 @@
+"""Everything that is not UI: settings, device choice, the pipeline, generation."""

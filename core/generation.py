@@ -1,0 +1,193 @@
+"""The generation contract every backend implements: a validated request in, images out.
+
+Plain Python with no torch import, so pages can build and validate requests cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+MAX_SEED = 2_147_483_647
+MIN_IMAGE_SIZE = 512
+MAX_IMAGE_SIZE = 1440
+SIZE_MULTIPLE = 16
+MAX_STEPS = 100
+MAX_GUIDANCE = 20.0
+MAX_IMAGES = 4
+
+DEFAULT_WIDTH = 1024
+DEFAULT_HEIGHT = 1024
+DEFAULT_GUIDANCE = 4.5
+DEFAULT_STEPS = 40
+
+
+class InvalidRequest(ValueError):  # noqa: N818 - reads as "raise InvalidRequest"
+    """A request field is out of range; the message names the valid range or values."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+class GenerationError(RuntimeError):
+    """A generation could not run (load failure, out of memory); the message says the fix."""
+
+
+class GenerationStopped(Exception):  # noqa: N818 - it is a signal, not an error
+    """The user asked to stop; raised from the step callback so nothing more is computed."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"Stopped at step {step}/{total}.")
+        self.step = step
+        self.total = total
+
+
+def nearest_valid_sizes(value: int) -> tuple[int, ...]:
+    """Return the valid sizes closest to `value`, one below and one above where they exist."""
+    clamped = min(max(value, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
+    below = clamped - clamped % SIZE_MULTIPLE
+    above = below if below == clamped else below + SIZE_MULTIPLE
+    return tuple(sorted({s for s in (below, above) if MIN_IMAGE_SIZE <= s <= MAX_IMAGE_SIZE}))
+
+
+def snap_size(value: float) -> int:
+    """Round a size to the nearest valid one (a multiple of 16 within 512–1440)."""
+    snapped = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+    return min(max(snapped, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
+
+
+def random_seed(rng: random.Random | None = None) -> int:
+    """Draw a seed in 0–MAX_SEED."""
+    return (rng or random.SystemRandom()).randint(0, MAX_SEED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """One click of Generate: `num_images` images with seeds seed, seed+1, …"""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 42
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    guidance_scale: float = DEFAULT_GUIDANCE
+    num_inference_steps: int = DEFAULT_STEPS
+    num_images: int = 1
+
+    def __post_init__(self) -> None:
+        self._check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            self._check_int(name, value, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+            if value % SIZE_MULTIPLE:
+                nearest = " or ".join(str(s) for s in nearest_valid_sizes(value))
+                raise InvalidRequest(
+                    name,
+                    f"{name.capitalize()} must be divisible by {SIZE_MULTIPLE}; "
+                    f"{value} is not. Nearest valid: {nearest}.",
+                )
+        self._check_int("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS, "Steps")
+        self._check_int("num_images", self.num_images, 1, MAX_IMAGES, "Images")
+        g = self.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g):
+            raise InvalidRequest(
+                "guidance_scale", f"Guidance scale must be a number in 0–{MAX_GUIDANCE:g}."
+            )
+        if not 0 <= g <= MAX_GUIDANCE:
+            raise InvalidRequest(
+                "guidance_scale", f"Guidance scale must be in 0–{MAX_GUIDANCE:g}; got {g:g}."
+            )
+        for name in ("prompt", "negative_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidRequest(name, f"{name} must be text.")
+
+    @staticmethod
+    def _check_int(name: str, value: Any, low: int, high: int, label: str | None = None) -> None:
+        label = label or name.replace("_", " ").capitalize()
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRequest(name, f"{label} must be a whole number in {low}–{high}.")
+        if not low <= value <= high:
+            raise InvalidRequest(name, f"{label} must be in {low}–{high}; got {value}.")
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Seeds of the images in order: seed, seed+1, … wrapping past MAX_SEED to 0."""
+        return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images))
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """Arguments for one image of `StableDiffusion3Pipeline.__call__` (no generator)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "guidance_scale": float(self.guidance_scale),
+            "num_inference_steps": self.num_inference_steps,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a generation is: `phase` is "queued", "loading" or "denoising"."""
+
+    phase: str
+    elapsed: float
+    image_index: int = 0
+    num_images: int = 1
+    step: int = 0
+    total_steps: int = 0
+    queue_position: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of all denoising steps of the request done, 0–1."""
+        if self.phase != "denoising" or not self.total_steps:
+            return 0.0
+        done = self.image_index * self.total_steps + self.step
+        return min(done / (self.num_images * self.total_steps), 1.0)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far, or None before the first step."""
+        if self.fraction <= 0:
+            return None
+        return self.elapsed * (1 - self.fraction) / self.fraction
+
+
+ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images with the seeds that made them, and where the time went."""
+
+    request: GenerationRequest
+    images: tuple[Any, ...]  # PIL images, one per seed
+    seeds: tuple[int, ...]
+    queue_seconds: float
+    load_seconds: float
+    generation_seconds: float
+    per_image_seconds: tuple[float, ...] = ()
+    backend: str = "local"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """What the pages call. The local diffusers pipeline is one; a remote service another."""
+
+    name: str
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> GenerationResult: ...
+
+    def describe(self) -> dict[str, str]: ...

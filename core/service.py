@@ -1,0 +1,50 @@
+"""The one Streamlit touch in core: the process-wide backend behind `st.cache_resource`.
+
+`st.cache_resource` hands the same object to every session, which is what a 16 GB
+pipeline needs; the object is thread-safe (`LocalBackend` serializes generations and
+loads once), and loading itself starts only on the first generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import streamlit as st
+
+from core.generation import Backend
+from core.local import LocalBackend
+from core.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _root_secrets() -> dict[str, object]:
+    """Top-level values of `.streamlit/secrets.toml`, or nothing when there is none."""
+    try:
+        return {k: v for k, v in st.secrets.items() if not isinstance(v, Mapping)}
+    except FileNotFoundError:
+        return {}
+
+
+def current_settings() -> Settings:
+    """Settings as they stand now; raise `SettingsError` with the fix for a bad value."""
+    return load_settings(secrets=_root_secrets())
+
+
+@st.cache_resource(show_spinner=False)
+def _local_backend(model: str, device: str, dtype: str) -> LocalBackend:
+    # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
+    # after a refused download works on the next click, without a restart.
+    return LocalBackend(
+        model=model,
+        device=device,
+        dtype=dtype,
+        token_provider=lambda: current_settings().hf_token,
+    )
+
+
+def get_backend(settings: Settings | None = None) -> Backend:
+    """Return the process-wide backend for the current settings (nothing is loaded yet)."""
+    settings = settings or current_settings()
+    return _local_backend(settings.model, settings.device, settings.dtype)

@@ -1,0 +1,89 @@
+"""User-facing settings, read from the environment, `st.secrets` and a `.env` file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+log = logging.getLogger(__name__)
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "stabilityai/stable-diffusion-3.5-medium"
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class SettingsError(ValueError):
+    """A setting holds a value the app cannot use; the message names the valid ones."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the app runs with. The token never appears in `repr` or logs."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    hf_token: str | None = field(default=None, repr=False)
+    data_dir: Path = APP_ROOT / "data"
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.hf_token)
+
+
+# Setting name → (Settings field, allowed values or None for free text).
+_SETTINGS = {
+    "SD_MODEL": ("model", None),
+    "SD_DEVICE": ("device", DEVICES),
+    "SD_DTYPE": ("dtype", DTYPES),
+    "HF_TOKEN": ("hf_token", None),
+    "SD_DATA_DIR": ("data_dir", None),
+}
+
+
+def _lookup(name: str, sources: list[Mapping[str, object]]) -> str | None:
+    for source in sources:
+        value = source.get(name)
+        if value is not None and str(value).strip() != "":
+            return str(value).strip()
+    return None
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    secrets: Mapping[str, object] | None = None,
+    dotenv_path: Path | None = None,
+) -> Settings:
+    """Read settings: the environment wins over `st.secrets`, which wins over `.env`.
+
+    Raise `SettingsError` naming the valid values when a choice is not one of them.
+    """
+    environ = os.environ if environ is None else environ
+    dotenv_path = APP_ROOT / ".env" if dotenv_path is None else dotenv_path
+    dotenv = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    sources: list[Mapping[str, object]] = [environ, secrets or {}, dotenv]
+
+    values: dict[str, object] = {}
+    for name, (attr, allowed) in _SETTINGS.items():
+        value = _lookup(name, sources)
+        if value is None:
+            continue
+        if allowed is not None:
+            value = value.lower()
+            if value not in allowed:
+                raise SettingsError(
+                    f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}."
+                )
+        values[attr] = value
+    if "data_dir" in values:
+        values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,195 @@
+"""Generator: type a prompt, pick the settings, get images with the seeds that made them."""
+
+import hashlib
+import io
+import logging
+import time
+
+import streamlit as st
+
+from core import form
+from core.demo import DEMO_LABEL, DEMO_MODEL
+from core.device import DeviceError
+from core.generation import (
+    MAX_GUIDANCE,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_IMAGE_SIZE,
+    SIZE_MULTIPLE,
+    GenerationError,
+    InvalidRequest,
+    Progress,
+    random_seed,
+)
+from core.service import current_settings, get_backend
+from core.settings import SettingsError
+
+log = logging.getLogger(__name__)
+state = st.session_state
+RESULT_KEY = "last_result"
+RUNNING_KEY = "generation_running"
+
+
+def _use_example(prompt: str) -> None:
+    state.prompt = prompt
+
+
+def _apply_aspect() -> None:
+    ratio = state.get("aspect")
+    if ratio:
+        state.width, state.height = form.aspect_size(ratio)
+
+
+def _progress_text(p: Progress) -> str:
+    if p.phase == "queued":
+        ahead = "1 generation" if p.queue_position == 1 else f"{p.queue_position} generations"
+        return f"Waiting for the model: {ahead} ahead of you · {p.elapsed:.0f} s"
+    image = f"Image {p.image_index + 1}/{p.num_images} · " if p.num_images > 1 else ""
+    eta = f" · ETA {p.eta:.0f} s" if p.eta is not None else ""
+    return f"{image}step {p.step}/{p.total_steps}{eta}"
+
+
+def _wait_for_model(backend) -> bool:
+    """Load the model on first use, showing the elapsed time; return False on failure."""
+    if backend.state == "loaded":
+        return True
+    with st.status("Loading model…", expanded=False) as status:
+        future = backend.load_async()
+        while not future.done():
+            status.update(label=f"Loading model… {backend.loading_elapsed:.0f} s")
+            time.sleep(0.25)
+        try:
+            loaded = future.result()
+        except (GenerationError, DeviceError) as exc:
+            status.update(label="The model could not be loaded", state="error")
+            st.error(str(exc))
+            return False
+        status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
+    return True
+
+
+def _png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _generate(backend) -> None:
+    seed = random_seed() if state.randomize_seed else int(state.seed)
+    try:
+        request = form.build_request(state, seed=seed)
+    except InvalidRequest as exc:
+        st.error(str(exc))
+        return
+    if not _wait_for_model(backend):
+        return
+    # Clicking Stop reruns the script; Streamlit then raises inside the next progress
+    # update, which ends the pipeline call within one step (the lock is freed in finally).
+    st.button("Stop", key="stop", icon="⏹️")
+    bar = st.progress(0.0, text="Starting…")
+
+    def on_progress(p: Progress) -> None:
+        state[RUNNING_KEY] = _progress_text(p)
+        bar.progress(p.fraction, text=state[RUNNING_KEY])
+
+    state[RUNNING_KEY] = "starting"
+    try:
+        result = backend.generate(request, on_progress=on_progress)
+    except (GenerationError, DeviceError) as exc:
+        st.error(str(exc))
+        return
+    finally:
+        bar.empty()
+    state.pop(RUNNING_KEY, None)
+    pngs = [_png_bytes(image) for image in result.images]
+    state[RESULT_KEY] = {
+        "pngs": pngs,
+        "sha256": [hashlib.sha256(png).hexdigest() for png in pngs],
+        "seeds": list(result.seeds),
+        "prompt": request.prompt,
+        "size": f"{request.width}×{request.height}",
+        "steps": request.num_inference_steps,
+        "guidance": request.guidance_scale,
+        "load_seconds": result.load_seconds,
+        "queue_seconds": result.queue_seconds,
+        "generation_seconds": result.generation_seconds,
+    }
+    # Write the seed used back into the Seed field; a widget's value can only change
+    # before it is drawn, so hand it over and draw the page again.
+    form.hand_over(state, {"seed": result.seeds[0], "randomize_seed": state.randomize_seed})
+    st.rerun()
+
+
+def _show_result(result: dict) -> None:
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    timing = f"{result['generation_seconds']:.1f} s"
+    if result["load_seconds"] >= 0.05:
+        timing += f" + model load {result['load_seconds']:.1f} s"
+    if result["queue_seconds"] >= 0.5:
+        timing += f" + waited {result['queue_seconds']:.0f} s"
+    st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    columns = st.columns(min(len(result["pngs"]), 2))
+    for i, (png, seed) in enumerate(zip(result["pngs"], result["seeds"], strict=True)):
+        with columns[i % len(columns)]:
+            st.image(png, caption=f"Seed {seed}", width="stretch")
+            st.download_button(
+                "Download PNG",
+                data=png,
+                file_name=f"sd35-{seed}.png",
+                mime="image/png",
+                key=f"download_{i}",
+            )
+
+
+st.title("Generate")
+try:
+    settings = current_settings()
+    backend = get_backend(settings)
+except SettingsError as exc:
+    st.error(str(exc))
+    st.stop()
+if settings.model == DEMO_MODEL:
+    st.info(f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon="🧪")
+
+form.prepare(state)
+
+with st.container(border=True):
+    st.text_area("Prompt", key="prompt", height=100, placeholder="Describe the image…")
+    examples = st.columns(len(form.EXAMPLE_PROMPTS))
+    for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
+        column.button(
+            example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
+        )
+    st.text_area("Negative prompt", key="negative_prompt", height=68)
+
+left, right = st.columns(2)
+with left:
+    st.segmented_control("Aspect ratio", form.ASPECT_RATIOS, key="aspect", on_change=_apply_aspect)
+    w, h = st.columns(2)
+    size_help = f"{MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE}, a multiple of {SIZE_MULTIPLE}"
+    w.number_input(
+        "Width", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="width", help=size_help
+    )
+    h.number_input(
+        "Height", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="height", help=size_help
+    )
+    s, r = st.columns([3, 2], vertical_alignment="bottom")
+    s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
+    r.checkbox("Randomize seed", key="randomize_seed")
+with right:
+    st.slider("Guidance scale", 0.0, MAX_GUIDANCE, step=0.5, key="guidance_scale")
+    st.slider("Steps", 1, MAX_STEPS, key="steps")
+    st.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
+
+form.remember(state)
+clicked = st.button("Generate", type="primary", key="generate", width="stretch")
+
+if RUNNING_KEY in state and not clicked:
+    # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
+    st.warning(f"Stopped ({state.pop(RUNNING_KEY)}). Nothing was kept; Generate to run again.")
+if clicked:
+    _generate(backend)
+elif RESULT_KEY in state:
+    _show_result(state[RESULT_KEY])

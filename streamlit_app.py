@@ -1,0 +1,39 @@
+"""Entry point: route to the pages and show the model's status in the sidebar."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.demo import DEMO_LABEL, DEMO_MODEL
+from core.settings import SettingsError
+
+HERE = Path(__file__).parent
+
+st.set_page_config(page_title="SD3.5 Medium dashboard", page_icon="🎨", layout="wide")
+
+page = st.navigation(
+    [
+        st.Page(HERE / "pages" / "generate.py", title="Generate", icon="🎨", default=True),
+        st.Page(HERE / "pages" / "gallery.py", title="Seed history", icon="🖼️"),
+        st.Page(HERE / "pages" / "hardware.py", title="Hardware", icon="🖥️"),
+    ]
+)
+
+with st.sidebar:
+    # Importing the service pulls in no torch: the status below costs nothing to draw.
+    from core.service import current_settings, get_backend
+
+    try:
+        settings = current_settings()
+    except SettingsError as exc:
+        st.error(str(exc))
+    else:
+        facts = get_backend(settings).describe()
+        st.caption("Model")
+        st.text(settings.model)
+        if settings.model == DEMO_MODEL:
+            st.warning(DEMO_LABEL, icon="🧪")
+        where = f" on {facts['device']} · {facts['dtype']}" if "device" in facts else ""
+        st.caption(f"Status: {facts['state']}{where}")
+
+page.run()
