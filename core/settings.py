@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "stabilityai/stable-diffusion-3.5-medium"
+DOTENV_PATH = APP_ROOT / ".env"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -67,7 +68,7 @@ def load_settings(
     Raise `SettingsError` naming the valid values when a choice is not one of them.
     """
     environ = os.environ if environ is None else environ
-    dotenv_path = APP_ROOT / ".env" if dotenv_path is None else dotenv_path
+    dotenv_path = DOTENV_PATH if dotenv_path is None else dotenv_path
     dotenv = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
     sources: list[Mapping[str, object]] = [environ, secrets or {}, dotenv]
 

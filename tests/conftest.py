@@ -1,0 +1,77 @@
+"""Shared fixtures: the tiny real SD3 pipeline, isolated settings, and AppTest helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+APP_FILE = str(APP_ROOT / "streamlit_app.py")
+SMALL = {"width": 512, "height": 512, "num_inference_steps": 2}  # the smallest valid image
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch, tmp_path):
+    """Run every test on the demo model, a fresh data dir, and no developer `.env`."""
+    import core.settings
+
+    for name in list(core.settings._SETTINGS) + ["HF_HUB_OFFLINE"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SD_MODEL", "demo")
+    monkeypatch.setenv("SD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(core.settings, "DOTENV_PATH", tmp_path / "absent.env")
+
+
+@pytest.fixture(name="demo_pipe", scope="session")
+def fixture_demo_pipe():
+    """The tiny random-weight SD3 pipeline in float32 (shared: read-only use only)."""
+    from core.demo import build_demo_pipeline
+
+    pipe = build_demo_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(name="demo_dir", scope="session")
+def fixture_demo_dir(tmp_path_factory) -> Path:
+    """The demo pipeline saved with `save_pretrained`, for the real `from_pretrained` path."""
+    from core.demo import save_demo_pipeline
+
+    return save_demo_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(name="fresh_cache")
+def fixture_fresh_cache():
+    """Clear `st.cache_resource` around a test: it is process-wide across AppTests."""
+    import streamlit as st
+
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture(name="app")
+def fixture_app(fresh_cache):
+    """Return a factory for an AppTest of the whole app, opened on a given page."""
+    from streamlit.testing.v1 import AppTest
+
+    def make(page: str | None = None):
+        at = AppTest.from_file(APP_FILE, default_timeout=120)
+        at.run()
+        if page is not None:
+            at.switch_page(page).run()
+        return at
+
+    return make
+
+
+def fill_small(at, *, prompt: str = "a red fox", seed: int = 7):
+    """Fill the generator form for a fast, fixed-seed 512×512, 2-step generation."""
+    at.text_area(key="prompt").input(prompt)
+    at.checkbox(key="randomize_seed").uncheck()
+    at.number_input(key="seed").set_value(seed)
+    at.number_input(key="width").set_value(512)
+    at.number_input(key="height").set_value(512)
+    at.slider(key="steps").set_value(2)
+    return at
