@@ -15,6 +15,17 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# huggingface_hub's HTTP client (httpx) reports a refused, dropped or timed-out connection
+# with these classes, which are not OSError subclasses.
+_TRANSPORT_ERRORS = {"TransportError", "NetworkError", "TimeoutException", "ProtocolError"}
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__)
+
+
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -58,7 +69,7 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
                 "first download (~16 GB), point SD_MODEL at a local copy, or set "
                 "SD_MODEL=demo to try the app with the offline demo model."
             )
-        if isinstance(err, ConnectionError | TimeoutError):
+        if _is_transport_error(err):
             return (
                 f"The Hugging Face Hub could not be reached while loading {model}. Check the "
                 "network (or proxy), or set SD_MODEL=demo to use the offline demo model."

@@ -69,7 +69,7 @@ def load_pipeline(
             pipe = StableDiffusion3Pipeline.from_pretrained(
                 model, dtype=choice.torch_dtype, use_safetensors=True, token=token
             )
-        except (OSError, ValueError, ConnectionError) as exc:
+        except Exception as exc:  # re-raised below unless it is a failure we can explain
             message = explain_load_error(exc, model=model, has_token=bool(token))
             if message is None:
                 raise
@@ -164,6 +164,7 @@ class LocalBackend:
         self._loading: Future[LoadedPipeline] | None = None
         self._loading_since: float | None = None
         self.last_load_error: str | None = None
+        self.load_count = 0  # successful loads: one per process unless unloaded
 
     # --- loading -------------------------------------------------------------------------
     @property
@@ -215,6 +216,7 @@ class LocalBackend:
         with self._lock:
             self._loaded, self._loading, self._loading_since = loaded, None, None
             self.last_load_error = None
+            self.load_count += 1
         future.set_result(loaded)
 
     def ensure_loaded(self) -> LoadedPipeline:

@@ -51,10 +51,13 @@ def _progress_text(p: Progress) -> str:
     return f"{image}step {p.step}/{p.total_steps}{eta}"
 
 
-def _wait_for_model(backend) -> bool:
-    """Load the model on first use, showing the elapsed time; return False on failure."""
+def _wait_for_model(backend) -> float | None:
+    """Load the model on first use, showing the elapsed time.
+
+    Return the seconds this run spent loading, or None when the load failed.
+    """
     if backend.state == "loaded":
-        return True
+        return 0.0
     with st.status("Loading model…", expanded=False) as status:
         future = backend.load_async()
         while not future.done():
@@ -65,9 +68,9 @@ def _wait_for_model(backend) -> bool:
         except (GenerationError, DeviceError) as exc:
             status.update(label="The model could not be loaded", state="error")
             st.error(str(exc))
-            return False
+            return None
         status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
-    return True
+    return loaded.load_seconds
 
 
 def _png_bytes(image) -> bytes:
@@ -83,7 +86,8 @@ def _generate(backend) -> None:
     except InvalidRequest as exc:
         st.error(str(exc))
         return
-    if not _wait_for_model(backend):
+    load_seconds = _wait_for_model(backend)
+    if load_seconds is None:
         return
     # Clicking Stop reruns the script; Streamlit then raises inside the next progress
     # update, which ends the pipeline call within one step (the lock is freed in finally).
@@ -112,7 +116,7 @@ def _generate(backend) -> None:
         "size": f"{request.width}×{request.height}",
         "steps": request.num_inference_steps,
         "guidance": request.guidance_scale,
-        "load_seconds": result.load_seconds,
+        "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
     }
