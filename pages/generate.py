@@ -98,7 +98,7 @@ def _generate(backend) -> None:
         state[RUNNING_KEY] = _progress_text(p)
         bar.progress(p.fraction, text=state[RUNNING_KEY])
 
-    state[RUNNING_KEY] = "starting"
+    state[RUNNING_KEY] = "before the first step"
     try:
         result = backend.generate(request, on_progress=on_progress)
     except (GenerationError, DeviceError) as exc:
@@ -137,7 +137,7 @@ def _show_result(result: dict) -> None:
     columns = st.columns(min(len(result["pngs"]), 2))
     for i, (png, seed) in enumerate(zip(result["pngs"], result["seeds"], strict=True)):
         with columns[i % len(columns)]:
-            st.image(png, caption=f"Seed {seed}", width="stretch")
+            st.image(png, caption=f"Seed {seed}")
             st.download_button(
                 "Download PNG",
                 data=png,
