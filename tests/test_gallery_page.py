@@ -1,0 +1,179 @@
+"""The gallery page and the generator's history hook, under AppTest with the tiny pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from core import history
+from core.generation import GenerationRequest
+
+from .conftest import SMALL, fill_small
+
+GALLERY = "pages/gallery.py"
+FACTS = {"model": "demo", "model_revision": "demo", "device": "cpu", "dtype": "float32"}
+HTML_PROMPT = '<script>alert("x")</script> **bold** <img src=x onerror=alert(1)> [link](http://e.x)'
+
+
+def _store() -> history.HistoryStore:
+    return history.HistoryStore(Path(os.environ["SD_DATA_DIR"]))
+
+
+def _add(store, *, prompt="a quiet lake", seed=5, created_at=None, **request):
+    req = GenerationRequest(prompt=prompt, seed=seed, **{**SMALL, **request})
+    record = history.new_record(
+        req,
+        seed=seed,
+        facts=FACTS,
+        session_id="elsewhere",
+        duration_seconds=0.1,
+        created_at=created_at,
+    )
+    return store.save(Image.new("RGB", (64, 64), (seed % 256, 0, 0)), record)
+
+
+def _texts(at) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def test_generation_is_saved_and_shown_in_the_gallery(app):
+    """After a generation the gallery shows the entry with its seed, size and prompt."""
+    at = app()
+    fill_small(at, prompt="a red fox", seed=7)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert "history_error" not in at.session_state["last_result"]
+    at.switch_page(GALLERY).run()
+    assert not at.exception
+    texts = _texts(at)
+    assert "Seed 7 · 512×512" in texts and "a red fox" in texts
+    assert any("1 image(s)" in c.value for c in at.caption)
+
+
+def test_unwritable_history_warns_and_still_shows_the_result(app, monkeypatch, tmp_path):
+    """A data dir that cannot be written gives a warning; the image is still shown."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("SD_DATA_DIR", str(blocker / "data"))
+    at = app()
+    fill_small(at)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert any("SD_DATA_DIR" in w.value for w in at.warning)
+    assert len(at.session_state["last_result"]["pngs"]) == 1
+    assert at.get("download_button")
+
+
+def test_use_these_settings_fills_the_generator(app):
+    """Details → Use these settings opens the generator with every field of the record."""
+    saved = _add(
+        _store(),
+        prompt="a misty forest",
+        seed=1234,
+        negative_prompt="blur",
+        guidance_scale=6.5,
+        width=768,
+        height=640,
+    )
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    at.button(key="use_settings").click().run()
+    assert not at.exception
+    assert at.text_area(key="prompt").value == "a misty forest"
+    assert at.text_area(key="negative_prompt").value == "blur"
+    assert at.number_input(key="seed").value == 1234
+    assert at.checkbox(key="randomize_seed").value is False
+    assert (at.number_input(key="width").value, at.number_input(key="height").value) == (768, 640)
+    assert at.slider(key="guidance_scale").value == 6.5
+    assert at.slider(key="steps").value == 2
+
+
+def test_html_and_markdown_prompt_is_rendered_as_text(app):
+    """A prompt with HTML and markdown appears verbatim as text and in no markdown element."""
+    saved = _add(_store(), prompt=HTML_PROMPT)
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    assert not at.exception
+    assert HTML_PROMPT in [c.value for c in at.code]
+    assert any(t.startswith("<script>") for t in _texts(at))
+    rendered = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert not any("<script" in m or "onerror" in m for m in rendered)
+
+
+def test_details_show_every_field_and_a_share_link(app):
+    """The details view lists the recorded fields and a link carrying the settings."""
+    saved = _add(_store(), prompt="a red barn", seed=99)
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    table = at.dataframe[0].value
+    fields = dict(zip(table["field"], table["value"], strict=True))
+    assert fields["seed"] == "99" and fields["model_revision"] == "demo"
+    assert fields["id"] == saved.id
+    links = [c.value for c in at.code if "?" in c.value]
+    assert links and "prompt=a+red+barn" in links[0] and "seed=99" in links[0]
+
+
+def test_delete_asks_first_then_removes_row_and_files(app):
+    """Delete needs a confirmation; then the row and files are gone from the store."""
+    store = _store()
+    saved = _add(store)
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    at.button(key="delete").click().run()
+    assert store.get(saved.id) is not None
+    at.button(key="confirm_delete").click().run()
+    assert not at.exception
+    assert store.get(saved.id) is None and not store.image_path(saved.id).exists()
+    assert any("0 image(s)" in c.value for c in at.caption)
+
+
+def test_pagination_and_search(app):
+    """30 records make two pages of 24 newest first; the search narrows the grid."""
+    store = _store()
+    for i in range(30):
+        _add(
+            store,
+            prompt="a blue whale" if i == 3 else f"picture {i}",
+            seed=i,
+            created_at=1000.0 + i,
+        )
+    at = app(GALLERY)
+    assert any("30 image(s) · page 1 of 2" in c.value for c in at.caption)
+    assert "Seed 29 · 512×512" in _texts(at) and "Seed 5 · 512×512" not in _texts(at)
+    at.button(key="page_next").click().run()
+    assert "Seed 5 · 512×512" in _texts(at)
+    at.text_input(key="gallery_search").input("WHALE").run()
+    assert any("1 image(s) · page 1 of 1" in c.value for c in at.caption)
+    assert "a blue whale" in _texts(at)
+
+
+def test_missing_image_shows_a_placeholder_not_a_crash(app):
+    """A record whose files were removed still draws in the grid and details."""
+    store = _store()
+    saved = _add(store)
+    store.image_path(saved.id).unlink()
+    store.thumb_path(saved.id).unlink()
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    assert not at.exception
+    assert "Seed 5 · 512×512" in _texts(at)
+
+
+def test_shared_link_fills_the_generator_and_names_bad_values(fresh_cache):
+    """Query params fill the form; an out-of-range value gets a warning with the range."""
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import APP_FILE
+
+    at = AppTest.from_file(APP_FILE, default_timeout=120)
+    at.query_params.update(prompt="a shared <b>link</b>", seed="321", steps="500", width="768")
+    at.run()
+    assert not at.exception
+    assert at.text_area(key="prompt").value == "a shared <b>link</b>"
+    assert at.number_input(key="seed").value == 321
+    assert at.number_input(key="width").value == 768
+    assert any("Steps" in w.value and "1–100" in w.value for w in at.warning)
+    at.text_area(key="prompt").input("edited").run()
+    assert at.text_area(key="prompt").value == "edited"  # the link applies only once
