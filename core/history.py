@@ -481,17 +481,18 @@ class HistoryStore:
         with self._connect() as conn:
             ids = {row[0] for row in conn.execute("SELECT id FROM records")}
         try:
-            for folder in (self.images_dir, self.thumbs_dir):
-                for path in folder.glob(f"*/*{TMP_SUFFIX}"):
-                    if now - path.stat().st_mtime > grace_seconds:
-                        path.unlink(missing_ok=True)
-                        report["temp_removed"] += 1
-            png_ids = set()
-            for path in self.images_dir.glob("*/*.png"):
-                record_id = path.stem
-                png_ids.add(record_id)
-                if record_id in ids:
-                    continue
+            # One directory listing per folder, no stat per file: start-up stays fast at
+            # tens of thousands of records. Only temporaries and orphans are looked at.
+            pngs = _listing(self.images_dir)
+            thumbs = _listing(self.thumbs_dir)
+            for name, path in [*pngs.items(), *thumbs.items()]:
+                if name.endswith(TMP_SUFFIX) and now - os.stat(path).st_mtime > grace_seconds:
+                    Path(path).unlink(missing_ok=True)
+                    report["temp_removed"] += 1
+            png_ids = {name[:-4] for name in pngs if name.endswith(".png")}
+            thumb_ids = {name[:-5] for name in thumbs if name.endswith(".webp")}
+            for record_id in png_ids - ids:
+                path = self.image_path(record_id)
                 if now - path.stat().st_mtime <= grace_seconds:
                     continue  # maybe a save in progress elsewhere: its row is coming
                 record = self._record_from_file(path)
@@ -502,11 +503,11 @@ class HistoryStore:
                 else:
                     path.unlink(missing_ok=True)
                     self.thumb_path(record_id).unlink(missing_ok=True)
+                    png_ids.discard(record_id)
                     report["files_removed"] += 1
-            for record_id in ids & png_ids:
-                if not self.thumb_path(record_id).exists():
-                    self._rebuild_thumbnail(record_id)
-                    report["thumbs_rebuilt"] += 1
+            for record_id in (ids & png_ids) - thumb_ids:
+                self._rebuild_thumbnail(record_id)
+                report["thumbs_rebuilt"] += 1
             report["rows_without_image"] = len(ids - png_ids)
         except OSError as exc:  # a read-only dir can still be browsed
             log.warning("history repair skipped: %s", exc)
@@ -529,6 +530,17 @@ class HistoryStore:
                 _write_atomic(self.thumb_path(record_id), encode_thumbnail(image))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             log.warning("could not redraw the thumbnail of %s: %s", record_id, exc)
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    """File name → path for every file one level below `folder` (the id-prefix folders)."""
+    found: dict[str, str] = {}
+    with os.scandir(folder) as prefixes:
+        for prefix in prefixes:
+            if prefix.is_dir():
+                with os.scandir(prefix.path) as entries:
+                    found.update({e.name: e.path for e in entries if e.is_file()})
+    return found
 
 
 _STORES: dict[Path, HistoryStore] = {}
