@@ -177,3 +177,48 @@ def test_shared_link_fills_the_generator_and_names_bad_values(fresh_cache):
     assert any("Steps" in w.value and "1–100" in w.value for w in at.warning)
     at.text_area(key="prompt").input("edited").run()
     assert at.text_area(key="prompt").value == "edited"  # the link applies only once
+
+
+def test_regenerate_and_verify_reports_identical(app):
+    """Regenerate & verify on a fresh generation reports identical, with no setup warning."""
+    at = app()
+    fill_small(at, prompt="a lighthouse", seed=21)
+    at.button(key="generate").click().run()
+    record = _store().page().records[0]
+    assert record.seed == 21 and record.scheduler == "FlowMatchEulerDiscreteScheduler"
+    at.switch_page(GALLERY).run()
+    at.button(key=f"open_{record.id}").click().run()
+    at.button(key="verify").click().run()
+    assert not at.exception
+    assert any("identical" in s.value for s in at.success)
+    assert not any("different setup" in w.value for w in at.warning)
+
+
+def test_import_png_offers_its_settings(app):
+    """An uploaded PNG's parameters chunk is shown and Use these settings fills the form."""
+    saved = _add(_store(), prompt="imported, with: punctuation", seed=777, num_inference_steps=9)
+    png = _store().png_bytes(saved.id)
+    at = app(GALLERY)
+    at.file_uploader(key="import_png").set_value(("x.png", png, "image/png")).run()
+    assert not at.exception
+    assert "imported, with: punctuation" in [c.value for c in at.code]
+    at.button(key="import_use").click().run()
+    assert at.text_area(key="prompt").value == "imported, with: punctuation"
+    assert at.number_input(key="seed").value == 777
+    assert at.slider(key="steps").value == 9
+
+
+def test_import_of_a_non_png_or_bare_png_is_explained(app):
+    """A JPEG and a PNG without settings each get a clear error, not a crash."""
+    import io
+
+    at = app(GALLERY)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
+    at.file_uploader(key="import_png").set_value(("x.jpg", jpeg.getvalue(), "image/jpeg")).run()
+    assert any("not a PNG" in e.value for e in at.error)
+    bare = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(bare, format="PNG")
+    at.file_uploader(key="import_png").set_value(("y.png", bare.getvalue(), "image/png")).run()
+    assert any("no generation settings" in e.value for e in at.error)
+    assert not at.exception
