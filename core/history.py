@@ -16,6 +16,7 @@ drawn with a placeholder.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
 import hashlib
 import io
@@ -617,6 +618,12 @@ def save_result(
         )
         records.append(store.save(image, record))
     return records
+
+
+def format_time(timestamp: float) -> str:
+    """A record's Unix time as readable UTC, e.g. "2026-11-26 10:48:18 UTC"."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def session_id(state: Any) -> str:

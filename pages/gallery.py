@@ -85,6 +85,7 @@ def _details(store, record) -> None:
                 for k, v in dataclasses.asdict(record).items()
                 if k not in ("prompt", "negative_prompt")
             }
+            fields["created_at"] = history.format_time(record.created_at)
             st.dataframe(
                 {"field": list(fields), "value": [str(v) for v in fields.values()]},
                 hide_index=True,
