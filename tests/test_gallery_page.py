@@ -222,3 +222,23 @@ def test_import_of_a_non_png_or_bare_png_is_explained(app):
     at.file_uploader(key="import_png").set_value(("y.png", bare.getvalue(), "image/png")).run()
     assert any("no generation settings" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_this_session_only_filter(app):
+    """ "This session only" hides images other sessions made."""
+    store = _store()
+    _add(store, prompt="made elsewhere", seed=1)
+    mine = history.new_record(
+        GenerationRequest(prompt="made here", seed=2, **SMALL),
+        seed=2,
+        facts=FACTS,
+        session_id="this-session",
+        duration_seconds=0.1,
+    )
+    store.save(Image.new("RGB", (64, 64)), mine)
+    at = app(GALLERY)
+    at.session_state["history_session_id"] = "this-session"
+    at.run()
+    assert {"made here", "made elsewhere"} <= set(_texts(at))
+    at.toggle(key="gallery_mine").set_value(True).run()
+    assert "made here" in _texts(at) and "made elsewhere" not in _texts(at)

@@ -286,3 +286,12 @@ def test_reproduce_and_verify_is_identical_for_the_tiny_pipeline(tmp_path, demo_
     changed = history.verify(store, other, TinyBackend())
     assert not changed.identical and changed.differing_pixels > 0
     assert "pixels" in changed.message
+
+
+def test_full_disk_message_says_to_free_space(tmp_path):
+    """An out-of-space error becomes a HistoryError asking to free disk space."""
+    import errno
+
+    error = history._explain(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert "No space left on device" in str(error) and "Free some disk space" in str(error)
+    assert "still shown" in str(error)
