@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import threading
 import time
@@ -73,7 +75,7 @@ def test_record_png_parse_round_trip(tmp_path):
     assert parsed.values == expected
     assert parsed.extras["Model"] == "demo"
     full = metadata.read_png_text(store.png_bytes(saved.id))[metadata.RECORD_KEY]
-    assert history.HistoryRecord.from_mapping(__import__("json").loads(full)) == saved
+    assert history.HistoryRecord.from_mapping(json.loads(full)) == saved
 
 
 def test_restart_keeps_everything(tmp_path):
@@ -155,7 +157,7 @@ def test_row_without_image_shows_a_placeholder(tmp_path):
     assert restarted.get(saved.id) is not None
     placeholder = history.placeholder_image()
     assert restarted.thumbnail(saved.id) != b"garbage"
-    assert Image.open(__import__("io").BytesIO(restarted.thumbnail(saved.id))).size == (256, 256)
+    assert Image.open(io.BytesIO(restarted.thumbnail(saved.id))).size == (256, 256)
     assert restarted.display_image(saved.id)[:8] == metadata.PNG_SIGNATURE
     assert restarted.png_bytes(saved.id) is None
     assert placeholder[:8] == metadata.PNG_SIGNATURE
@@ -169,7 +171,7 @@ def test_corrupt_image_shows_a_placeholder(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     shown = store.display_image(saved.id)
     assert shown != path.read_bytes()
-    Image.open(__import__("io").BytesIO(shown)).verify()
+    Image.open(io.BytesIO(shown)).verify()
 
 
 def test_missing_thumbnail_is_redrawn(tmp_path):
