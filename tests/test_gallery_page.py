@@ -242,3 +242,26 @@ def test_this_session_only_filter(app):
     assert {"made here", "made elsewhere"} <= set(_texts(at))
     at.toggle(key="gallery_mine").set_value(True).run()
     assert "made here" in _texts(at) and "made elsewhere" not in _texts(at)
+
+
+def test_verify_warns_first_when_the_setup_differs(app):
+    """A record made on another device and dtype gets a warning naming them, then a pixel diff."""
+    store = _store()
+    facts = {**FACTS, "device": "cuda", "dtype": "float16", "torch_version": "0.0.1"}
+    record = history.new_record(
+        GenerationRequest(prompt="from elsewhere", seed=3, **SMALL),
+        seed=3,
+        facts=facts,
+        session_id="other",
+        duration_seconds=0.1,
+    )
+    saved = store.save(Image.new("RGB", (512, 512), (200, 10, 10)), record)
+    at = app(GALLERY)
+    at.button(key=f"open_{saved.id}").click().run()
+    at.button(key="verify").click().run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    setup = next(w for w in warnings if "different setup" in w)
+    assert "device: recorded cuda" in setup and "dtype: recorded float16" in setup
+    assert any("differ" in w and "pixels" in w for w in warnings)
+    assert not any("identical" in s.value for s in at.success)
