@@ -453,7 +453,15 @@ class HistoryStore:
             data = self.thumb_path(record_id).read_bytes()
         except OSError:
             return placeholder_image()
-        return data if data[:4] == b"RIFF" else placeholder_image(text="image unreadable")
+        from PIL import Image, UnidentifiedImageError
+
+        try:  # reads the header only; st.image does the same and raises on garbage
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format != "WEBP":
+                    raise ValueError(image.format)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return placeholder_image(text="image unreadable")
+        return data
 
     def display_image(self, record_id: str) -> bytes:
         """The full PNG if it decodes, else a placeholder (never raises for a bad file)."""
