@@ -1,9 +1,229 @@
-"""Seed history: placeholder until the gallery lands."""
+"""Seed history: every image made here, searchable, and reproducible bit for bit.
+
+Prompts are user text: they are drawn with `st.text` / `st.code` (never markdown), so a
+prompt holding HTML or markdown shows as typed.
+"""
+
+import dataclasses
+import logging
 
 import streamlit as st
 
+from core import form, history, metadata, share
+from core.device import DeviceError
+from core.generation import MAX_SEED, GenerationError
+from core.history import HistoryError
+from core.service import current_settings, get_backend
+from core.settings import SettingsError
+
+log = logging.getLogger(__name__)
+state = st.session_state
+SELECTED = "gallery_selected"
+PAGE = "gallery_page"
+CONFIRM_DELETE = "gallery_confirm_delete"
+COLUMNS = 4
+GENERATOR = "pages/generate.py"
+
+
+def _first_page() -> None:
+    # A filter changed: the old page number may be past the end of the new results.
+    state[PAGE] = 1
+
+
+def _select(record_id: str | None) -> None:
+    state[SELECTED] = record_id
+    state.pop(CONFIRM_DELETE, None)
+
+
+def _use_settings(values: dict) -> None:
+    form.hand_over(state, values)
+    st.switch_page(GENERATOR)
+
+
+def _base_url() -> str:
+    url = getattr(st.context, "url", None) or "http://localhost:8501"
+    return url.split("?", 1)[0].rsplit("/", 1)[0] if url.count("/") > 2 else url
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _verify(store, record) -> None:
+    try:
+        backend = get_backend(settings)
+        with st.spinner("Loading the model…"):
+            backend.ensure_loaded()
+        differences = history.environment_differences(record, history.environment(backend))
+        if differences:
+            st.warning(
+                "This image was made in a different setup, so pixels may differ: "
+                + "; ".join(differences)
+            )
+        with st.spinner("Regenerating…"):
+            outcome = history.verify(store, record, backend)
+    except (GenerationError, DeviceError) as exc:
+        st.error(str(exc))
+        return
+    (st.success if outcome.identical else st.warning)(f"Regenerated: {outcome.message}")
+    st.image(outcome.png, caption="Regenerated now", width=256)
+
+
+def _details(store, record) -> None:
+    with st.container(border=True, key="details"):
+        top = st.columns([1, 2])
+        with top[0]:
+            st.image(store.display_image(record.id), width="stretch")
+        with top[1]:
+            st.caption("Prompt")
+            st.code(record.prompt or " ", language=None, wrap_lines=True)
+            st.caption("Negative prompt")
+            st.code(record.negative_prompt or " ", language=None, wrap_lines=True)
+            fields = {
+                k: v
+                for k, v in dataclasses.asdict(record).items()
+                if k not in ("prompt", "negative_prompt")
+            }
+            fields["created_at"] = history.format_time(record.created_at)
+            st.dataframe(
+                {"field": list(fields), "value": [str(v) for v in fields.values()]},
+                hide_index=True,
+                width="stretch",
+            )
+            st.caption("Shareable link (opens the generator with these settings)")
+            st.code(share.share_link(record.form_values(), _base_url()), language=None)
+        actions = st.columns(5)
+        use = actions[0].button("Use these settings", key="use_settings", type="primary")
+        verify = actions[1].button("Regenerate & verify", key="verify")
+        png = store.png_bytes(record.id)
+        actions[2].download_button(
+            "Download PNG",
+            data=png or b"",
+            file_name=f"sd35-{record.seed}-{record.id[:8]}.png",
+            mime="image/png",
+            key="download_original",
+            disabled=png is None,
+        )
+        if actions[3].button("Delete", key="delete"):
+            state[CONFIRM_DELETE] = record.id
+        actions[4].button("Close", key="close", on_click=_select, args=(None,))
+        if state.get(CONFIRM_DELETE) == record.id:
+            st.warning("Delete this image and its record for good?")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", key="confirm_delete", type="primary"):
+                try:
+                    store.delete(record.id)
+                except HistoryError as exc:
+                    st.error(str(exc))
+                else:
+                    _select(None)
+                    st.rerun()
+            no.button("Cancel", key="cancel_delete", on_click=state.pop, args=(CONFIRM_DELETE,))
+        if use:
+            _use_settings(record.form_values())
+        if verify:
+            _verify(store, record)
+
+
+def _import() -> None:
+    with st.expander("Import settings from a PNG"):
+        upload = st.file_uploader(
+            "PNG from this app, A1111, Forge, Fooocus or SD.Next", type=None, key="import_png"
+        )
+        if upload is None:
+            return
+        if upload.size > metadata.MAX_IMPORT_BYTES:
+            st.error(
+                f"The file is {upload.size / 1e6:.1f} MB; the limit is "
+                f"{metadata.MAX_IMPORT_BYTES // 2**20} MB."
+            )
+            return
+        try:
+            parsed = metadata.parameters_from_png(upload.getvalue())
+        except metadata.MetadataError as exc:
+            st.error(str(exc))
+            return
+        values, warnings = share.check_values(parsed.values)
+        for warning in warnings:
+            st.warning(warning)
+        st.caption("Prompt")
+        st.code(values.get("prompt") or " ", language=None, wrap_lines=True)
+        shown = {k: v for k, v in values.items() if k != "prompt"} | parsed.extras
+        st.dataframe(
+            {"field": list(shown), "value": [str(v) for v in shown.values()]},
+            hide_index=True,
+        )
+        if st.button("Use these settings", key="import_use", type="primary"):
+            _use_settings(values)
+
+
+def _grid(store, page) -> None:
+    if not page.records:
+        st.info("Nothing here yet. Images you generate are saved here automatically.")
+        return
+    for start in range(0, len(page.records), COLUMNS):
+        for column, record in zip(
+            st.columns(COLUMNS), page.records[start : start + COLUMNS], strict=False
+        ):
+            with column.container(border=True):
+                st.image(store.thumbnail(record.id), width="stretch")
+                st.text(f"Seed {record.seed} · {record.width}×{record.height}")
+                st.text(_excerpt(record.prompt) or "(no prompt)")
+                st.button("Details", key=f"open_{record.id}", on_click=_select, args=(record.id,))
+
+
 st.title("Seed history")
-st.info(
-    "Coming next: every image saved with its settings, searchable by prompt and seed, "
-    "and reproducible bit for bit."
+try:
+    settings = current_settings()
+    store = history.open_store(settings.data_dir)
+except (SettingsError, HistoryError) as exc:
+    st.error(str(exc))
+    st.stop()
+session = history.session_id(state)
+
+selected = state.get(SELECTED)
+record = store.get(selected) if selected else None
+if record is not None:
+    _details(store, record)
+
+_import()
+
+search, seed_box, mine = st.columns([3, 2, 1.5], vertical_alignment="bottom")
+text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
+seed = seed_box.number_input(
+    "Seed", 0, MAX_SEED, value=None, step=1, key="gallery_seed", on_change=_first_page
 )
+only_mine = mine.toggle("This session only", key="gallery_mine", on_change=_first_page)
+
+try:
+    page = store.page(
+        state.get(PAGE, 1),
+        text=text.strip() or None,
+        seed=None if seed is None else int(seed),
+        session_id=session if only_mine else None,
+    )
+except HistoryError as exc:
+    st.error(str(exc))
+    st.stop()
+state[PAGE] = page.page
+
+st.caption(f"{page.total} image(s) · page {page.page} of {page.pages}")
+_grid(store, page)
+if page.pages > 1:
+    back, where, forward = st.columns([1, 2, 1])
+    back.button(
+        "← Newer",
+        key="page_prev",
+        disabled=page.page <= 1,
+        on_click=state.__setitem__,
+        args=(PAGE, page.page - 1),
+    )
+    where.caption(f"Page {page.page} of {page.pages}")
+    forward.button(
+        "Older →",
+        key="page_next",
+        disabled=page.page >= page.pages,
+        on_click=state.__setitem__,
+        args=(PAGE, page.page + 1),
+    )

@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from core import form
+from core import form, history, share
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.generation import (
@@ -23,6 +23,7 @@ from core.generation import (
     Progress,
     random_seed,
 )
+from core.history import HistoryError
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 
@@ -120,6 +121,15 @@ def _generate(backend) -> None:
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
     }
+    try:  # keep every image in the seed history; a failure must not lose the result
+        history.save_result(
+            result,
+            backend=backend,
+            data_dir=settings.data_dir,
+            session_id=history.session_id(state),
+        )
+    except HistoryError as exc:
+        state[RESULT_KEY]["history_error"] = str(exc)
     # Write the seed used back into the Seed field; a widget's value can only change
     # before it is drawn, so hand it over and draw the page again.
     form.hand_over(state, {"seed": result.seeds[0], "randomize_seed": state.randomize_seed})
@@ -134,6 +144,8 @@ def _show_result(result: dict) -> None:
     if result["queue_seconds"] >= 0.5:
         timing += f" + waited {result['queue_seconds']:.0f} s"
     st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    if result.get("history_error"):
+        st.warning(result["history_error"], icon="💾")
     columns = st.columns(min(len(result["pngs"]), 2))
     for i, (png, seed) in enumerate(zip(result["pngs"], result["seeds"], strict=True)):
         with columns[i % len(columns)]:
@@ -157,6 +169,9 @@ except SettingsError as exc:
 if settings.model == DEMO_MODEL:
     st.info(f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon="🧪")
 
+# A shared link (?prompt=…&seed=…) fills the form once; bad values are named and skipped.
+for warning in share.take_query(state, st.query_params.to_dict()):
+    st.warning(warning)
 form.prepare(state)
 
 with st.container(border=True):

@@ -1,0 +1,299 @@
+"""The seed history store: real SQLite and real PNG files in tmp_path."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from core import history, metadata
+from core.generation import GenerationRequest
+from core.history import HistoryError, HistoryStore
+
+from .conftest import SMALL
+
+FACTS = {
+    "model": "demo",
+    "model_revision": "demo",
+    "scheduler": "FlowMatchEulerDiscreteScheduler",
+    "device": "cpu",
+    "dtype": "float32",
+    "torch_version": "2.13.0",
+    "diffusers_version": "0.42.1",
+    "transformers_version": "5.24.0",
+    "backend": "local",
+}
+
+
+def _record(prompt="a red fox", seed=7, session="s1", created_at=None, **request):
+    req = GenerationRequest(prompt=prompt, seed=seed, **{**SMALL, **request})
+    return history.new_record(
+        req,
+        seed=seed,
+        facts=FACTS,
+        session_id=session,
+        duration_seconds=0.5,
+        created_at=created_at,
+    )
+
+
+def _image(value=0):
+    return Image.new("RGB", (64, 64), (value % 256, 10, 20))
+
+
+def test_save_writes_png_thumbnail_and_row(tmp_path):
+    """A save leaves a PNG with both chunks, a WebP thumbnail and a row, named by id."""
+    store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record(prompt="../../etc/passwd"))
+    png = store.image_path(saved.id)
+    assert png.parent.parent == store.images_dir and png.name == f"{saved.id}.png"
+    assert store.thumb_path(saved.id).read_bytes()[:4] == b"RIFF"
+    chunks = metadata.read_png_text(png.read_bytes())
+    assert set(chunks) >= {metadata.PARAMETERS_KEY, metadata.RECORD_KEY}
+    assert store.get(saved.id) == saved
+    assert saved.image_sha256 == history.pixel_sha256(_image())
+
+
+def test_record_png_parse_round_trip(tmp_path):
+    """Record → PNG → parse of the `parameters` chunk gives the record's form settings."""
+    store = HistoryStore(tmp_path)
+    record = _record(
+        prompt='odd, "prompt": here\nline 2',
+        negative_prompt="blur, noise",
+        guidance_scale=6.5,
+        width=768,
+        height=512,
+    )
+    saved = store.save(_image(), record)
+    parsed = metadata.parameters_from_png(store.png_bytes(saved.id))
+    expected = {k: v for k, v in saved.form_values().items() if k != "num_images"}
+    assert parsed.values == expected
+    assert parsed.extras["Model"] == "demo"
+    full = metadata.read_png_text(store.png_bytes(saved.id))[metadata.RECORD_KEY]
+    assert history.HistoryRecord.from_mapping(json.loads(full)) == saved
+
+
+def test_restart_keeps_everything(tmp_path):
+    """A new store object on the same dir sees every record and file."""
+    first = HistoryStore(tmp_path)
+    ids = {first.save(_image(i), _record(seed=i)).id for i in range(3)}
+    second = HistoryStore(tmp_path)
+    assert {r.id for r in second.page().records} == ids
+    assert all(second.png_bytes(i) for i in ids)
+
+
+def test_eight_threads_saving_at_once_lose_nothing(tmp_path):
+    """Eight threads saving concurrently leave 8 rows and 8 PNG files."""
+    store = HistoryStore(tmp_path)
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def work(i):
+        try:
+            barrier.wait()
+            HistoryStore(tmp_path, repair=False).save(_image(i), _record(seed=i))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count() == 8
+    assert len(list(store.images_dir.glob("*/*.png"))) == 8
+    assert sorted(r.seed for r in store.page().records) == list(range(8))
+
+
+def _age(path, seconds=3600):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_orphan_png_with_record_gets_its_row_back(tmp_path):
+    """A PNG whose row never committed is restored from its JSON chunk at start-up."""
+    store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record())
+    with store._connect() as conn:  # simulate a crash between rename and commit
+        conn.execute("DELETE FROM records")
+    _age(store.image_path(saved.id))
+    restarted = HistoryStore(tmp_path)
+    assert restarted.repair_report["rows_restored"] == 1
+    assert restarted.get(saved.id) == saved
+
+
+def test_orphan_files_without_record_and_old_temps_are_removed(tmp_path):
+    """A stray PNG without a record chunk and an old temp file are removed at start-up."""
+    store = HistoryStore(tmp_path)
+    stray = store.images_dir / "ab" / "abcdef.png"
+    stray.parent.mkdir()
+    _image().save(stray)
+    temp = store.images_dir / "ab" / "x.png.123.tmp"
+    temp.write_bytes(b"half")
+    fresh = store.images_dir / "ab" / "y.png.456.tmp"
+    fresh.write_bytes(b"in progress")
+    _age(stray)
+    _age(temp)
+    report = HistoryStore(tmp_path).repair_report
+    assert report["files_removed"] == 1 and report["temp_removed"] == 1
+    assert not stray.exists() and not temp.exists()
+    assert fresh.exists()  # young: may be another process's save in progress
+
+
+def test_row_without_image_shows_a_placeholder(tmp_path):
+    """A row whose PNG is gone is kept; its thumbnail and image are placeholders."""
+    store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record())
+    store.image_path(saved.id).unlink()
+    store.thumb_path(saved.id).write_bytes(b"RIFF\0\0garbage")  # looks like WebP, is not
+    restarted = HistoryStore(tmp_path)
+    assert restarted.repair_report["rows_without_image"] == 1
+    assert restarted.get(saved.id) is not None
+    placeholder = history.placeholder_image()
+    assert restarted.thumbnail(saved.id)[:8] == metadata.PNG_SIGNATURE
+    assert Image.open(io.BytesIO(restarted.thumbnail(saved.id))).size == (256, 256)
+    assert restarted.display_image(saved.id)[:8] == metadata.PNG_SIGNATURE
+    assert restarted.png_bytes(saved.id) is None
+    assert placeholder[:8] == metadata.PNG_SIGNATURE
+
+
+def test_corrupt_image_shows_a_placeholder(tmp_path):
+    """A truncated PNG is replaced by a placeholder for display instead of raising."""
+    store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record())
+    path = store.image_path(saved.id)
+    path.write_bytes(path.read_bytes()[:40])
+    shown = store.display_image(saved.id)
+    assert shown != path.read_bytes()
+    Image.open(io.BytesIO(shown)).verify()
+
+
+def test_missing_thumbnail_is_redrawn(tmp_path):
+    """A lost thumbnail is drawn again from its PNG at start-up."""
+    store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record())
+    store.thumb_path(saved.id).unlink()
+    assert HistoryStore(tmp_path).repair_report["thumbs_rebuilt"] == 1
+    assert store.thumb_path(saved.id).exists()
+
+
+def test_delete_removes_row_and_files(tmp_path):
+    """Delete removes the row, the PNG and the thumbnail, and leaves the others."""
+    store = HistoryStore(tmp_path)
+    keep = store.save(_image(1), _record(seed=1))
+    gone = store.save(_image(2), _record(seed=2))
+    assert store.delete(gone.id)
+    assert store.get(gone.id) is None
+    assert not store.image_path(gone.id).exists() and not store.thumb_path(gone.id).exists()
+    assert store.get(keep.id) is not None
+    assert not store.delete(gone.id)
+
+
+def test_pagination_newest_first_and_filters(tmp_path):
+    """Pages hold 24 newest first; prompt search, seed and session filters narrow them."""
+    store = HistoryStore(tmp_path)
+    for i in range(30):
+        prompt = "a 100% red_fox" if i % 10 == 0 else f"cat number {i}"
+        store.save(
+            _image(i),
+            _record(prompt=prompt, seed=i % 5, session=f"s{i % 2}", created_at=1000.0 + i),
+        )
+    first = store.page(1)
+    assert first.total == 30 and first.pages == 2 and len(first.records) == 24
+    assert [r.created_at for r in first.records] == [1000.0 + i for i in range(29, 5, -1)]
+    assert len(store.page(2).records) == 6
+    assert store.page(99).page == 2  # clamped to the last page
+    assert store.page(text="RED_FOX").total == 3  # case-insensitive, `_` and `%` literal
+    assert store.page(text="100%").total == 3
+    assert store.page(text="_").total == 3
+    assert store.page(seed=3).total == 6
+    assert store.page(session_id="s1", seed=3).total == 3
+
+
+def test_unwritable_data_dir_gives_history_error(tmp_path):
+    """A data dir that cannot be created gives a HistoryError naming the folder and the fix."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(HistoryError, match="SD_DATA_DIR") as info:
+        HistoryStore(blocker / "data")
+    assert str(blocker) in str(info.value)
+
+
+def test_read_only_folder_gives_history_error_on_save(tmp_path):
+    """A save into a folder that turned read-only raises HistoryError, not OSError."""
+    store = HistoryStore(tmp_path)
+    # Root ignores permission bits, so make the images folder unusable another way.
+    for child in store.images_dir.iterdir():
+        child.rmdir()
+    store.images_dir.rmdir()
+    store.images_dir.write_text("in the way")
+    with pytest.raises(HistoryError, match="writable"):
+        store.save(_image(), _record())
+    assert store.count() == 0
+
+
+def test_environment_differences_named():
+    """A record made elsewhere lists the device, dtype and version that differ."""
+    record = _record()
+    now = {**FACTS, "device": "cuda", "dtype": "bfloat16", "torch_version": "2.14.0"}
+    diffs = history.environment_differences(record, now)
+    assert any("device: recorded cpu, now cuda" in d for d in diffs)
+    assert any("torch" in d for d in diffs) and len(diffs) == 3
+    assert history.environment_differences(record, FACTS) == []
+
+
+def test_model_revision_fingerprints_a_local_folder(demo_dir):
+    """A local model folder is named by a fingerprint of its configs; the demo by "demo"."""
+    first = history.model_revision(str(demo_dir))
+    assert first.startswith("local:") and first == history.model_revision(str(demo_dir))
+    assert history.model_revision("demo") == "demo"
+
+
+def test_reproduce_and_verify_is_identical_for_the_tiny_pipeline(tmp_path, demo_pipe):
+    """Regenerating a stored record with the same seed gives identical pixels."""
+    from core.local import run_pipeline
+
+    class TinyBackend:  # the real pipeline behind the Backend protocol, no model loading
+        name = "local"
+
+        def generate(self, request, **_):
+            images, seconds = run_pipeline(demo_pipe, request)
+            return type("R", (), {"images": images})()
+
+    store = HistoryStore(tmp_path)
+    request = GenerationRequest(prompt="a red fox", seed=11, **SMALL)
+    images, _ = run_pipeline(demo_pipe, request)
+    saved = store.save(
+        images[0],
+        history.new_record(request, seed=11, facts=FACTS, session_id="s", duration_seconds=0.1),
+    )
+    outcome = history.verify(store, saved, TinyBackend())
+    assert outcome.identical and outcome.message.startswith("identical")
+    other = store.save(
+        images[0],
+        history.new_record(
+            GenerationRequest(prompt="a red fox", seed=12, **SMALL),
+            seed=12,
+            facts=FACTS,
+            session_id="s",
+            duration_seconds=0.1,
+        ),
+    )
+    changed = history.verify(store, other, TinyBackend())
+    assert not changed.identical and changed.differing_pixels > 0
+    assert "pixels" in changed.message
+
+
+def test_full_disk_message_says_to_free_space(tmp_path):
+    """An out-of-space error becomes a HistoryError asking to free disk space."""
+    import errno
+
+    error = history._explain(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert "No space left on device" in str(error) and "Free some disk space" in str(error)
+    assert "still shown" in str(error)
