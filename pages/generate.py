@@ -1,6 +1,5 @@
 """Generator: type a prompt, pick the settings, get images with the seeds that made them."""
 
-import hashlib
 import io
 import logging
 import time
@@ -109,9 +108,24 @@ def _generate(backend) -> None:
         bar.empty()
     state.pop(RUNNING_KEY, None)
     pngs = [_png_bytes(image) for image in result.images]
+    history_error = None
+    try:  # keep every image in the seed history; a failure must not lose the result
+        store = history.open_store(settings.data_dir)
+        records = history.save_result(
+            result,
+            backend=backend,
+            data_dir=settings.data_dir,
+            session_id=history.session_id(state),
+        )
+        # Downloads carry the stored file: the A1111 parameters chunk and the full record.
+        pngs = [
+            store.png_bytes(record.id) or png for record, png in zip(records, pngs, strict=True)
+        ]
+    except HistoryError as exc:
+        history_error = str(exc)
     state[RESULT_KEY] = {
         "pngs": pngs,
-        "sha256": [hashlib.sha256(png).hexdigest() for png in pngs],
+        "sha256": [history.pixel_sha256(image) for image in result.images],
         "seeds": list(result.seeds),
         "prompt": request.prompt,
         "size": f"{request.width}×{request.height}",
@@ -120,16 +134,8 @@ def _generate(backend) -> None:
         "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
+        "history_error": history_error,
     }
-    try:  # keep every image in the seed history; a failure must not lose the result
-        history.save_result(
-            result,
-            backend=backend,
-            data_dir=settings.data_dir,
-            session_id=history.session_id(state),
-        )
-    except HistoryError as exc:
-        state[RESULT_KEY]["history_error"] = str(exc)
     # Write the seed used back into the Seed field; a widget's value can only change
     # before it is drawn, so hand it over and draw the page again.
     form.hand_over(state, {"seed": result.seeds[0], "randomize_seed": state.randomize_seed})

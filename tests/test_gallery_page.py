@@ -44,7 +44,7 @@ def test_generation_is_saved_and_shown_in_the_gallery(app):
     fill_small(at, prompt="a red fox", seed=7)
     at.button(key="generate").click().run()
     assert not at.exception
-    assert "history_error" not in at.session_state["last_result"]
+    assert at.session_state["last_result"]["history_error"] is None
     at.switch_page(GALLERY).run()
     assert not at.exception
     texts = _texts(at)

@@ -136,3 +136,18 @@ def test_settings_survive_a_page_change(app):
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="prompt").value == "kept"
     assert at.number_input(key="seed").value == 5
+
+
+def test_download_carries_the_a1111_parameters(app):
+    """The generator's Download PNG is the stored file, with its settings in the PNG."""
+    import io
+
+    from PIL import Image
+
+    at = fill_small(app(), prompt="a lighthouse", seed=21)
+    at.button(key="generate").click().run()
+    png = at.session_state["last_result"]["pngs"][0]
+    parameters = Image.open(io.BytesIO(png)).info["parameters"]
+    assert parameters.startswith("a lighthouse\n")
+    assert "Seed: 21" in parameters
+    assert "Size: 512x512" in parameters
