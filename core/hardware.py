@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.demo import DEMO_MODEL
 from core.device import DeviceChoice, DeviceError, choose_device, cpu_has_native_bf16
-from core.memory import MemoryOptions, MemoryPlan, plan_for
+from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,16 +158,24 @@ def gather_facts(settings: Settings) -> HardwareFacts:
     )
 
 
-def memory_plan(settings: Settings, facts: HardwareFacts) -> MemoryPlan | None:
-    """Return the plan the loader would pick now for these settings, or None without a device."""
+def memory_plan(
+    settings: Settings, facts: HardwareFacts, *, sd35: bool = False
+) -> MemoryPlan | None:
+    """Return the plan the loader would pick now, or None without a usable device.
+
+    The demo model is judged by its own tiny size unless `sd35` asks what SD3.5 Medium
+    would need on this machine.
+    """
     if facts.choice is None:
         return None
+    demo = settings.model == DEMO_MODEL and not sd35
     return plan_for(
         MemoryOptions.from_settings(settings),
         device=facts.choice.device,
         dtype=facts.choice.dtype,
         free_vram_bytes=facts.free_vram_bytes,
         free_ram_bytes=facts.ram_available_bytes,
+        components=DEMO_COMPONENTS if demo else None,
     )
 
 

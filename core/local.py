@@ -23,7 +23,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
-from core.memory import MemoryOptions, MemoryPlan, plan_for
+from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
 from core.queue import GenerationQueue
 from core.settings import DEFAULT_VAE_TILE
 
@@ -58,15 +58,6 @@ class LoadedPipeline:
         }
 
 
-# The demo's components weigh a few hundred kB; the plan chooser should judge those,
-# not SD3.5's 16 GB.
-_DEMO_COMPONENTS = {
-    "transformer": 1_000_000,
-    "text_encoder_3": 1_000_000,
-    "text_encoder_2": 1_000_000,
-    "text_encoder": 1_000_000,
-    "vae": 1_000_000,
-}
 VAE_TILE_OVERLAP = 0.25  # diffusers' default: a quarter of each tile is blended with its neighbour
 
 
@@ -109,7 +100,7 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
         dtype=choice.dtype,
         free_vram_bytes=free_vram,
         free_ram_bytes=free_ram,
-        components=_DEMO_COMPONENTS if model == DEMO_MODEL else None,
+        components=DEMO_COMPONENTS if model == DEMO_MODEL else None,
     )
     if plan.offload != "none" and choice.device != "cuda":
         raise GenerationError(plan.reason)

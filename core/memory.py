@@ -23,6 +23,8 @@ COMPONENT_GB_BF16 = {
     "vae": 0.17,
 }
 DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0}
+# The demo model's components weigh a few hundred kB; judge those, not SD3.5's 16 GB.
+DEMO_COMPONENTS = dict.fromkeys(COMPONENT_GB_BF16, 1_000_000)
 # Activations while denoising 1024² and a tiled VAE decode, at bf16; scaled like the weights.
 WORKING_GB_BF16 = 2.0
 # torch, Python and the app themselves, in RAM when the model runs on the CPU.

@@ -4,6 +4,7 @@ import time
 
 import streamlit as st
 
+from core.demo import DEMO_MODEL
 from core.device import DeviceError
 from core.generation import GenerationError
 from core.hardware import gather_facts, hub_facts, memory_plan
@@ -15,7 +16,15 @@ VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂�
 
 
 def _gb(n: float | None) -> str:
-    return "unknown" if n is None else f"{n / 1e9:.1f} GB"
+    if n is None:
+        return "unknown"
+    return f"{n / 1e6:.1f} MB" if n < 1e8 else f"{n / 1e9:.1f} GB"
+
+
+def _show_plan(plan, label: str) -> None:
+    icon = VERDICT_ICONS.get(plan.verdict, "")
+    text = f"{label}**{plan.verdict}** with {plan.summary}: {plan.reason}"
+    (st.error if plan.verdict == "won't fit" else st.info)(text, icon=icon or None)
 
 
 def _lines(rows: dict[str, object]) -> None:
@@ -126,9 +135,9 @@ else:
 st.subheader("Memory plan")
 plan = memory_plan(settings, facts)
 if plan is not None:
-    icon = VERDICT_ICONS.get(plan.verdict, "")
-    text = f"{icon} **{plan.verdict}** with {plan.summary}: {plan.reason}"
-    (st.error if plan.verdict == "won't fit" else st.info)(text)
+    _show_plan(plan, "")
+    if settings.model == DEMO_MODEL:
+        _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
     st.caption(
         f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
         f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
