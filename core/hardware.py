@@ -56,6 +56,7 @@ class HubFacts:
     cached_bytes: int | None
     cached_files: int | None
     note: str
+    revision: str | None = None  # the cached snapshot's commit, when the model is cached
 
 
 @dataclass(frozen=True)
@@ -225,11 +226,14 @@ def hub_facts(settings: Settings) -> HubFacts:
             note=f"SD_MODEL is a local folder: {path}",
         )
     index = try_to_load_from_cache(model, "model_index.json", cache_dir=cache_dir)
-    size = files = None
+    size = files = revision = None
     try:
         for repo in scan_cache_dir(cache_dir).repos:
             if repo.repo_id == model and repo.repo_type == "model":
                 size, files = repo.size_on_disk, repo.nb_files
+                for cached_revision in repo.revisions:
+                    if "main" in cached_revision.refs or revision is None:
+                        revision = cached_revision.commit_hash
     except CacheNotFound:
         pass
     cached = isinstance(index, str)
@@ -246,4 +250,5 @@ def hub_facts(settings: Settings) -> HubFacts:
         cached_bytes=size,
         cached_files=files,
         note=note,
+        revision=revision,
     )

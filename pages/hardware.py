@@ -181,5 +181,7 @@ rows = {
 }
 if hub.cached_bytes is not None:
     rows["Model files"] = f"{_gb(hub.cached_bytes)} in {hub.cached_files} files"
+if hub.revision:
+    rows["Cached revision"] = f"`{hub.revision[:12]}`"
 rows["Model"] = hub.note
 _lines(rows)

@@ -149,6 +149,7 @@ def test_hub_cache_found_with_size(tmp_path, monkeypatch):
         1000,
         1,
     )
+    assert hub.revision == "0" * 40
     missing = hub_facts(load_settings(environ={"SD_MODEL": "org/other"}, secrets={}))
     assert missing.cached is False and "downloads" in missing.note
 

@@ -388,3 +388,47 @@ def test_backend_passes_memory_options_to_the_loader():
     )
     loaded = backend.ensure_loaded()
     assert loaded.plan.drop_t5 is True and loaded.pipe.text_encoder_3 is None
+
+
+def test_generation_queued_behind_unload_reloads():
+    """A generation waiting while an unload runs loads the model again and still works."""
+    backend = LocalBackend(model="demo", device="cpu", dtype="float32")
+    request = GenerationRequest(prompt="a lighthouse", seed=11, **SMALL)
+    expected = backend.generate(request).images[0].tobytes()
+    results = []
+    unloader = threading.Thread(target=backend.unload)
+    generator = threading.Thread(target=lambda: results.append(backend.generate(request)))
+    with backend.queue.slot():
+        unloader.start()
+        while backend.queue.waiting < 1:  # the unload is queued first
+            threading.Event().wait(0.01)
+        generator.start()
+        while backend.queue.waiting < 2:
+            threading.Event().wait(0.01)
+    unloader.join(timeout=60)
+    generator.join(timeout=120)
+    assert backend.state == "loaded"
+    assert results and results[0].images[0].tobytes() == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="model/sequential offload need CUDA"
+)
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offload_on_gpu_generates_like_without(offload):
+    """On a CUDA GPU, offloaded pipelines make the same image as one held on the GPU."""
+    plain = load_pipeline(model="demo", device="cuda", dtype="float32")
+    offloaded = load_pipeline(
+        model="demo",
+        device="cuda",
+        dtype="float32",
+        memory=MemoryOptions(memory="manual", offload=offload),
+    )
+    assert offloaded.plan.offload == offload
+    assert _image_bytes(offloaded.pipe) == _image_bytes(plain.pipe)
+    backend = LocalBackend(
+        model="demo", device="cuda", dtype="float32", memory=MemoryOptions(offload=offload)
+    )
+    backend.ensure_loaded()
+    assert backend.unload() is True and backend.state == "not loaded"
