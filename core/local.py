@@ -337,8 +337,9 @@ class LocalBackend:
             if loading is not None:
                 try:
                     loading.result()
-                except BaseException:  # a failed load left nothing to drop
+                except Exception:  # a failed load left nothing to drop
                     log.info("unload: the load in progress failed")
+                loading = None  # its result is the pipeline too: let it go
             with self._lock:
                 loaded, self._loaded = self._loaded, None
             if loaded is None:

@@ -34,9 +34,9 @@ OFFLOADS = ("none", "model", "sequential")
 VERDICTS = ("fits", "needs offload", "needs drop-T5", "won't fit")
 DROP_T5_NOTE = "prompts lose T5 conditioning: long or detailed prompts are followed less closely"
 OFFLOAD_NEEDS_ACCELERATOR = (
-    "SD_OFFLOAD={offload} moves weights between the CPU and a GPU, but this machine runs the "
-    "model on the CPU ({device}), where every weight already lives in RAM. Set SD_OFFLOAD=none "
-    "(or leave it unset)."
+    "SD_OFFLOAD={offload} moves weights between RAM and a CUDA GPU's own memory, but the "
+    "model runs on {device} here, where every weight already lives in system RAM (accelerate "
+    "refuses: it requires an accelerator). Set SD_OFFLOAD=none (or leave it unset)."
 )
 
 
