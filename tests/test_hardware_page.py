@@ -94,3 +94,22 @@ def test_token_never_rendered(app, monkeypatch):
     for cut in range(4, len(TOKEN) + 1):
         assert TOKEN[:cut] not in everything, f"token prefix {TOKEN[:cut]!r} rendered"
     assert "SECRET" not in everything
+
+
+def test_page_with_fake_gpu(app, monkeypatch):
+    """With a (faked) CUDA GPU the page lists it, its VRAM, and a plan judged on VRAM."""
+    import torch
+
+    from core.memory import GB
+    from tests.test_hardware import FakeCuda, FakeGpu
+
+    FakeCuda(FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 24 * GB, 20 * GB, GB)).install(monkeypatch)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    at = app(PAGE)
+    assert not at.exception
+    text = _markdown(at)
+    assert "**GPU 0:** NVIDIA GeForce RTX 4090 (compute capability 8.9)" in text
+    assert "**VRAM:** 20.0 GB free of 24.0 GB" in text
+    assert "**Held by this app:** 1.0 GB" in text
+    assert "**Device:** cuda (auto: CUDA GPU available)" in text
+    assert any("SD3.5 Medium here: **fits**" in e.value and "VRAM" in e.value for e in at.info)
