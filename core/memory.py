@@ -80,7 +80,7 @@ def component_bytes(dtype: str) -> dict[str, int]:
 
 
 def _gb(n: int | float) -> str:
-    return f"{n / GB:.1f} GB"
+    return f"{n / 1e6:.1f} MB" if n < GB / 10 else f"{n / GB:.1f} GB"
 
 
 def choose_memory_plan(

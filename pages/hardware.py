@@ -134,10 +134,14 @@ else:
 
 st.subheader("Memory plan")
 plan = memory_plan(settings, facts)
-if plan is not None:
-    _show_plan(plan, "")
-    if settings.model == DEMO_MODEL:
-        _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
+is_demo = settings.model == DEMO_MODEL
+if backend.loaded is not None and backend.loaded.plan is not None:
+    # Free memory now excludes the loaded weights: show the plan chosen at load time.
+    _show_plan(backend.loaded.plan, "In force (chosen at load): ")
+elif plan is not None:
+    _show_plan(plan, "Demo model: " if is_demo else "")
+if plan is not None and is_demo:
+    _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
     st.caption(
         f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
         f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "

@@ -56,6 +56,7 @@ def test_load_and_unload_buttons(app):
     assert "**VAE slicing:** on" in text
     assert "**Memory plan:** offload none · with T5 · VAE tiles 512 px" in text
     assert "**Memory held by the weights:** ≈" in text
+    assert any(i.value.startswith("In force (chosen at load): **fits**") for i in at.info)
     assert get_backend().state == "loaded"
 
     at.button(key="unload_model").click().run()
