@@ -21,8 +21,8 @@ compare only roughly; overlap 0.25; RSS before the decode 0.70 GB in every run):
     (NOTES-sd3.md, same VAE: 1024² untiled 4.55 GB / 53 s, 512 px tiles 1.77 GB / 44 s)
 
 Default SD_VAE_TILE=512: it cuts the 1024² decode from 4.55 to 1.77 GB and is not slower
-than untiled; 256 px saves another 0.6 GB but decodes ~1.7× slower here and blends 4× as
-many tile borders, each a place where GroupNorm statistics differ (mean error ≈10 % of
+than untiled; 256 px saves another 0.6 GB but decodes ~1.7× slower here and has 4× as
+many tiles (36 vs 9 at 1024²), each with its own GroupNorm statistics (mean error ≈10 % of
 the image's spread at 512²).
 """
 
