@@ -23,7 +23,9 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
 from core.queue import GenerationQueue
+from core.settings import DEFAULT_VAE_TILE
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +38,103 @@ class LoadedPipeline:
     model: str
     choice: DeviceChoice
     load_seconds: float
+    plan: MemoryPlan | None = None
+    held_bytes: int = 0  # parameter and buffer bytes of every component, wherever they are
 
     @property
     def is_demo(self) -> bool:
         return self.model == DEMO_MODEL
 
+    @property
+    def vae_state(self) -> dict[str, object]:
+        """Slicing/tiling as the loaded VAE really has them (not as configured)."""
+        vae = self.pipe.vae
+        return {
+            "slicing": bool(getattr(vae, "use_slicing", False)),
+            "tiling": bool(getattr(vae, "use_tiling", False)),
+            "tile_px": int(getattr(vae, "tile_sample_min_size", 0) or 0),
+            "tile_latent": int(getattr(vae, "tile_latent_min_size", 0) or 0),
+            "overlap": float(getattr(vae, "tile_overlap_factor", 0.0) or 0.0),
+        }
 
-def apply_memory_options(pipe: Any) -> None:
-    """Turn on the VAE savings that act on SD3 (the pipeline itself has no such methods)."""
+
+VAE_TILE_OVERLAP = 0.25  # diffusers' default: a quarter of each tile is blended with its neighbour
+
+
+def pipeline_bytes(pipe: Any) -> int:
+    """Sum the parameter and buffer bytes of every torch module in the pipeline."""
+    import torch
+
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            tensors = [*component.parameters(), *component.buffers()]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
+
+
+def apply_memory_options(pipe: Any, *, vae_tile: int = DEFAULT_VAE_TILE) -> None:
+    """Turn on the VAE savings that act on SD3 (the pipeline itself has no such methods).
+
+    diffusers' tile is `vae.config.sample_size` (1024 for SD3.5), which leaves tiling inert
+    at ≤1024 px; set the tile in pixels and in latents (÷8) so that it really tiles.
+    `vae_tile=0` turns tiling off.
+    """
     pipe.vae.enable_slicing()
-    pipe.vae.enable_tiling()
+    if vae_tile:
+        pipe.vae.enable_tiling()
+        pipe.vae.tile_sample_min_size = vae_tile
+        pipe.vae.tile_latent_min_size = vae_tile // 8
+        pipe.vae.tile_overlap_factor = VAE_TILE_OVERLAP
+    else:
+        pipe.vae.disable_tiling()
+
+
+def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan:
+    from core.hardware import free_memory
+
+    free_vram, free_ram = free_memory(choice.device)
+    plan = plan_for(
+        memory,
+        device=choice.device,
+        dtype=choice.dtype,
+        free_vram_bytes=free_vram,
+        free_ram_bytes=free_ram,
+        components=DEMO_COMPONENTS if model == DEMO_MODEL else None,
+    )
+    if plan.offload != "none" and choice.device != "cuda":
+        raise GenerationError(plan.reason)
+    if plan.verdict == "won't fit":
+        raise GenerationError(
+            f"{model} will not fit: {plan.reason}. To try anyway, set SD_MEMORY=manual "
+            "(and SD_OFFLOAD / SD_DROP_T5 yourself)."
+        )
+    return plan
 
 
 def load_pipeline(
-    *, model: str, device: str = "auto", dtype: str = "auto", token: str | None = None
+    *,
+    model: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    token: str | None = None,
+    memory: MemoryOptions | None = None,
 ) -> LoadedPipeline:
-    """Load the pipeline, move it to the device and enable the memory options.
+    """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
-    Raise `GenerationError` with the remedy for failures we can explain.
+    Without `memory` everything goes on the device with T5 and the default VAE tile.
+    Raise `GenerationError` with the remedy for failures we can explain (including a
+    plan that cannot work here, such as CPU offload without a GPU).
     """
     start = time.perf_counter()
     choice = choose_device(device, dtype)
+    plan = _plan(model, choice, memory or MemoryOptions())
+    # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
+    without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if plan.drop_t5 else {}
     if model == DEMO_MODEL:
         pipe = build_demo_pipeline().to(dtype=choice.torch_dtype)
+        if without_t5:
+            pipe = type(pipe)(**{**pipe.components, **without_t5})
     else:
         problem = explain_local_path(model)
         if problem:
@@ -67,19 +143,40 @@ def load_pipeline(
 
         try:
             pipe = StableDiffusion3Pipeline.from_pretrained(
-                model, dtype=choice.torch_dtype, use_safetensors=True, token=token
+                model, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
             )
         except Exception as exc:  # re-raised below unless it is a failure we can explain
             message = explain_load_error(exc, model=model, has_token=bool(token))
             if message is None:
                 raise
             raise GenerationError(message) from exc
-    pipe.to(choice.device)
-    apply_memory_options(pipe)
+    # Offloading installs hooks that move each component to the GPU when it runs; a
+    # `.to(device)` afterwards would undo them, so it is one or the other.
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=choice.device)
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=choice.device)
+    else:
+        pipe.to(choice.device)
+    apply_memory_options(pipe, vae_tile=plan.vae_tile)
     pipe.set_progress_bar_config(disable=True)
     seconds = time.perf_counter() - start
-    log.info("loaded %s on %s/%s in %.1f s", model, choice.device, choice.dtype, seconds)
-    return LoadedPipeline(pipe=pipe, model=model, choice=choice, load_seconds=seconds)
+    log.info(
+        "loaded %s on %s/%s in %.1f s (%s)",
+        model,
+        choice.device,
+        choice.dtype,
+        seconds,
+        plan.summary,
+    )
+    return LoadedPipeline(
+        pipe=pipe,
+        model=model,
+        choice=choice,
+        load_seconds=seconds,
+        plan=plan,
+        held_bytes=pipeline_bytes(pipe),
+    )
 
 
 def free_accelerator_memory() -> None:
@@ -152,7 +249,9 @@ class LocalBackend:
         dtype: str = "auto",
         token_provider: Callable[[], str | None] = lambda: None,
         loader: Callable[..., LoadedPipeline] = load_pipeline,
+        memory: MemoryOptions | None = None,
     ) -> None:
+        self.memory = memory
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -204,8 +303,13 @@ class LocalBackend:
 
     def _load(self, future: Future[LoadedPipeline]) -> None:
         try:
+            options = {} if self.memory is None else {"memory": self.memory}
             loaded = self._loader(
-                model=self.model, device=self.device, dtype=self.dtype, token=self._token_provider()
+                model=self.model,
+                device=self.device,
+                dtype=self.dtype,
+                token=self._token_provider(),
+                **options,
             )
         except BaseException as exc:  # handed to every waiting session through the future
             with self._lock:
@@ -222,6 +326,33 @@ class LocalBackend:
     def ensure_loaded(self) -> LoadedPipeline:
         """Block until the pipeline is loaded; raise what the load raised."""
         return self.load_async().result()
+
+    def unload(self) -> bool:
+        """Drop the pipeline and free its memory; the next generation loads it again.
+
+        Waits for the generation lock (and for a load in progress), so a running
+        generation finishes first. Return whether a pipeline was loaded.
+        """
+        with self.queue.slot():
+            with self._lock:
+                loading = self._loading
+            if loading is not None:
+                try:
+                    loading.result()
+                except Exception:  # a failed load left nothing to drop
+                    log.info("unload: the load in progress failed")
+                loading = None  # its result is the pipeline too: let it go
+            with self._lock:
+                loaded, self._loaded = self._loaded, None
+            if loaded is None:
+                return False
+            pipe = loaded.pipe
+            if loaded.plan is not None and loaded.plan.offload != "none":
+                pipe.remove_all_hooks()  # accelerate's hooks hold references to the modules
+            del loaded, pipe
+            free_accelerator_memory()
+        log.info("unloaded %s", self.model)
+        return True
 
     # --- generating ----------------------------------------------------------------------
     def generate(
@@ -244,6 +375,8 @@ class LocalBackend:
                 on_progress(Progress("queued", time.perf_counter() - start, queue_position=ahead))
 
         with self.queue.slot(on_wait):
+            if self._loaded is not loaded:  # unloaded while this generation waited
+                loaded = self.ensure_loaded()
             queued_until = time.perf_counter()
             try:
                 images, per_image = run_pipeline(

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core.generation import Backend
 from core.local import LocalBackend
+from core.memory import MemoryOptions
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ def current_settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def _local_backend(model: str, device: str, dtype: str) -> LocalBackend:
+def _local_backend(
+    model: str, device: str, dtype: str, memory: MemoryOptions | None = None
+) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
     return LocalBackend(
@@ -41,10 +44,13 @@ def _local_backend(model: str, device: str, dtype: str) -> LocalBackend:
         device=device,
         dtype=dtype,
         token_provider=lambda: current_settings().hf_token,
+        memory=memory,
     )
 
 
 def get_backend(settings: Settings | None = None) -> Backend:
     """Return the process-wide backend for the current settings (nothing is loaded yet)."""
     settings = settings or current_settings()
-    return _local_backend(settings.model, settings.device, settings.dtype)
+    return _local_backend(
+        settings.model, settings.device, settings.dtype, MemoryOptions.from_settings(settings)
+    )

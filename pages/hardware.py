@@ -1,9 +1,191 @@
-"""Hardware: placeholder until the hardware page lands."""
+"""Hardware: what the app runs on, the memory plan it picks, and the model's load state."""
+
+import time
 
 import streamlit as st
 
+from core.demo import DEMO_MODEL
+from core.device import DeviceError
+from core.generation import GenerationError
+from core.hardware import gather_facts, hub_facts, memory_plan
+from core.memory import DROP_T5_NOTE
+from core.service import current_settings, get_backend
+from core.settings import SettingsError
+
+VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
+
+
+def _gb(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    return f"{n / 1e6:.1f} MB" if n < 1e8 else f"{n / 1e9:.1f} GB"
+
+
+def _show_plan(plan, label: str) -> None:
+    icon = VERDICT_ICONS.get(plan.verdict, "")
+    text = f"{label}**{plan.verdict}** with {plan.summary}: {plan.reason}"
+    (st.error if plan.verdict == "won't fit" else st.info)(text, icon=icon or None)
+
+
+def _lines(rows: dict[str, object]) -> None:
+    st.markdown("\n".join(f"- **{name}:** {value}" for name, value in rows.items()))
+
+
+def _load(backend) -> None:
+    """Warm the model up, showing the elapsed time (the load runs in a background thread)."""
+    with st.status("Loading model…", expanded=False) as status:
+        future = backend.load_async()
+        while not future.done():
+            status.update(label=f"Loading model… {backend.loading_elapsed:.0f} s")
+            time.sleep(0.25)
+        try:
+            loaded = future.result()
+        except (GenerationError, DeviceError) as exc:
+            status.update(label="The model could not be loaded", state="error")
+            st.error(str(exc))
+            return
+        status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
+
+
+def _unload(backend) -> None:
+    # unload() waits for the generation lock: a generation running in another session
+    # finishes first, then the weights go.
+    with st.spinner("Waiting for running generations to finish, then unloading…"):
+        dropped = backend.unload()
+    if dropped:
+        st.success("Model unloaded; the next generation loads it again.")
+    else:
+        st.info("The model was not loaded.")
+
+
+def _pipeline_section(backend) -> None:
+    state = backend.state
+    loaded = backend.loaded
+    rows: dict[str, object] = {"State": state, "Model": backend.model}
+    if state == "loading":
+        rows["Loading for"] = f"{backend.loading_elapsed:.0f} s"
+    if loaded is not None:
+        vae = loaded.vae_state
+        tiling = f"on, {vae['tile_px']} px tiles" if vae["tiling"] else "off"
+        rows |= {
+            "Device · dtype": f"{loaded.choice.device} · {loaded.choice.dtype}",
+            "Load time": f"{loaded.load_seconds:.1f} s",
+            "Memory plan": loaded.plan.summary if loaded.plan else "default",
+            "VAE slicing": "on" if vae["slicing"] else "off",
+            "VAE tiling": tiling,
+            "Memory held by the weights": f"≈ {_gb(loaded.held_bytes)}",
+        }
+        if loaded.plan is not None and loaded.plan.drop_t5:
+            rows["T5"] = f"not loaded: {DROP_T5_NOTE}"
+    elif backend.last_load_error:
+        st.warning(f"The last load failed: {backend.last_load_error}")
+    _lines(rows)
+
+
+def _memory_chart(facts) -> None:
+    names = ["RAM"]
+    used = [facts.ram_total_bytes - facts.ram_available_bytes]
+    free = [facts.ram_available_bytes]
+    for gpu in facts.gpus:
+        names.append(f"GPU {gpu.index} VRAM")
+        used.append(gpu.total_bytes - gpu.free_bytes)
+        free.append(gpu.free_bytes)
+    st.bar_chart(
+        {
+            "memory": names,
+            "used (GB)": [round(n / 1e9, 2) for n in used],
+            "free (GB)": [round(n / 1e9, 2) for n in free],
+        },
+        x="memory",
+        y=["used (GB)", "free (GB)"],
+        horizontal=True,
+        stack=True,
+        height=80 + 40 * len(names),
+    )
+
+
 st.title("Hardware")
-st.info(
-    "Coming next: the device and dtype in use and why, GPU and system memory, memory "
-    "plans, and buttons to load or unload the model."
+try:
+    settings = current_settings()
+    backend = get_backend(settings)
+except SettingsError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.subheader("Model")
+load_col, unload_col = st.columns(2)
+if load_col.button("Load model now", key="load_model", icon="⏫", width="stretch"):
+    _load(backend)
+if unload_col.button("Unload model", key="unload_model", icon="⏏️", width="stretch"):
+    _unload(backend)
+_pipeline_section(backend)
+
+facts = gather_facts(settings)
+st.subheader("Device")
+if facts.choice is None:
+    st.error(facts.choice_error)
+else:
+    _lines(
+        {
+            "Device": f"{facts.choice.device} ({facts.choice.device_reason})",
+            "dtype": f"{facts.choice.dtype} ({facts.choice.dtype_reason})",
+        }
+    )
+
+st.subheader("Memory plan")
+plan = memory_plan(settings, facts)
+is_demo = settings.model == DEMO_MODEL
+if backend.loaded is not None and backend.loaded.plan is not None:
+    # Free memory now excludes the loaded weights: show the plan chosen at load time.
+    _show_plan(backend.loaded.plan, "In force (chosen at load): ")
+elif plan is not None:
+    _show_plan(plan, "Demo model: " if is_demo else "")
+if plan is not None and is_demo:
+    _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
+    st.caption(
+        f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
+        f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
+        f"SD_VAE_TILE={settings.vae_tile}. Applied at the next load."
+    )
+_memory_chart(facts)
+
+st.subheader("GPU")
+if not facts.gpus:
+    mps = "available" if facts.mps_available else "not available"
+    st.markdown(f"No CUDA GPU (CUDA in this torch: {facts.cuda_version or 'none'}). MPS: {mps}.")
+for gpu in facts.gpus:
+    _lines(
+        {
+            f"GPU {gpu.index}": f"{gpu.name} (compute capability {gpu.capability})",
+            "VRAM": f"{_gb(gpu.free_bytes)} free of {_gb(gpu.total_bytes)}",
+            "Held by this app": _gb(gpu.held_bytes),
+        }
+    )
+if facts.gpus:
+    st.caption(f"CUDA {facts.cuda_version}")
+
+st.subheader("CPU and RAM")
+_lines(
+    {
+        "CPU": facts.cpu.model,
+        "Cores": f"{facts.cpu.physical_cores or '?'} physical, {facts.cpu.logical_cores} logical",
+        "Native bfloat16": "yes" if facts.cpu.native_bf16 else "no",
+        "RAM": f"{_gb(facts.ram_available_bytes)} available of {_gb(facts.ram_total_bytes)}",
+    }
 )
+
+st.subheader("Software")
+_lines({"OS": facts.os, "Python": facts.python, **facts.versions})
+
+st.subheader("Hugging Face")
+hub = hub_facts(settings)
+rows = {
+    "Token configured": "yes" if hub.token_configured else "no",
+    "Cache": f"`{hub.cache_dir}`",
+}
+if hub.cached_bytes is not None:
+    rows["Model files"] = f"{_gb(hub.cached_bytes)} in {hub.cached_files} files"
+if hub.revision:
+    rows["Cached revision"] = f"`{hub.revision[:12]}`"
+rows["Model"] = hub.note
+_lines(rows)

@@ -1,0 +1,116 @@
+"""The Hardware page under AppTest: facts, plan, load/unload, and no token on screen."""
+
+from __future__ import annotations
+
+from core.service import get_backend
+
+TOKEN = "hf_SECRETtoken123"
+PAGE = "pages/hardware.py"
+
+
+def _texts(at) -> list[str]:
+    """Every element's protobuf as text: values, labels, bodies, help and captions."""
+    found = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            found.append(str(proto))
+        for attr in ("value", "label", "body", "help"):
+            value = getattr(node, attr, None)
+            if isinstance(value, str):
+                found.append(value)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return found
+
+
+def _markdown(at) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_page_not_loaded_shows_facts_and_plan(app):
+    """Before any load the page shows the state, device reasons, CPU, plan and chart."""
+    at = app(PAGE)
+    assert not at.exception
+    text = _markdown(at)
+    assert "**State:** not loaded" in text
+    assert "**Device:** cpu" in text or "**Device:** cuda" in text
+    assert "**Native bfloat16:**" in text and "**RAM:**" in text
+    assert "**torch:**" in text and "**Token configured:** no" in text
+    assert any("**fits**" in info.value for info in at.info)
+    assert any("SD3.5 Medium here:" in e.value for e in [*at.info, *at.error])
+    assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_load_and_unload_buttons(app):
+    """Load model now loads the pipeline and shows its plan; Unload drops it again."""
+    at = app(PAGE)
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    text = _markdown(at)
+    assert "**State:** loaded" in text
+    assert "**VAE tiling:** on, 512 px tiles" in text
+    assert "**VAE slicing:** on" in text
+    assert "**Memory plan:** offload none · with T5 · VAE tiles 512 px" in text
+    assert "**Memory held by the weights:** ≈" in text
+    assert any(i.value.startswith("In force (chosen at load): **fits**") for i in at.info)
+    assert get_backend().state == "loaded"
+
+    at.button(key="unload_model").click().run()
+    assert not at.exception
+    assert "**State:** not loaded" in _markdown(at)
+    assert get_backend().state == "not loaded"
+    assert at.success[0].value.startswith("Model unloaded")
+
+
+def test_page_shows_dropped_t5(app, monkeypatch):
+    """With SD_DROP_T5 the loaded pipeline says T5 is not loaded and what that costs."""
+    monkeypatch.setenv("SD_DROP_T5", "true")
+    at = app(PAGE)
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    assert "**T5:** not loaded: prompts lose T5 conditioning" in _markdown(at)
+
+
+def test_bad_memory_setting_is_an_error(app, monkeypatch):
+    """An invalid SD_VAE_TILE shows the settings error instead of crashing."""
+    monkeypatch.setenv("SD_VAE_TILE", "100")
+    at = app(PAGE)
+    assert not at.exception
+    assert any("SD_VAE_TILE" in e.value for e in at.error)
+
+
+def test_token_never_rendered(app, monkeypatch):
+    """With HF_TOKEN set the page says so, but no part of the token appears anywhere."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    at = app(PAGE)
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    assert "**Token configured:** yes" in _markdown(at)
+    everything = "\n".join(_texts(at))
+    assert "Token configured" in everything  # the walk really reaches the page's text
+    for cut in range(4, len(TOKEN) + 1):
+        assert TOKEN[:cut] not in everything, f"token prefix {TOKEN[:cut]!r} rendered"
+    assert "SECRET" not in everything
+
+
+def test_page_with_fake_gpu(app, monkeypatch):
+    """With a (faked) CUDA GPU the page lists it, its VRAM, and a plan judged on VRAM."""
+    import torch
+
+    from core.memory import GB
+    from tests.test_hardware import FakeCuda, FakeGpu
+
+    FakeCuda(FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 24 * GB, 20 * GB, GB)).install(monkeypatch)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    at = app(PAGE)
+    assert not at.exception
+    text = _markdown(at)
+    assert "**GPU 0:** NVIDIA GeForce RTX 4090 (compute capability 8.9)" in text
+    assert "**VRAM:** 20.0 GB free of 24.0 GB" in text
+    assert "**Held by this app:** 1.0 GB" in text
+    assert "**Device:** cuda (auto: CUDA GPU available)" in text
+    assert any("SD3.5 Medium here: **fits**" in e.value and "VRAM" in e.value for e in at.info)

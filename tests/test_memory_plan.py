@@ -1,0 +1,434 @@
+"""The memory plan chooser, the memory settings, and the plan applied by the real loader."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from core.generation import GenerationError, GenerationRequest
+from core.local import LocalBackend, load_pipeline, run_pipeline
+from core.memory import GB, MemoryOptions, choose_memory_plan, plan_for
+from core.settings import SettingsError, load_settings
+from tests.conftest import SMALL
+
+# free VRAM (GB or None), free RAM (GB), device, dtype, forced offload, forced drop_t5
+#   → verdict, offload, drop_t5
+CASES = [
+    (
+        "cpu, 24 GB RAM: everything fits",
+        None,
+        24,
+        "cpu",
+        "bfloat16",
+        None,
+        None,
+        "fits",
+        "none",
+        False,
+    ),
+    (
+        "cpu, 12 GB RAM: T5 must go",
+        None,
+        12,
+        "cpu",
+        "bfloat16",
+        None,
+        None,
+        "needs drop-T5",
+        "none",
+        True,
+    ),
+    (
+        "cpu, 8 GB RAM: nothing fits",
+        None,
+        8,
+        "cpu",
+        "bfloat16",
+        None,
+        None,
+        "won't fit",
+        "none",
+        True,
+    ),
+    (
+        "cpu float32 doubles the weights",
+        None,
+        24,
+        "cpu",
+        "float32",
+        None,
+        None,
+        "needs drop-T5",
+        "none",
+        True,
+    ),
+    (
+        "apple GPU budgets unified RAM",
+        None,
+        24,
+        "mps",
+        "float16",
+        None,
+        None,
+        "fits",
+        "none",
+        False,
+    ),
+    ("80 GB GPU: all on the GPU", 80, 32, "cuda", "bfloat16", None, None, "fits", "none", False),
+    (
+        "16 GB GPU: model offload keeps T5",
+        16,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "needs offload",
+        "model",
+        False,
+    ),
+    (
+        "10 GB GPU: T5 is the largest part, drop it",
+        10,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "needs drop-T5",
+        "none",
+        True,
+    ),
+    (
+        "8 GB GPU: drop T5 and offload",
+        8,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "needs drop-T5",
+        "model",
+        True,
+    ),
+    (
+        "4 GB GPU: sequential offload",
+        4,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "needs offload",
+        "sequential",
+        False,
+    ),
+    (
+        "4 GB GPU, 8 GB RAM: sequential without T5",
+        4,
+        8,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "needs drop-T5",
+        "sequential",
+        True,
+    ),
+    (
+        "1 GB GPU: nothing fits",
+        1,
+        64,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "won't fit",
+        "sequential",
+        True,
+    ),
+    (
+        "unknown free VRAM: try the GPU",
+        None,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        None,
+        "fits",
+        "none",
+        False,
+    ),
+    (
+        "SD_OFFLOAD=model wins on a big GPU",
+        80,
+        32,
+        "cuda",
+        "bfloat16",
+        "model",
+        None,
+        "fits",
+        "model",
+        False,
+    ),
+    (
+        "SD_DROP_T5=false forbids dropping T5",
+        10,
+        32,
+        "cuda",
+        "bfloat16",
+        None,
+        False,
+        "needs offload",
+        "sequential",
+        False,
+    ),
+    (
+        "SD_DROP_T5=true on a roomy CPU",
+        None,
+        24,
+        "cpu",
+        "bfloat16",
+        None,
+        True,
+        "fits",
+        "none",
+        True,
+    ),
+    (
+        "offload on a CPU is refused",
+        None,
+        64,
+        "cpu",
+        "bfloat16",
+        "model",
+        None,
+        "won't fit",
+        "model",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("vram", "ram", "device", "dtype", "offload", "drop", "verdict", "plan", "dropped"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_plan_table(vram, ram, device, dtype, offload, drop, verdict, plan, dropped):
+    """The chooser picks the expected verdict, offload and T5 choice for each memory case."""
+    result = choose_memory_plan(
+        None if vram is None else vram * GB,
+        ram * GB,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        drop_t5=drop,
+        vae_tile=512,
+    )
+    assert (result.verdict, result.offload, result.drop_t5) == (verdict, plan, dropped)
+    assert result.vae_tile == 512
+
+
+def test_plan_reason_has_the_numbers():
+    """The reason shows the weights, working memory and free memory it compared."""
+    plan = choose_memory_plan(None, 24 * GB, device="cpu", dtype="bfloat16")
+    assert "16.3 GB of bfloat16 weights" in plan.reason
+    assert "= 19.3 GB ≤ 24.0 GB free RAM" in plan.reason
+    assert plan.needed_bytes == int(19.27 * GB)
+
+
+def test_drop_t5_reason_says_what_is_lost():
+    """A plan without T5 tells the user that prompts lose T5 conditioning."""
+    plan = choose_memory_plan(10 * GB, 32 * GB, device="cuda", dtype="bfloat16")
+    assert "lose T5 conditioning" in plan.reason
+
+
+def test_manual_mode_takes_settings_as_set():
+    """SD_MEMORY=manual ignores free memory and uses SD_OFFLOAD / SD_DROP_T5 as given."""
+    options = MemoryOptions(memory="manual", offload="model", drop_t5=True, vae_tile=256)
+    plan = plan_for(options, device="cuda", dtype="bfloat16", free_vram_bytes=1, free_ram_bytes=1)
+    assert (plan.offload, plan.drop_t5, plan.vae_tile, plan.verdict) == (
+        "model",
+        True,
+        256,
+        "fits",
+    )
+
+
+def test_memory_settings_parse():
+    """SD_MEMORY, SD_OFFLOAD, SD_DROP_T5 and SD_VAE_TILE are read and typed."""
+    env = {"SD_MEMORY": "Manual", "SD_OFFLOAD": "sequential", "SD_DROP_T5": "yes"}
+    settings = load_settings(environ={**env, "SD_VAE_TILE": "256"}, secrets={})
+    assert (settings.memory, settings.offload, settings.drop_t5, settings.vae_tile) == (
+        "manual",
+        "sequential",
+        True,
+        256,
+    )
+    defaults = load_settings(environ={}, secrets={})
+    assert (defaults.memory, defaults.offload, defaults.drop_t5, defaults.vae_tile) == (
+        "auto",
+        None,
+        None,
+        512,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SD_VAE_TILE", "500"), ("SD_VAE_TILE", "big"), ("SD_OFFLOAD", "gpu"), ("SD_DROP_T5", "?")],
+)
+def test_bad_memory_setting_names_the_fix(name, value):
+    """A memory setting with an unusable value raises SettingsError naming the setting."""
+    with pytest.raises(SettingsError, match=name):
+        load_settings(environ={name: value}, secrets={})
+
+
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+@pytest.mark.parametrize("memory", ["auto", "manual"])
+def test_offload_on_cpu_is_refused(offload, memory):
+    """SD_OFFLOAD on a CPU-only machine is refused with the fix, before any weight loads."""
+    options = MemoryOptions(memory=memory, offload=offload)
+    with pytest.raises(GenerationError) as err:
+        load_pipeline(model="demo", device="cpu", dtype="float32", memory=options)
+    assert f"SD_OFFLOAD={offload}" in str(err.value)
+    assert "Set SD_OFFLOAD=none" in str(err.value)
+
+
+def _image_bytes(pipe, prompt="a red fox on a long winding mountain road"):
+    request = GenerationRequest(prompt=prompt, seed=3, **SMALL)
+    images, _ = run_pipeline(pipe, request)
+    return images[0].tobytes()
+
+
+def test_drop_t5_loads_without_t5_and_generates(demo_dir):
+    """SD_DROP_T5 loads the saved pipeline without T5, and it still makes an image."""
+    plain = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32")
+    dropped = load_pipeline(
+        model=str(demo_dir),
+        device="cpu",
+        dtype="float32",
+        memory=MemoryOptions(memory="manual", drop_t5=True),
+    )
+    assert dropped.pipe.text_encoder_3 is None and dropped.pipe.tokenizer_3 is None
+    assert plain.pipe.text_encoder_3 is not None
+    assert dropped.plan.drop_t5 is True
+    assert dropped.held_bytes < plain.held_bytes
+    image = _image_bytes(dropped.pipe)
+    assert len(image) == 512 * 512 * 3
+    assert image != _image_bytes(plain.pipe)  # T5's conditioning is really gone
+
+
+def test_vae_tile_is_in_force(demo_dir, monkeypatch):
+    """The configured tile is set on the loaded VAE and really tiles a 512-pixel decode."""
+    loaded = load_pipeline(
+        model=str(demo_dir),
+        device="cpu",
+        dtype="float32",
+        memory=MemoryOptions(memory="manual", vae_tile=256),
+    )
+    vae = loaded.pipe.vae
+    assert (vae.use_slicing, vae.use_tiling) == (True, True)
+    assert (vae.tile_sample_min_size, vae.tile_latent_min_size) == (256, 32)
+    assert loaded.vae_state["tile_px"] == 256 and loaded.vae_state["tiling"] is True
+    tiled = []
+    original = vae.tiled_decode
+
+    def counting_tiled_decode(*args, **kwargs):
+        tiled.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vae, "tiled_decode", counting_tiled_decode)
+    _image_bytes(loaded.pipe)
+    assert tiled, "a 512-pixel image with 256-pixel tiles must go through tiled_decode"
+
+
+def test_vae_tile_zero_turns_tiling_off():
+    """SD_VAE_TILE=0 leaves the VAE untiled (slicing stays on)."""
+    loaded = load_pipeline(
+        model="demo", device="cpu", dtype="float32", memory=MemoryOptions(vae_tile=0)
+    )
+    assert loaded.vae_state["tiling"] is False and loaded.vae_state["slicing"] is True
+
+
+def test_unload_then_generate_is_identical():
+    """After unload the backend is not loaded; the next generation reloads, same bytes."""
+    backend = LocalBackend(model="demo", device="cpu", dtype="float32")
+    request = GenerationRequest(prompt="a lighthouse", seed=11, **SMALL)
+    first = backend.generate(request).images[0].tobytes()
+    assert backend.unload() is True
+    assert backend.state == "not loaded" and backend.loaded is None
+    assert backend.unload() is False
+    again = backend.generate(request)
+    assert backend.state == "loaded"
+    assert again.load_seconds > 0
+    assert again.images[0].tobytes() == first
+
+
+def test_unload_waits_for_the_generation_lock():
+    """Unload does not drop the pipeline while a generation holds the lock."""
+    backend = LocalBackend(model="demo", device="cpu", dtype="float32")
+    backend.ensure_loaded()
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (backend.unload(), done.set()))
+    with backend.queue.slot():
+        worker.start()
+        assert not done.wait(0.5)
+        assert backend.state == "loaded"
+    worker.join(timeout=30)
+    assert done.is_set() and backend.state == "not loaded"
+
+
+def test_backend_passes_memory_options_to_the_loader():
+    """A backend built with memory options loads with that plan."""
+    backend = LocalBackend(
+        model="demo", device="cpu", dtype="float32", memory=MemoryOptions(drop_t5=True)
+    )
+    loaded = backend.ensure_loaded()
+    assert loaded.plan.drop_t5 is True and loaded.pipe.text_encoder_3 is None
+
+
+def test_generation_queued_behind_unload_reloads():
+    """A generation waiting while an unload runs loads the model again and still works."""
+    backend = LocalBackend(model="demo", device="cpu", dtype="float32")
+    request = GenerationRequest(prompt="a lighthouse", seed=11, **SMALL)
+    expected = backend.generate(request).images[0].tobytes()
+    results = []
+    unloader = threading.Thread(target=backend.unload)
+    generator = threading.Thread(target=lambda: results.append(backend.generate(request)))
+    with backend.queue.slot():
+        unloader.start()
+        while backend.queue.waiting < 1:  # the unload is queued first
+            threading.Event().wait(0.01)
+        generator.start()
+        while backend.queue.waiting < 2:
+            threading.Event().wait(0.01)
+    unloader.join(timeout=60)
+    generator.join(timeout=120)
+    assert backend.state == "loaded"
+    assert results and results[0].images[0].tobytes() == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="model/sequential offload need CUDA"
+)
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offload_on_gpu_generates_like_without(offload):
+    """On a CUDA GPU, offloaded pipelines make the same image as one held on the GPU."""
+    plain = load_pipeline(model="demo", device="cuda", dtype="float32")
+    offloaded = load_pipeline(
+        model="demo",
+        device="cuda",
+        dtype="float32",
+        memory=MemoryOptions(memory="manual", offload=offload),
+    )
+    assert offloaded.plan.offload == offload
+    assert _image_bytes(offloaded.pipe) == _image_bytes(plain.pipe)
+    backend = LocalBackend(
+        model="demo", device="cuda", dtype="float32", memory=MemoryOptions(offload=offload)
+    )
+    backend.ensure_loaded()
+    assert backend.unload() is True and backend.state == "not loaded"
