@@ -48,6 +48,19 @@ def apply_memory_options(pipe: Any) -> None:
     pipe.vae.enable_tiling()
 
 
+def _require_torch() -> None:
+    """Explain the light install (no torch/diffusers) rather than fail on an import."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GenerationError(
+            f"{' and '.join(missing)} not installed: this is the light install, which can "
+            "only generate remotely. Set SD_BACKEND=remote with SD_REMOTE_URL or SD_PROVIDER "
+            "(see docs/remote.md), or install the full app with `make install`."
+        )
+
+
 def load_pipeline(
     *, model: str, device: str = "auto", dtype: str = "auto", token: str | None = None
 ) -> LoadedPipeline:
@@ -56,6 +69,7 @@ def load_pipeline(
     Raise `GenerationError` with the remedy for failures we can explain.
     """
     start = time.perf_counter()
+    _require_torch()
     choice = choose_device(device, dtype)
     if model == DEMO_MODEL:
         pipe = build_demo_pipeline().to(dtype=choice.torch_dtype)

@@ -18,6 +18,7 @@ DOTENV_PATH = APP_ROOT / ".env"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("local", "remote")
 
 
 class SettingsError(ValueError):
@@ -33,6 +34,11 @@ class Settings:
     dtype: str = "auto"
     hf_token: str | None = field(default=None, repr=False)
     data_dir: Path = APP_ROOT / "data"
+    # Remote mode: an endpoint URL, or an Inference Providers name with `model` as the id
+    # (neither: Hugging Face picks a provider for `model`).
+    backend: str = "local"
+    remote_url: str | None = None
+    provider: str | None = None
 
     @property
     def has_token(self) -> bool:
@@ -46,6 +52,9 @@ _SETTINGS = {
     "SD_DTYPE": ("dtype", DTYPES),
     "HF_TOKEN": ("hf_token", None),
     "SD_DATA_DIR": ("data_dir", None),
+    "SD_BACKEND": ("backend", BACKENDS),
+    "SD_REMOTE_URL": ("remote_url", None),
+    "SD_PROVIDER": ("provider", None),
 }
 
 
@@ -86,5 +95,26 @@ def load_settings(
         values[attr] = value
     if "data_dir" in values:
         values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+    _check_remote(values)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _check_remote(values: dict[str, object]) -> None:
+    """Refuse remote settings that cannot work, naming the fix."""
+    url, provider = values.get("remote_url"), values.get("provider")
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        raise SettingsError(
+            f"SD_REMOTE_URL={url!r} is not a URL; use the endpoint's address, "
+            "e.g. https://xyz.endpoints.huggingface.cloud."
+        )
+    if url is not None and provider is not None:
+        raise SettingsError(
+            "Set SD_REMOTE_URL (your own endpoint) or SD_PROVIDER (an Inference Provider), "
+            "not both."
+        )
+    if values.get("backend") == "remote" and url is None and values.get("model") == "demo":
+        raise SettingsError(
+            "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
+            f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
+        )
