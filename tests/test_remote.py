@@ -340,6 +340,20 @@ def test_generate_page_shows_remote_error_and_keeps_nothing(server, monkeypatch,
     assert "last_result" not in at.session_state
 
 
+def test_local_mode_without_torch_says_to_go_remote(monkeypatch):
+    """On the light install, local mode fails on load with the way to remote mode."""
+    import importlib.util
+
+    from core.local import load_pipeline
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(GenerationError, match="torch not installed.*SD_BACKEND=remote"):
+        load_pipeline(model="demo")
+
+
 def test_remote_path_works_without_torch_or_diffusers(server):
     """With torch/diffusers/transformers unimportable, the app's core imports and generates."""
     script = """
