@@ -112,7 +112,7 @@ def _body_hint(response: Any) -> str:
     """The first line of an error body, if the client read one."""
     try:
         text = response.text
-    except Exception:  # noqa: BLE001 - a streamed body that was never read has no text
+    except RuntimeError:  # httpx's ResponseNotRead: a streamed body that was never read
         return ""
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     return f" The service said: {line[:200]}" if line else ""
