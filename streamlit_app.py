@@ -35,5 +35,7 @@ with st.sidebar:
             st.warning(DEMO_LABEL, icon="🧪")
         where = f" on {facts['device']} · {facts['dtype']}" if "device" in facts else ""
         st.caption(f"Status: {facts['state']}{where}")
+        if facts.get("backend") == "remote":
+            st.caption(f"Remote: {facts.get('endpoint') or facts.get('provider')}")
 
 page.run()

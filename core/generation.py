@@ -132,7 +132,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a generation is: `phase` is "queued", "loading" or "denoising"."""
+    """Where a generation is: `phase` is "queued", "loading" or "denoising".
+
+    A remote backend has no steps: "requesting" (a call in flight, `elapsed` grows) and
+    "waiting" (a retry in `retry_in` seconds, e.g. while an endpoint scales up; `detail`
+    says why).
+    """
 
     phase: str
     elapsed: float
@@ -141,10 +146,14 @@ class Progress:
     step: int = 0
     total_steps: int = 0
     queue_position: int = 0
+    retry_in: float = 0.0
+    detail: str = ""
 
     @property
     def fraction(self) -> float:
-        """Share of all denoising steps of the request done, 0–1."""
+        """Share of all denoising steps (remote: of the images) of the request done, 0–1."""
+        if self.phase in ("requesting", "waiting"):
+            return min(self.image_index / max(self.num_images, 1), 1.0)
         if self.phase != "denoising" or not self.total_steps:
             return 0.0
         done = self.image_index * self.total_steps + self.step

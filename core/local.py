@@ -112,6 +112,19 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
     return plan
 
 
+def _require_torch() -> None:
+    """Explain the light install (no torch/diffusers) rather than fail on an import."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GenerationError(
+            f"{' and '.join(missing)} not installed: this is the light install, which can "
+            "only generate remotely. Set SD_BACKEND=remote with SD_REMOTE_URL or SD_PROVIDER "
+            "(see docs/remote.md), or install the full app with `make install`."
+        )
+
+
 def load_pipeline(
     *,
     model: str,
@@ -127,6 +140,7 @@ def load_pipeline(
     plan that cannot work here, such as CPU offload without a GPU).
     """
     start = time.perf_counter()
+    _require_torch()
     choice = choose_device(device, dtype)
     plan = _plan(model, choice, memory or MemoryOptions())
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).

@@ -15,6 +15,7 @@ import streamlit as st
 from core.generation import Backend
 from core.local import LocalBackend
 from core.memory import MemoryOptions
+from core.remote import RemoteBackend
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,22 @@ def _local_backend(
     )
 
 
+@st.cache_resource(show_spinner=False)
+def _remote_backend(url: str | None, provider: str | None, model: str) -> RemoteBackend:
+    # Shared by every session: it holds no model, only the record of recent latencies.
+    return RemoteBackend(
+        url=url,
+        provider=provider,
+        model=model,
+        token_provider=lambda: current_settings().hf_token,
+    )
+
+
 def get_backend(settings: Settings | None = None) -> Backend:
     """Return the process-wide backend for the current settings (nothing is loaded yet)."""
     settings = settings or current_settings()
+    if settings.backend == "remote":
+        return _remote_backend(settings.remote_url, settings.provider, settings.model)
     return _local_backend(
         settings.model, settings.device, settings.dtype, MemoryOptions.from_settings(settings)
     )

@@ -25,6 +25,7 @@ _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 # VAE tile side in pixels. Measured on the full-size SD3.5 VAE (bench/vae_memory.py):
 # 512-pixel tiles decode 1024² in 1.8 GB instead of 4.6 GB, and no slower.
 DEFAULT_VAE_TILE = 512
+BACKENDS = ("local", "remote")
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,11 @@ class Settings:
     offload: str | None = None
     drop_t5: bool | None = None
     vae_tile: int = DEFAULT_VAE_TILE
+    # Remote mode: an endpoint URL, or an Inference Providers name with `model` as the id
+    # (neither: Hugging Face picks a provider for `model`).
+    backend: str = "local"
+    remote_url: str | None = None
+    provider: str | None = None
 
     @property
     def has_token(self) -> bool:
@@ -63,6 +69,9 @@ _SETTINGS = {
     "SD_OFFLOAD": ("offload", OFFLOADS),
     "SD_DROP_T5": ("drop_t5", tuple(_BOOLEANS)),
     "SD_VAE_TILE": ("vae_tile", None),
+    "SD_BACKEND": ("backend", BACKENDS),
+    "SD_REMOTE_URL": ("remote_url", None),
+    "SD_PROVIDER": ("provider", None),
 }
 
 
@@ -121,5 +130,26 @@ def load_settings(
         values["drop_t5"] = _BOOLEANS[str(values["drop_t5"])]
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
+    _check_remote(values)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _check_remote(values: dict[str, object]) -> None:
+    """Refuse remote settings that cannot work, naming the fix."""
+    url, provider = values.get("remote_url"), values.get("provider")
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        raise SettingsError(
+            f"SD_REMOTE_URL={url!r} is not a URL; use the endpoint's address, "
+            "e.g. https://xyz.endpoints.huggingface.cloud."
+        )
+    if url is not None and provider is not None:
+        raise SettingsError(
+            "Set SD_REMOTE_URL (your own endpoint) or SD_PROVIDER (an Inference Provider), "
+            "not both."
+        )
+    if values.get("backend") == "remote" and url is None and values.get("model") == "demo":
+        raise SettingsError(
+            "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
+            f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
+        )

@@ -43,6 +43,12 @@ def _apply_aspect() -> None:
 
 
 def _progress_text(p: Progress) -> str:
+    image = f"Image {p.image_index + 1}/{p.num_images} · " if p.num_images > 1 else ""
+    if p.phase == "requesting":  # a remote call: no steps to count, so a spinner and time
+        spinner = "◐◓◑◒"[int(p.elapsed * 4) % 4]
+        return f"{spinner} {image}Waiting for the remote service · {p.elapsed:.0f} s"
+    if p.phase == "waiting":
+        return f"⏳ {image}{p.detail or 'Service busy'} · retrying in {p.retry_in:.0f} s"
     if p.phase == "queued":
         ahead = "1 generation" if p.queue_position == 1 else f"{p.queue_position} generations"
         return f"Waiting for the model: {ahead} ahead of you · {p.elapsed:.0f} s"
@@ -135,6 +141,8 @@ def _generate(backend) -> None:
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
         "history_error": history_error,
+        "backend": result.backend,
+        "details": dict(result.details),
     }
     # Write the seed used back into the Seed field; a widget's value can only change
     # before it is drawn, so hand it over and draw the page again.
