@@ -1,5 +1,6 @@
 """Hardware: what the app runs on, the memory plan it picks, and the model's load state."""
 
+import importlib.util
 import time
 
 import streamlit as st
@@ -9,6 +10,7 @@ from core.device import DeviceError
 from core.generation import GenerationError
 from core.hardware import gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
+from core.remote import remote_facts
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 
@@ -104,6 +106,54 @@ def _memory_chart(facts) -> None:
     )
 
 
+def _model_section(backend) -> None:
+    st.subheader("Model")
+    load_col, unload_col = st.columns(2)
+    if load_col.button("Load model now", key="load_model", icon="⏫", width="stretch"):
+        _load(backend)
+    if unload_col.button("Unload model", key="unload_model", icon="⏏️", width="stretch"):
+        _unload(backend)
+    _pipeline_section(backend)
+
+
+def _remote_section(backend) -> None:
+    st.subheader("Remote backend")
+    st.caption("Images are made by the remote service; this machine only sends requests.")
+    _lines(dict(remote_facts(backend.describe())))
+
+
+def _device_section(facts) -> None:
+    st.subheader("Device")
+    if facts.choice is None:
+        st.error(facts.choice_error)
+        return
+    _lines(
+        {
+            "Device": f"{facts.choice.device} ({facts.choice.device_reason})",
+            "dtype": f"{facts.choice.dtype} ({facts.choice.dtype_reason})",
+        }
+    )
+
+
+def _plan_section(backend, settings, facts) -> None:
+    st.subheader("Memory plan")
+    plan = memory_plan(settings, facts)
+    is_demo = settings.model == DEMO_MODEL
+    if backend.loaded is not None and backend.loaded.plan is not None:
+        # Free memory now excludes the loaded weights: show the plan chosen at load time.
+        _show_plan(backend.loaded.plan, "In force (chosen at load): ")
+    elif plan is not None:
+        _show_plan(plan, "Demo model: " if is_demo else "")
+    if plan is not None and is_demo:
+        _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
+        st.caption(
+            f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
+            f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
+            f"SD_VAE_TILE={settings.vae_tile}. Applied at the next load."
+        )
+    _memory_chart(facts)
+
+
 st.title("Hardware")
 try:
     settings = current_settings()
@@ -112,42 +162,19 @@ except SettingsError as exc:
     st.error(str(exc))
     st.stop()
 
-st.subheader("Model")
-load_col, unload_col = st.columns(2)
-if load_col.button("Load model now", key="load_model", icon="⏫", width="stretch"):
-    _load(backend)
-if unload_col.button("Unload model", key="unload_model", icon="⏏️", width="stretch"):
-    _unload(backend)
-_pipeline_section(backend)
+if backend.name == "remote":
+    _remote_section(backend)
+    if importlib.util.find_spec("torch") is None:
+        # The light install (requirements.txt, Streamlit Community Cloud) has no torch.
+        st.info("torch is not installed here (remote-only install): no local GPU facts.")
+        st.stop()
+else:
+    _model_section(backend)
 
 facts = gather_facts(settings)
-st.subheader("Device")
-if facts.choice is None:
-    st.error(facts.choice_error)
-else:
-    _lines(
-        {
-            "Device": f"{facts.choice.device} ({facts.choice.device_reason})",
-            "dtype": f"{facts.choice.dtype} ({facts.choice.dtype_reason})",
-        }
-    )
-
-st.subheader("Memory plan")
-plan = memory_plan(settings, facts)
-is_demo = settings.model == DEMO_MODEL
-if backend.loaded is not None and backend.loaded.plan is not None:
-    # Free memory now excludes the loaded weights: show the plan chosen at load time.
-    _show_plan(backend.loaded.plan, "In force (chosen at load): ")
-elif plan is not None:
-    _show_plan(plan, "Demo model: " if is_demo else "")
-if plan is not None and is_demo:
-    _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
-    st.caption(
-        f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
-        f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
-        f"SD_VAE_TILE={settings.vae_tile}. Applied at the next load."
-    )
-_memory_chart(facts)
+_device_section(facts)
+if backend.name != "remote":
+    _plan_section(backend, settings, facts)
 
 st.subheader("GPU")
 if not facts.gpus:

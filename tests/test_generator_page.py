@@ -3,7 +3,7 @@
 import pytest
 
 from core import form
-from core.service import _local_backend
+from core.service import get_backend
 from tests.conftest import fill_small
 
 PAGES = ["pages/generate.py", "pages/gallery.py", "pages/hardware.py"]
@@ -15,7 +15,7 @@ def test_every_page_renders_without_exception(app, page):
     at = app(page)
     assert not at.exception
     assert at.title
-    assert _local_backend("demo", "auto", "auto").state == "not loaded"
+    assert get_backend().state == "not loaded"
 
 
 def test_generator_labels_are_the_contract(app):
@@ -88,7 +88,7 @@ def test_one_load_serves_two_sessions(app):
     first.button(key="generate").click().run()
     second = fill_small(app(), seed=1)
     second.button(key="generate").click().run()
-    assert _local_backend("demo", "auto", "auto").load_count == 1
+    assert get_backend().load_count == 1
     assert (
         first.session_state["last_result"]["sha256"]
         == second.session_state["last_result"]["sha256"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -306,6 +305,7 @@ def test_service_returns_the_remote_backend_in_remote_mode(monkeypatch, fresh_ca
 
 def test_generate_page_runs_remotely(server, monkeypatch, app, demo_pipe):
     """The generator page makes the same image through the remote backend as locally."""
+    from core.history import pixel_sha256
     from core.local import run_pipeline
 
     url = endpoint(server)
@@ -316,7 +316,7 @@ def test_generate_page_runs_remotely(server, monkeypatch, app, demo_pipe):
     assert not at.exception and not at.error
     result = at.session_state["last_result"]
     local, _ = run_pipeline(demo_pipe, small(seed=7))
-    assert result["sha256"] == [hashlib.sha256(png(local[0])).hexdigest()]
+    assert result["sha256"] == [pixel_sha256(local[0])]
     assert result["backend"] == "remote" and result["details"]["endpoint"] == url
 
 
@@ -387,3 +387,15 @@ print("ok", result.backend, sorted(m for m in sys.modules if m.split(".")[0] == 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok remote []"
+
+
+def test_hardware_page_shows_the_remote_service(server, monkeypatch, app):
+    """In remote mode the Hardware page names the endpoint instead of offering a local load."""
+    url = endpoint(server)
+    monkeypatch.setenv("SD_BACKEND", "remote")
+    monkeypatch.setenv("SD_REMOTE_URL", url)
+    at = app("pages/hardware.py")
+    assert not at.exception
+    assert "Remote backend" in [h.value for h in at.subheader]
+    assert not [b for b in at.button if b.key == "load_model"]
+    assert any(url in m.value for m in at.markdown)
