@@ -190,9 +190,12 @@ def environment(backend: Any) -> dict[str, str]:
     if loaded is not None:
         scheduler = type(loaded.pipe.scheduler).__name__
     model = facts.get("model", "")
+    revision = model_revision(model) if model else ""
+    if facts.get("backend") == "remote":  # which service made it: an endpoint or a provider
+        revision = "remote " + (facts.get("endpoint") or f"provider {facts.get('provider')}")
     return {
         "model": model,
-        "model_revision": model_revision(model) if model else "",
+        "model_revision": revision,
         "scheduler": scheduler,
         "device": facts.get("device", ""),
         "dtype": facts.get("dtype", ""),

@@ -56,6 +56,12 @@ def _verify(store, record) -> None:
         with st.spinner("Loading the model…"):
             backend.ensure_loaded()
         differences = history.environment_differences(record, history.environment(backend))
+        if "remote" in (record.backend, backend.name):
+            st.info(
+                "A remote inference service does not guarantee identical pixels for the same "
+                "seed (its hardware, versions and batching are not ours to pin), so a "
+                "difference here is not necessarily an error."
+            )
         if differences:
             st.warning(
                 "This image was made in a different setup, so pixels may differ: "

@@ -399,3 +399,18 @@ def test_hardware_page_shows_the_remote_service(server, monkeypatch, app):
     assert "Remote backend" in [h.value for h in at.subheader]
     assert not [b for b in at.button if b.key == "load_model"]
     assert any(url in m.value for m in at.markdown)
+
+
+def test_history_records_which_service_made_the_image(server, monkeypatch, app, tmp_path):
+    """A remote generation is saved with backend "remote" and the endpoint that made it."""
+    from core.history import open_store
+    from core.settings import load_settings
+
+    url = endpoint(server)
+    monkeypatch.setenv("SD_BACKEND", "remote")
+    monkeypatch.setenv("SD_REMOTE_URL", url)
+    at = fill_small(app("pages/generate.py"), seed=3)
+    at.button(key="generate").click().run()
+    (record,) = open_store(load_settings().data_dir).page(1).records
+    assert (record.backend, record.seed) == ("remote", 3)
+    assert record.model_revision == f"remote {url}"
