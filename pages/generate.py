@@ -23,6 +23,7 @@ from core.generation import (
     random_seed,
 )
 from core.history import HistoryError
+from core.memory import DROP_T5_NOTE
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 
@@ -182,6 +183,9 @@ except SettingsError as exc:
     st.stop()
 if settings.model == DEMO_MODEL:
     st.info(f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon="🧪")
+plan = getattr(getattr(backend, "loaded", None), "plan", None)
+if plan is not None and plan.drop_t5:  # the memory plan left T5-XXL out to fit
+    st.warning(f"Loaded without T5-XXL to fit in memory: {DROP_T5_NOTE}.", icon="✂️")
 
 # A shared link (?prompt=…&seed=…) fills the form once; bad values are named and skipped.
 for warning in share.take_query(state, st.query_params.to_dict()):

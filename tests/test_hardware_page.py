@@ -114,3 +114,12 @@ def test_page_with_fake_gpu(app, monkeypatch):
     assert "**Held by this app:** 1.0 GB" in text
     assert "**Device:** cuda (auto: CUDA GPU available)" in text
     assert any("SD3.5 Medium here: **fits**" in e.value and "VRAM" in e.value for e in at.info)
+
+
+def test_generator_warns_when_t5_was_left_out(app, monkeypatch):
+    """After a load without T5, the generator page says prompts lose T5 conditioning."""
+    monkeypatch.setenv("SD_DROP_T5", "true")
+    at = app("pages/hardware.py")
+    at.button(key="load_model").click().run()
+    at.switch_page("pages/generate.py").run()
+    assert any("without T5-XXL" in w.value for w in at.warning)
