@@ -6,10 +6,10 @@ alternating, median of N. float16 is hundreds of times slower on CPU, so it gets
 of the same model at a small input (128², batch 1, 16 text tokens), next to float32 and
 bfloat16 on that input, in a child process with a time limit. Confirms the CPU default
 (`SD_DTYPE=auto`: bfloat16 where the CPU has native bf16, else float32; never float16).
-`--demo` adds the tiny demo pipeline end to end, whose convolutions are too small for bf16
-kernels to pay off.
+`--fp16-big` also times float16 at the working size (for CPUs with native fp16, such as
+Xeons with AVX512-FP16, where it is not slow). `--demo` adds the tiny demo pipeline end to end.
 
-    .venv/bin/python -m bench.cpu_dtype [--runs 5] [--fp16-limit 600] [--demo]
+    .venv/bin/python -m bench.cpu_dtype [--runs 5] [--fp16-limit 600] [--fp16-big] [--demo]
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--fp16-limit", type=int, default=600, help="seconds for the fp16 child")
     parser.add_argument("--demo", action="store_true", help="also time the demo pipeline")
+    parser.add_argument("--fp16-big", action="store_true", help="float16 at the working size too")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -135,7 +136,8 @@ def main() -> None:
     print(f"native bf16: {cpu_has_native_bf16()} · SD_DTYPE=auto picks {choice.dtype}")
 
     params = sum(p.numel() for p in build_model().parameters()) / 1e6
-    models = {name: build_model().to(getattr(torch, name)) for name in DTYPES[:2]}
+    big_dtypes = DTYPES if args.fp16_big else DTYPES[:2]
+    models = {name: build_model().to(getattr(torch, name)) for name in big_dtypes}
     inputs = {name: make_inputs(**BIG_INPUT, dtype=getattr(torch, name)) for name in models}
     for name in models:
         forward_seconds(models[name], inputs[name])  # warm-up
@@ -164,10 +166,14 @@ def main() -> None:
     )
     print("| input | float32 | bfloat16 | float16 |")
     print("| --- | --- | --- | --- |")
+    fp16_big = "not run (see below)"
+    if "float16" in big:
+        fp16_ratio = median(big["float16"]) / median(big["float32"])
+        fp16_big = f"{spread(big['float16'])} ({fp16_ratio:.2f}× fp32)"
     print(
         f"| {BIG_INPUT['size']}², batch {BIG_INPUT['batch']}, {BIG_INPUT['text_tokens']} text "
         f"tokens, median of {args.runs} | {spread(big['float32'])} | {spread(big['bfloat16'])} "
-        f"({ratio:.2f}× fp32) | not run (see below) |"
+        f"({ratio:.2f}× fp32) | {fp16_big} |"
     )
     label = (
         f"| {SMALL_INPUT['size']}², batch {SMALL_INPUT['batch']}, {SMALL_INPUT['text_tokens']} "
@@ -179,7 +185,7 @@ def main() -> None:
         fp16 = small["float16"] / small["float32"]
         print(
             f"{label} {small['float32']:.3f} s | {small['bfloat16']:.3f} s | "
-            f"{small['float16']:.1f} s ({fp16:.0f}× fp32) |"
+            f"{small['float16']:.1f} s ({fp16:.2f}× fp32) |"
         )
     if args.demo:
         for row in demo_pipeline_rows(args.runs):

@@ -69,8 +69,8 @@ class StreamlitServer:
         env.update(
             SD_MODEL="demo",
             SD_DATA_DIR=str(self.data_dir),
-            # Fixed rather than auto, so a developer's .env cannot change the run. float32 is
-            # also the fastest dtype for the tiny demo pipeline on CPU.
+            # Fixed rather than auto, so neither a developer's .env nor the CPU's bf16 support
+            # changes what the browser run exercises.
             SD_DEVICE="cpu",
             SD_DTYPE="float32",
             HF_HUB_OFFLINE="1",
@@ -188,15 +188,24 @@ def _screenshot_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def _say(config, text: str) -> None:
+    """Write a line to the terminal even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        print(text)
+    else:
+        reporter.write_line(text)
+
+
 @pytest.fixture(name="browser", scope="module")
-def fixture_browser(tmp_path_factory):
+def fixture_browser(tmp_path_factory, pytestconfig):
     """A running app on the demo model with a fresh data dir, and a Chromium tab on it."""
     from playwright.sync_api import sync_playwright
 
     root = tmp_path_factory.mktemp("e2e")
     server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
     shots = _screenshot_dir(tmp_path_factory)
-    print(f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
+    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
     server.start()
     try:
         with sync_playwright() as playwright:
