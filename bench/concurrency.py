@@ -2,10 +2,11 @@
 
 Every session of the app shares one backend; this checks that many at once get exactly the
 images one session alone would get, and that serving them together costs no throughput.
-Reference: the same 40 requests one after another in one thread. Targets: 40/40 identical,
+Reference: the same 40 requests one after another in one thread; sequential and concurrent
+rounds alternate (S C C S …) and the totals are compared. Targets: 40/40 identical,
 throughput concurrent / sequential ≥ 0.9×.
 
-    .venv/bin/python -m bench.concurrency [--threads 8] [--per-thread 5] [--dtype float32]
+    .venv/bin/python -m bench.concurrency [--threads 8] [--per-thread 5] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--per-thread", type=int, default=5)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="sequential+concurrent pairs")
     args = parser.parse_args()
 
     import torch
@@ -55,43 +57,71 @@ def main() -> None:
     jobs = [(t, i) for t in range(args.threads) for i in range(args.per_thread)]
     backend.generate(request(0, 0))  # warm-up
 
-    start = time.perf_counter()
-    reference = {job: png_digest(backend.generate(request(*job)).images[0]) for job in jobs}
-    sequential = time.perf_counter() - start
+    def sequential_round() -> tuple[float, dict[tuple[int, int], str]]:
+        start = time.perf_counter()
+        digests = {job: png_digest(backend.generate(request(*job)).images[0]) for job in jobs}
+        return time.perf_counter() - start, digests
 
-    results: dict[tuple[int, int], str] = {}
     errors: list[BaseException] = []
-    barrier = threading.Barrier(args.threads)
 
-    def session(thread: int) -> None:
-        barrier.wait()
-        try:
-            for index in range(args.per_thread):
-                image = backend.generate(request(thread, index)).images[0]
-                results[(thread, index)] = png_digest(image)
-        except BaseException as exc:  # reported below, not hidden
-            errors.append(exc)
+    def concurrent_round() -> tuple[float, dict[tuple[int, int], str]]:
+        digests: dict[tuple[int, int], str] = {}
+        barrier = threading.Barrier(args.threads)
 
-    workers = [threading.Thread(target=session, args=(t,)) for t in range(args.threads)]
-    start = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    concurrent = time.perf_counter() - start
+        def session(thread: int) -> None:
+            barrier.wait()
+            try:
+                for index in range(args.per_thread):
+                    image = backend.generate(request(thread, index)).images[0]
+                    digests[(thread, index)] = png_digest(image)
+            except BaseException as exc:  # reported below, not hidden
+                errors.append(exc)
 
-    identical = sum(results.get(job) == digest for job, digest in reference.items())
-    n = len(jobs)
+        workers = [threading.Thread(target=session, args=(t,)) for t in range(args.threads)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return time.perf_counter() - start, digests
+
+    # Alternate S, C, C, S, … so a change in machine load hits both sides alike.
+    seq_times, conc_times, reference, results = [], [], None, []
+    for round_ in range(args.rounds):
+        order = (sequential_round, concurrent_round)
+        for fn in order if round_ % 2 == 0 else reversed(order):
+            seconds, digests = fn()
+            if fn is sequential_round:
+                seq_times.append(seconds)
+                reference = reference or digests
+            else:
+                conc_times.append(seconds)
+                results.append(digests)
+    sequential, concurrent = sum(seq_times), sum(conc_times)
+    print("rounds, seconds: sequential", [round(t, 1) for t in seq_times], "· concurrent",
+          [round(t, 1) for t in conc_times])  # fmt: skip
+
+    identical = min(
+        sum(digests.get(job) == digest for job, digest in reference.items()) for digests in results
+    )
+    n = len(jobs) * args.rounds
     ratio = (n / concurrent) / (n / sequential)
     print()
-    print(f"| run | {n} generations, 512², {args.steps} steps, {args.dtype} | images/s |")
+    print(
+        f"| run | {n} generations ({args.rounds} rounds), 512², {args.steps} steps, "
+        f"{args.dtype} | images/s |"
+    )
     print("| --- | --- | --- |")
     print(f"| sequential, 1 thread | {sequential:.1f} s | {n / sequential:.2f} |")
     print(
         f"| concurrent, {args.threads} threads × {args.per_thread} | {concurrent:.1f} s | "
         f"{n / concurrent:.2f} |"
     )
-    print(f"identical to the single-thread reference: {identical}/{n} (target {n}/{n})")
+    per_round = len(jobs)
+    print(
+        f"identical to the single-thread reference: {identical}/{per_round} in every concurrent "
+        f"round (target {per_round}/{per_round})"
+    )
     print(f"errors: {len(errors)}{' — ' + repr(errors[0]) if errors else ''}")
     print(f"throughput concurrent / sequential: {ratio:.2f}× (target ≥ 0.9×)")
 

@@ -84,7 +84,9 @@ def main() -> None:
         print(f"| {name} | {spread(values)} | {median(values) / raw_median:.3f}× |")
     print(f"identical pixels on all paths: {same}")
     ratio = median(times["LocalBackend.generate"]) / raw_median
-    print(f"ratio app / raw: {ratio:.3f}× (target ≤ 1.03×)")
+    # On a shared machine the fastest run of each path is the least disturbed one.
+    best = min(times["LocalBackend.generate"]) / min(times["raw diffusers call"])
+    print(f"ratio app / raw: median {ratio:.3f}×, fastest {best:.3f}× (target ≤ 1.03×)")
 
 
 if __name__ == "__main__":
