@@ -1,0 +1,65 @@
+"""Small helpers the benchmarks share: machine facts, medians, a free loopback port."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import socket
+import statistics
+from pathlib import Path
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_facts() -> str:
+    """One line: date, CPU model and cores, RAM, Python and the library versions that matter."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        ram = "RAM unknown"
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f" · load avg {os.getloadavg()[0]:.1f}"
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{date} · {cpu} · {os.cpu_count()} cores · {ram} · {platform.system()} · "
+        f"Python {platform.python_version()}{load}"
+    )
+
+
+def library_versions(*names: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in names:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return " · ".join(parts)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> str:
+    """`median (min–max)` in seconds, for the printed tables."""
+    return f"{median(values):.3f} s ({min(values):.3f}–{max(values):.3f})"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
