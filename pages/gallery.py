@@ -92,10 +92,13 @@ def _details(store, record) -> None:
                 if k not in ("prompt", "negative_prompt")
             }
             fields["created_at"] = history.format_time(record.created_at)
-            st.dataframe(
-                {"field": list(fields), "value": [str(v) for v in fields.values()]},
-                hide_index=True,
-                width="stretch",
+            width = max(len(k) for k in fields)
+            st.caption("Everything recorded")
+            # st.code shows plain text: nothing recorded can inject markup.
+            st.code(
+                "\n".join(f"{k.ljust(width)}  {v}" for k, v in fields.items()),
+                language=None,
+                wrap_lines=True,
             )
             st.caption("Shareable link (opens the generator with these settings)")
             st.code(share.share_link(record.form_values(), _base_url()), language=None)

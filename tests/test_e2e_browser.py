@@ -12,6 +12,7 @@ installs it); without it the tests are skipped, never passed.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import APP_ROOT
 
@@ -46,7 +48,6 @@ CHROMIUM_ARGS = [
 PROMPT = "a lighthouse on a cliff at dusk, e2e check"
 SEED = 1234
 TIMEOUT_MS = 120_000  # generous: the machine running the suite may be busy
-GALLERY_PLACEHOLDER = "Coming next"
 
 
 def _free_port() -> int:
@@ -258,6 +259,10 @@ def _click_generate(tab: Browser):
     return image
 
 
+def _pixels_sha256(png: bytes) -> str:
+    return hashlib.sha256(Image.open(io.BytesIO(png)).convert("RGB").tobytes()).hexdigest()
+
+
 def _download_png(tab: Browser) -> bytes:
     with tab.page.expect_download() as download:
         tab.page.get_by_role("button", name="Download PNG").first.click()
@@ -269,7 +274,7 @@ def _download_png(tab: Browser) -> bytes:
 @dataclass(frozen=True)
 class Generated:
     image_sha256: str  # of the bytes the <img> shows
-    png_sha256: str  # of the PNG the download button serves
+    png_pixels_sha256: str  # of the pixels of the PNG the download button serves
 
 
 @pytest.fixture(name="generated", scope="module")
@@ -281,17 +286,14 @@ def fixture_generated(browser) -> Generated:
     browser.shoot("generate", height=1800)
     return Generated(
         image_sha256=hashlib.sha256(browser.fetch(image.get_attribute("src"))).hexdigest(),
-        png_sha256=hashlib.sha256(_download_png(browser)).hexdigest(),
+        png_pixels_sha256=_pixels_sha256(_download_png(browser)),
     )
 
 
-def _gallery_or_skip(tab: Browser) -> None:
-    """Open the gallery; skip the gallery steps while it is still the placeholder page."""
+def _open_gallery(tab: Browser) -> None:
+    """Open the Seed history page from the sidebar."""
     tab.nav("Seed history")
     tab.assert_no_exception()
-    if GALLERY_PLACEHOLDER in tab.main_text():
-        tab.shoot("gallery")
-        pytest.skip("gallery page is still the placeholder ('Coming next'): issue 3 not merged")
 
 
 def test_generate_shows_image_and_seed_then_repeats_the_same_bytes(browser, generated):
@@ -306,20 +308,28 @@ def test_generate_shows_image_and_seed_then_repeats_the_same_bytes(browser, gene
     assert f"Seed {SEED}" in browser.main_text()
     again = hashlib.sha256(browser.fetch(image.get_attribute("src"))).hexdigest()
     assert again == generated.image_sha256
-    assert hashlib.sha256(_download_png(browser)).hexdigest() == generated.png_sha256
+    # The download is the stored file: same pixels, and the settings in its A1111 chunk
+    # (its JSON record holds the entry's own id and time, so the bytes differ per entry).
+    download = _download_png(browser)
+    assert _pixels_sha256(download) == generated.png_pixels_sha256
+    parameters = Image.open(io.BytesIO(download)).info["parameters"]
+    assert parameters.startswith(PROMPT) and f"Seed: {SEED}" in parameters
 
 
 def test_gallery_lists_entry_and_use_these_settings_fills_generator(browser, generated):
     """The gallery shows the image's entry; Use these settings opens the generator filled in."""
     from playwright.sync_api import expect
 
-    _gallery_or_skip(browser)
+    _open_gallery(browser)
     main = browser.main_text()
     assert str(SEED) in main
     assert PROMPT[:20] in main
     browser.shoot("gallery")
 
     page = browser.page
+    page.get_by_role("button", name="Details").first.click()
+    browser.settle()
+    browser.shoot("gallery-details")
     page.get_by_role("button", name=re.compile("Use these settings")).first.click()
     expect(page.get_by_role("button", name="Generate")).to_be_visible()
     browser.settle()
@@ -338,8 +348,7 @@ def test_hardware_page_shows_the_device(browser, generated):
     browser.shoot("hardware")
     main = browser.main_text()
     assert main.startswith("Hardware"), main
-    if "Coming next" not in main:  # the placeholder names no device yet (issue 4)
-        assert re.search(r"\bcpu\b", main, re.IGNORECASE), main
+    assert re.search(r"\bcpu\b", main, re.IGNORECASE), main
 
 
 @pytest.fixture(name="restarted", scope="module")
@@ -359,7 +368,7 @@ def test_restart_serves_the_app_again(restarted):
 
 def test_gallery_keeps_the_entry_after_restart(restarted):
     """The gallery still lists the generation after the server restarted."""
-    _gallery_or_skip(restarted)
+    _open_gallery(restarted)
     main = restarted.main_text()
     assert str(SEED) in main
     assert PROMPT[:20] in main
