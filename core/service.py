@@ -8,11 +8,13 @@ loads once), and loading itself starts only on the first generation.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 import streamlit as st
 
-from core.generation import Backend
+from core.device import DeviceError
+from core.generation import Backend, GenerationError
 from core.local import LocalBackend
 from core.memory import MemoryOptions
 from core.remote import RemoteBackend
@@ -68,3 +70,24 @@ def get_backend(settings: Settings | None = None) -> Backend:
     return _local_backend(
         settings.model, settings.device, settings.dtype, MemoryOptions.from_settings(settings)
     )
+
+
+def load_with_status(backend: Backend) -> float | None:
+    """Load the model in the background, showing the elapsed time in an `st.status`.
+
+    Shared by the Generate page (first generation) and the Hardware page (Load model now).
+    Return the load's seconds, or None when it failed (the error is shown with its fix).
+    """
+    with st.status("Loading model…", expanded=False) as status:
+        future = backend.load_async()
+        while not future.done():
+            status.update(label=f"Loading model… {backend.loading_elapsed:.0f} s")
+            time.sleep(0.25)
+        try:
+            loaded = future.result()
+        except (GenerationError, DeviceError) as exc:
+            status.update(label="The model could not be loaded", state="error")
+            st.error(str(exc))
+            return None
+        status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
+    return loaded.load_seconds

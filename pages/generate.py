@@ -2,7 +2,6 @@
 
 import io
 import logging
-import time
 
 import streamlit as st
 
@@ -24,7 +23,7 @@ from core.generation import (
 )
 from core.history import HistoryError
 from core.memory import DROP_T5_NOTE
-from core.service import current_settings, get_backend
+from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -59,25 +58,10 @@ def _progress_text(p: Progress) -> str:
 
 
 def _wait_for_model(backend) -> float | None:
-    """Load the model on first use, showing the elapsed time.
-
-    Return the seconds this run spent loading, or None when the load failed.
-    """
+    """Load the model on first use; return the seconds spent, or None when it failed."""
     if backend.state == "loaded":
         return 0.0
-    with st.status("Loading model…", expanded=False) as status:
-        future = backend.load_async()
-        while not future.done():
-            status.update(label=f"Loading model… {backend.loading_elapsed:.0f} s")
-            time.sleep(0.25)
-        try:
-            loaded = future.result()
-        except (GenerationError, DeviceError) as exc:
-            status.update(label="The model could not be loaded", state="error")
-            st.error(str(exc))
-            return None
-        status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
-    return loaded.load_seconds
+    return load_with_status(backend)
 
 
 def _png_bytes(image) -> bytes:

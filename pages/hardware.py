@@ -1,17 +1,14 @@
 """Hardware: what the app runs on, the memory plan it picks, and the model's load state."""
 
 import importlib.util
-import time
 
 import streamlit as st
 
 from core.demo import DEMO_MODEL
-from core.device import DeviceError
-from core.generation import GenerationError
 from core.hardware import gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
 from core.remote import remote_facts
-from core.service import current_settings, get_backend
+from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
 VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
@@ -31,22 +28,6 @@ def _show_plan(plan, label: str) -> None:
 
 def _lines(rows: dict[str, object]) -> None:
     st.markdown("\n".join(f"- **{name}:** {value}" for name, value in rows.items()))
-
-
-def _load(backend) -> None:
-    """Warm the model up, showing the elapsed time (the load runs in a background thread)."""
-    with st.status("Loading model…", expanded=False) as status:
-        future = backend.load_async()
-        while not future.done():
-            status.update(label=f"Loading model… {backend.loading_elapsed:.0f} s")
-            time.sleep(0.25)
-        try:
-            loaded = future.result()
-        except (GenerationError, DeviceError) as exc:
-            status.update(label="The model could not be loaded", state="error")
-            st.error(str(exc))
-            return
-        status.update(label=f"Model loaded in {loaded.load_seconds:.1f} s", state="complete")
 
 
 def _unload(backend) -> None:
@@ -110,7 +91,7 @@ def _model_section(backend) -> None:
     st.subheader("Model")
     load_col, unload_col = st.columns(2)
     if load_col.button("Load model now", key="load_model", icon="⏫", width="stretch"):
-        _load(backend)
+        load_with_status(backend)
     if unload_col.button("Unload model", key="unload_model", icon="⏏️", width="stretch"):
         _unload(backend)
     _pipeline_section(backend)
