@@ -9,13 +9,19 @@ from core.settings import SettingsError
 
 HERE = Path(__file__).parent
 
-st.set_page_config(page_title="SD3.5 Medium dashboard", page_icon="🎨", layout="wide")
+st.set_page_config(
+    page_title="SD3.5 Medium dashboard", page_icon=":material/palette:", layout="wide"
+)
 
 page = st.navigation(
     [
-        st.Page(HERE / "pages" / "generate.py", title="Generate", icon="🎨", default=True),
-        st.Page(HERE / "pages" / "gallery.py", title="Seed history", icon="🖼️"),
-        st.Page(HERE / "pages" / "hardware.py", title="Hardware", icon="🖥️"),
+        st.Page(
+            HERE / "pages" / "generate.py", title="Generate", icon=":material/brush:", default=True
+        ),
+        st.Page(
+            HERE / "pages" / "gallery.py", title="Seed history", icon=":material/photo_library:"
+        ),
+        st.Page(HERE / "pages" / "hardware.py", title="Hardware", icon=":material/memory:"),
     ]
 )
 
@@ -32,7 +38,7 @@ with st.sidebar:
         st.caption("Model")
         st.text(settings.model)
         if settings.model == DEMO_MODEL:
-            st.warning(DEMO_LABEL, icon="🧪")
+            st.warning(DEMO_LABEL, icon=":material/science:")
         where = f" on {facts['device']} · {facts['dtype']}" if "device" in facts else ""
         st.caption(f"Status: {facts['state']}{where}")
         if facts.get("backend") == "remote":

@@ -82,7 +82,7 @@ def _generate(backend) -> None:
         return
     # Clicking Stop reruns the script; Streamlit then raises inside the next progress
     # update, which ends the pipeline call within one step (the lock is freed in finally).
-    st.button("Stop", key="stop", icon="⏹️")
+    st.button("Stop", key="stop", icon=":material/stop_circle:")
     bar = st.progress(0.0, text="Starting…")
 
     def on_progress(p: Progress) -> None:
@@ -144,7 +144,7 @@ def _show_result(result: dict) -> None:
         timing += f" + waited {result['queue_seconds']:.0f} s"
     st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
     if result.get("history_error"):
-        st.warning(result["history_error"], icon="💾")
+        st.warning(result["history_error"], icon=":material/save:")
     columns = st.columns(min(len(result["pngs"]), 2))
     for i, (png, seed) in enumerate(zip(result["pngs"], result["seeds"], strict=True)):
         with columns[i % len(columns)]:
@@ -166,10 +166,14 @@ except SettingsError as exc:
     st.error(str(exc))
     st.stop()
 if settings.model == DEMO_MODEL:
-    st.info(f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon="🧪")
+    st.info(
+        f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon=":material/science:"
+    )
 plan = getattr(getattr(backend, "loaded", None), "plan", None)
 if plan is not None and plan.drop_t5:  # the memory plan left T5-XXL out to fit
-    st.warning(f"Loaded without T5-XXL to fit in memory: {DROP_T5_NOTE}.", icon="✂️")
+    st.warning(
+        f"Loaded without T5-XXL to fit in memory: {DROP_T5_NOTE}.", icon=":material/content_cut:"
+    )
 
 # A shared link (?prompt=…&seed=…) fills the form once; bad values are named and skipped.
 for warning in share.take_query(state, st.query_params.to_dict()):

@@ -90,9 +90,13 @@ def _memory_chart(facts) -> None:
 def _model_section(backend) -> None:
     st.subheader("Model")
     load_col, unload_col = st.columns(2)
-    if load_col.button("Load model now", key="load_model", icon="⏫", width="stretch"):
+    if load_col.button(
+        "Load model now", key="load_model", icon=":material/download:", width="stretch"
+    ):
         load_with_status(backend)
-    if unload_col.button("Unload model", key="unload_model", icon="⏏️", width="stretch"):
+    if unload_col.button(
+        "Unload model", key="unload_model", icon=":material/eject:", width="stretch"
+    ):
         _unload(backend)
     _pipeline_section(backend)
 
