@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from bench.common import library_versions, machine_facts
+from bench.common import SD35_VAE, library_versions, machine_facts
 
 SD35_MEDIUM_TRANSFORMER = dict(
     sample_size=128,
@@ -38,21 +38,6 @@ SD35_MEDIUM_TRANSFORMER = dict(
     pos_embed_max_size=384,
     dual_attention_layers=tuple(range(13)),
     qk_norm="rms_norm",
-)
-SD35_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=16,
-    norm_num_groups=32,
-    sample_size=1024,
-    scaling_factor=1.5305,
-    shift_factor=0.0609,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
 )
 CLIP_L = dict(
     hidden_size=768,

@@ -3,9 +3,9 @@
 Builds `AutoencoderKL` from the SD3.5 VAE config with random weights (no download) and
 decodes one random latent. Run each case in its own process: peak RSS is per process.
 
-    python bench/vae_memory.py --size 1024 --tile 512
-    python bench/vae_memory.py --size 512 --tile 0 --save /tmp/ref.pt     # untiled reference
-    python bench/vae_memory.py --size 512 --tile 256 --compare /tmp/ref.pt  # seam error
+    python -m bench.vae_memory --size 1024 --tile 512
+    python -m bench.vae_memory --size 512 --tile 0 --save /tmp/ref.pt     # untiled reference
+    python -m bench.vae_memory --size 512 --tile 256 --compare /tmp/ref.pt  # seam error
 
 `--tile 0` decodes without tiling. Peak RSS includes torch itself and the weights
 (≈0.34 GB in float32); the "before" figure is the RSS just before the decode.
@@ -33,20 +33,7 @@ import json
 import resource
 import time
 
-SD35_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=16,
-    sample_size=1024,
-    scaling_factor=1.5305,
-    shift_factor=0.0609,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-)
+from bench.common import SD35_VAE
 
 
 def _rss_gb() -> float:
