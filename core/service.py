@@ -17,7 +17,6 @@ from core.device import DeviceError
 from core.generation import Backend, GenerationError
 from core.local import LocalBackend
 from core.memory import MemoryOptions
-from core.remote import RemoteBackend
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,10 @@ def _local_backend(
 
 
 @st.cache_resource(show_spinner=False)
-def _remote_backend(url: str | None, provider: str | None, model: str) -> RemoteBackend:
+def _remote_backend(url: str | None, provider: str | None, model: str) -> Backend:
     # Shared by every session: it holds no model, only the record of recent latencies.
+    from core.remote import RemoteBackend  # only remote mode pays for its import
+
     return RemoteBackend(
         url=url,
         provider=provider,

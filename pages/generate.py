@@ -5,7 +5,7 @@ import logging
 
 import streamlit as st
 
-from core import form, history, share
+from core import form, share
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.generation import (
@@ -21,7 +21,6 @@ from core.generation import (
     Progress,
     random_seed,
 )
-from core.history import HistoryError
 from core.memory import DROP_T5_NOTE
 from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
@@ -99,6 +98,8 @@ def _generate(backend) -> None:
         bar.empty()
     state.pop(RUNNING_KEY, None)
     pngs = [_png_bytes(image) for image in result.images]
+    from core import history  # the first generation pays for this import, not the first paint
+
     history_error = None
     try:  # keep every image in the seed history; a failure must not lose the result
         store = history.open_store(settings.data_dir)
@@ -112,7 +113,7 @@ def _generate(backend) -> None:
         pngs = [
             store.png_bytes(record.id) or png for record, png in zip(records, pngs, strict=True)
         ]
-    except HistoryError as exc:
+    except history.HistoryError as exc:
         history_error = str(exc)
     state[RESULT_KEY] = {
         "pngs": pngs,
