@@ -42,6 +42,11 @@ class LoadedPipeline:
     held_bytes: int = 0  # parameter and buffer bytes of every component, wherever they are
 
     @property
+    def compiled(self) -> bool:
+        """Whether the transformer runs through `torch.compile`."""
+        return getattr(self.pipe.transformer, "_compiled_call_impl", None) is not None
+
+    @property
     def is_demo(self) -> bool:
         return self.model == DEMO_MODEL
 
@@ -132,10 +137,12 @@ def load_pipeline(
     dtype: str = "auto",
     token: str | None = None,
     memory: MemoryOptions | None = None,
+    compile: bool = False,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
     Without `memory` everything goes on the device with T5 and the default VAE tile.
+    `compile` wraps the transformer in `torch.compile` (compiled on the first image).
     Raise `GenerationError` with the remedy for failures we can explain (including a
     plan that cannot work here, such as CPU offload without a GPU).
     """
@@ -173,6 +180,9 @@ def load_pipeline(
     else:
         pipe.to(choice.device)
     apply_memory_options(pipe, vae_tile=plan.vae_tile)
+    if compile:
+        # In place, so offload hooks and `pipe.transformer` stay as they are.
+        pipe.transformer.compile()
     pipe.set_progress_bar_config(disable=True)
     seconds = time.perf_counter() - start
     log.info(
@@ -264,8 +274,10 @@ class LocalBackend:
         token_provider: Callable[[], str | None] = lambda: None,
         loader: Callable[..., LoadedPipeline] = load_pipeline,
         memory: MemoryOptions | None = None,
+        compile: bool = False,
     ) -> None:
         self.memory = memory
+        self.compile = compile
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -318,6 +330,8 @@ class LocalBackend:
     def _load(self, future: Future[LoadedPipeline]) -> None:
         try:
             options = {} if self.memory is None else {"memory": self.memory}
+            if self.compile:
+                options["compile"] = True
             loaded = self._loader(
                 model=self.model,
                 device=self.device,

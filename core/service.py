@@ -37,7 +37,11 @@ def current_settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _local_backend(
-    model: str, device: str, dtype: str, memory: MemoryOptions | None = None
+    model: str,
+    device: str,
+    dtype: str,
+    memory: MemoryOptions | None = None,
+    compile: bool = False,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -47,6 +51,7 @@ def _local_backend(
         dtype=dtype,
         token_provider=lambda: current_settings().hf_token,
         memory=memory,
+        compile=compile,
     )
 
 
@@ -69,7 +74,11 @@ def get_backend(settings: Settings | None = None) -> Backend:
     if settings.backend == "remote":
         return _remote_backend(settings.remote_url, settings.provider, settings.model)
     return _local_backend(
-        settings.model, settings.device, settings.dtype, MemoryOptions.from_settings(settings)
+        settings.model,
+        settings.device,
+        settings.dtype,
+        MemoryOptions.from_settings(settings),
+        settings.compile,
     )
 
 

@@ -46,6 +46,8 @@ class Settings:
     memory: str = "auto"
     offload: str | None = None
     drop_t5: bool | None = None
+    # torch.compile the transformer at load (SD_COMPILE): slower first image, faster after.
+    compile: bool = False
     vae_tile: int = DEFAULT_VAE_TILE
     # Remote mode: an endpoint URL, or an Inference Providers name with `model` as the id
     # (neither: Hugging Face picks a provider for `model`).
@@ -68,6 +70,7 @@ _SETTINGS = {
     "SD_MEMORY": ("memory", MEMORY_MODES),
     "SD_OFFLOAD": ("offload", OFFLOADS),
     "SD_DROP_T5": ("drop_t5", tuple(_BOOLEANS)),
+    "SD_COMPILE": ("compile", tuple(_BOOLEANS)),
     "SD_VAE_TILE": ("vae_tile", None),
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
@@ -126,8 +129,9 @@ def load_settings(
         values[attr] = value
     if "data_dir" in values:
         values["data_dir"] = Path(str(values["data_dir"])).expanduser()
-    if "drop_t5" in values:
-        values["drop_t5"] = _BOOLEANS[str(values["drop_t5"])]
+    for flag in ("drop_t5", "compile"):
+        if flag in values:
+            values[flag] = _BOOLEANS[str(values[flag])]
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
     _check_remote(values)

@@ -57,6 +57,7 @@ def _pipeline_section(backend) -> None:
             "VAE slicing": "on" if vae["slicing"] else "off",
             "VAE tiling": tiling,
             "Memory held by the weights": f"≈ {_gb(loaded.held_bytes)}",
+            "torch.compile": "on (SD_COMPILE)" if loaded.compiled else "off",
         }
         if loaded.plan is not None and loaded.plan.drop_t5:
             rows["T5"] = f"not loaded: {DROP_T5_NOTE}"

@@ -123,3 +123,12 @@ def test_generator_warns_when_t5_was_left_out(app, monkeypatch):
     at.button(key="load_model").click().run()
     at.switch_page("pages/generate.py").run()
     assert any("without T5-XXL" in w.value for w in at.warning)
+
+
+def test_page_shows_torch_compile_state(app, monkeypatch):
+    """With SD_COMPILE on, the loaded pipeline's torch.compile state reads "on"."""
+    monkeypatch.setenv("SD_COMPILE", "true")
+    at = app("pages/hardware.py")
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    assert "**torch.compile:** on (SD_COMPILE)" in _markdown(at)

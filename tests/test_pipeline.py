@@ -243,3 +243,27 @@ def test_out_of_memory_becomes_a_message_and_the_next_run_works():
     assert not backend.queue.busy
     state["fail"] = False
     assert backend.generate(request).images[0].size == (512, 512)
+
+
+def test_sd_compile_wraps_the_real_transformer(demo_dir, monkeypatch, fresh_cache):
+    """SD_COMPILE=on reaches the loader: the loaded transformer runs through torch.compile."""
+    from core.service import get_backend
+    from core.settings import load_settings
+
+    monkeypatch.setenv("SD_MODEL", str(demo_dir))
+    monkeypatch.setenv("SD_COMPILE", "on")
+    settings = load_settings()
+    assert settings.compile is True
+    loaded = get_backend(settings).ensure_loaded()
+    assert loaded.compiled
+    plain = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32")
+    assert not plain.compiled
+
+
+def test_sd_compile_rejects_unknown_words(monkeypatch):
+    """SD_COMPILE=maybe is refused with the accepted words."""
+    from core.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("SD_COMPILE", "maybe")
+    with pytest.raises(SettingsError, match="SD_COMPILE"):
+        load_settings()
