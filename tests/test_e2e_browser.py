@@ -291,9 +291,14 @@ def fixture_generated(browser) -> Generated:
 
 
 def _open_gallery(tab: Browser) -> None:
-    """Open the Seed history page from the sidebar."""
+    """Open the Seed history page from the sidebar and wait for the entry's card."""
+    from playwright.sync_api import expect
+
     tab.nav("Seed history")
     tab.assert_no_exception()
+    # The count can draw before the cards: wait for this entry's card, not just the run.
+    card = tab.page.get_by_test_id("stMain").get_by_text(f"Seed {SEED} · 512×512").first
+    expect(card).to_be_visible(timeout=TIMEOUT_MS)
 
 
 def test_generate_shows_image_and_seed_then_repeats_the_same_bytes(browser, generated):
