@@ -298,7 +298,7 @@ class LocalBackend:
 
     @property
     def state(self) -> str:
-        """ "loaded", "loading" or "not loaded"."""
+        """Return "loaded", "loading" or "not loaded"."""
         with self._lock:
             if self._loaded is not None:
                 return "loaded"

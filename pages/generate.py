@@ -97,9 +97,9 @@ def _generate(backend) -> None:
     finally:
         bar.empty()
     state.pop(RUNNING_KEY, None)
-    pngs = [_png_bytes(image) for image in result.images]
     from core import history  # the first generation pays for this import, not the first paint
 
+    stored: list[bytes | None] = [None] * len(result.images)
     history_error = None
     try:  # keep every image in the seed history; a failure must not lose the result
         store = history.open_store(settings.data_dir)
@@ -110,11 +110,11 @@ def _generate(backend) -> None:
             session_id=history.session_id(state),
         )
         # Downloads carry the stored file: the A1111 parameters chunk and the full record.
-        pngs = [
-            store.png_bytes(record.id) or png for record, png in zip(records, pngs, strict=True)
-        ]
+        stored = [store.png_bytes(record.id) for record in records]
     except history.HistoryError as exc:
         history_error = str(exc)
+    # Encode a plain PNG only where no stored file could be served.
+    pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
     state[RESULT_KEY] = {
         "pngs": pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],

@@ -63,6 +63,7 @@ def test_unwritable_history_warns_and_still_shows_the_result(app, monkeypatch, t
     assert not at.exception
     assert any("SD_DATA_DIR" in w.value for w in at.warning)
     assert len(at.session_state["last_result"]["pngs"]) == 1
+    assert at.session_state["last_result"]["pngs"][0].startswith(b"\x89PNG")
     assert at.get("download_button")
 
 
