@@ -50,3 +50,23 @@ def test_the_check_sees_torch_once_imported():
     """The same check reports torch after a call that needs it (so the tests above can fail)."""
     code = "import core.device\ncore.device.choose_device('auto', 'auto')\n"
     assert "torch" in _heavy_modules_after(code)
+
+
+def test_the_project_config_keeps_watchdog_off_the_repository():
+    """`.streamlit/config.toml` makes `streamlit run` poll the app's files instead of watchdog.
+
+    watchdog watches the entry script's folder recursively, `.venv` included: that cost
+    ~0.45 s of first paint and a busy core while a page sat open (docs/benchmarks.md).
+    """
+    code = (
+        "from streamlit import config\n"
+        "config.get_config_options(force_reparse=True)\n"
+        "from streamlit.watcher.path_watcher import get_default_path_watcher_class\n"
+        "print(get_default_path_watcher_class().__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=APP_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["PollingPathWatcher"]
