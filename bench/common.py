@@ -1,4 +1,5 @@
-"""Small helpers the benchmarks share: machine facts, medians, a free loopback port."""
+"""Small helpers the benchmarks (and the browser test) share: machine facts, medians, a free
+loopback port, the headless Chromium flags."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import statistics
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parent.parent
+
+# Debian's chromium, driven by Playwright: bench/first_paint.py and tests/test_e2e_browser.py.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def machine_facts() -> str:

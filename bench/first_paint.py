@@ -22,16 +22,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import APP_ROOT, free_port, library_versions, machine_facts, median, spread
+from bench.common import (
+    APP_ROOT,
+    CHROMIUM_ARGS,
+    free_port,
+    library_versions,
+    machine_facts,
+    median,
+    spread,
+)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HELLO = 'import streamlit as st; st.write("Hello world")\n'
 
 # Checked on every animation frame in the page. Playwright's own `locator.wait_for` polls

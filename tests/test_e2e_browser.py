@@ -16,7 +16,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bench.common import CHROMIUM_ARGS, free_port
 from tests.conftest import APP_ROOT
 
 CHROMIUM = shutil.which("chromium")
@@ -37,23 +37,9 @@ pytestmark = [
     ),
 ]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PROMPT = "a lighthouse on a cliff at dusk, e2e check"
 SEED = 1234
 TIMEOUT_MS = 120_000  # generous: the machine running the suite may be busy
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class StreamlitServer:
@@ -79,7 +65,7 @@ class StreamlitServer:
         return env
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [
             *(sys.executable, "-m", "streamlit", "run", "streamlit_app.py"),
