@@ -132,7 +132,8 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a generation is: `phase` is "queued", "loading" or "denoising".
+    """Where a generation is: `phase` is "queued", "loading", "encoding" (the prompt),
+    "denoising" (step k/n), "decoding" (the VAE; `tiles` when tiled) or "saving".
 
     A remote backend has no steps: "requesting" (a call in flight, `elapsed` grows) and
     "waiting" (a retry in `retry_in` seconds, e.g. while an endpoint scales up; `detail`
@@ -148,13 +149,16 @@ class Progress:
     queue_position: int = 0
     retry_in: float = 0.0
     detail: str = ""
+    tiles: int = 0  # VAE tiles per image while decoding (0: untiled)
 
     @property
     def fraction(self) -> float:
         """Share of all denoising steps (remote: of the images) of the request done, 0–1."""
         if self.phase in ("requesting", "waiting"):
             return min(self.image_index / max(self.num_images, 1), 1.0)
-        if self.phase != "denoising" or not self.total_steps:
+        if self.phase == "saving":
+            return 1.0
+        if self.phase not in ("denoising", "decoding") or not self.total_steps:
             return 0.0
         done = self.image_index * self.total_steps + self.step
         return min(done / (self.num_images * self.total_steps), 1.0)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.demo import DEMO_MODEL, build_demo_pipeline
 from core.device import DeviceChoice, choose_device
+from core.download import (
+    T5_COMPONENTS,
+    DownloadCancelled,
+    DownloadError,
+    LoadStatus,
+    fetch,
+    plan_download,
+    read_in,
+    weight_files,
+)
 from core.errors import explain_load_error, explain_local_path
+from core.estimate import SPEEDS
 from core.generation import (
     GenerationError,
     GenerationRequest,
@@ -23,7 +36,15 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
-from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
+from core.memory import (
+    DEMO_COMPONENTS,
+    MemoryOptions,
+    MemoryPlan,
+    components_in_folder,
+    plan_for,
+)
+from core.prompt_cache import PromptCache, prompt_key
+from core.prompt_cache import encode as encode_prompt
 from core.queue import GenerationQueue
 from core.settings import DEFAULT_VAE_TILE
 
@@ -95,6 +116,16 @@ def apply_memory_options(pipe: Any, *, vae_tile: int = DEFAULT_VAE_TILE) -> None
         pipe.vae.disable_tiling()
 
 
+def _components(model: str, dtype: str) -> dict[str, int] | None:
+    """Component sizes to plan with: the demo's, a local folder's own files, else SD3.5's."""
+    if model == DEMO_MODEL:
+        return DEMO_COMPONENTS
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return components_in_folder(folder, dtype)
+    return None
+
+
 def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan:
     from core.hardware import free_memory
 
@@ -105,7 +136,7 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
         dtype=choice.dtype,
         free_vram_bytes=free_vram,
         free_ram_bytes=free_ram,
-        components=DEMO_COMPONENTS if model == DEMO_MODEL else None,
+        components=_components(model, choice.dtype),
     )
     if plan.offload != "none" and choice.device != "cuda":
         raise GenerationError(plan.reason)
@@ -138,39 +169,32 @@ def load_pipeline(
     token: str | None = None,
     memory: MemoryOptions | None = None,
     compile: bool = False,
+    status: LoadStatus | None = None,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
-    Without `memory` everything goes on the device with T5 and the default VAE tile.
+    Without `memory` the plan is the app's default (`SD_MEMORY=auto`: chosen from free
+    memory, VAE tiles of 512 px). A hub id is downloaded first with byte progress in
+    `status` (see `core.download`), and the weights are read in before `from_pretrained`,
+    so "loaded" means the first image does not pay for reading them.
     `compile` wraps the transformer in `torch.compile` (compiled on the first image).
     Raise `GenerationError` with the remedy for failures we can explain (including a
     plan that cannot work here, such as CPU offload without a GPU).
     """
     start = time.perf_counter()
+    status = status or LoadStatus()
     _require_torch()
     choice = choose_device(device, dtype)
     plan = _plan(model, choice, memory or MemoryOptions())
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
-    without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if plan.drop_t5 else {}
+    without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
     if model == DEMO_MODEL:
+        status.start("building")
         pipe = build_demo_pipeline().to(dtype=choice.torch_dtype)
         if without_t5:
             pipe = type(pipe)(**{**pipe.components, **without_t5})
     else:
-        problem = explain_local_path(model)
-        if problem:
-            raise GenerationError(problem)
-        from diffusers import StableDiffusion3Pipeline
-
-        try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(
-                model, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
-            )
-        except Exception as exc:  # re-raised below unless it is a failure we can explain
-            message = explain_load_error(exc, model=model, has_token=bool(token))
-            if message is None:
-                raise
-            raise GenerationError(message) from exc
+        pipe = _from_pretrained(model, choice, token=token, without_t5=without_t5, status=status)
     # Offloading installs hooks that move each component to the GPU when it runs; a
     # `.to(device)` afterwards would undo them, so it is one or the other.
     if plan.offload == "model":
@@ -203,6 +227,79 @@ def load_pipeline(
     )
 
 
+def _from_pretrained(
+    model: str, choice: DeviceChoice, *, token: str | None, without_t5: dict, status: LoadStatus
+) -> Any:
+    """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder."""
+    from diffusers import StableDiffusion3Pipeline
+
+    problem = explain_local_path(model)
+    if problem:
+        raise GenerationError(problem)
+    source = model
+    if not Path(model).expanduser().exists():
+        source = _download(model, token=token, skip=tuple(without_t5), status=status)
+    if Path(source).is_dir():
+        skip = tuple(without_t5)
+        files = [f for f in weight_files(source) if f.relative_to(source).parts[0] not in skip]
+        read_in(files, status=status)
+    status.start("building")
+    try:
+        return StableDiffusion3Pipeline.from_pretrained(
+            source, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
+        )
+    except Exception as exc:  # re-raised below unless it is a failure we can explain
+        message = explain_load_error(exc, model=model, has_token=bool(token))
+        if message is None:
+            raise
+        raise GenerationError(message) from exc
+
+
+def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: LoadStatus) -> str:
+    """Fetch a hub id into the cache with byte progress; return the folder to load from.
+
+    Offline (HF_HUB_OFFLINE=1), or when the Hub cannot be asked, hand the id to diffusers,
+    which loads a complete cached copy or raises the error `core.errors` explains.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return model
+    status.start("checking")
+    try:
+        plan = plan_download(model, token=token, skip=skip)
+        return fetch(plan, token=token, status=status)
+    except DownloadCancelled:
+        raise GenerationError(
+            "The download was cancelled. Files that finished are kept in the cache; "
+            "Generate (or Load model now) continues from there."
+        ) from None
+    except DownloadError as exc:
+        raise GenerationError(str(exc)) from exc
+    except Exception as exc:  # a hub refusal or no network: explained, unless cached
+        message = explain_load_error(exc, model=model, has_token=bool(token))
+        if message is None:
+            raise
+        if _cached_folder(model, skip=skip) is not None:
+            log.warning("the Hub did not answer (%s); loading the cached copy", type(exc).__name__)
+            return model
+        raise GenerationError(message) from exc
+
+
+def _cached_folder(model: str, *, skip: tuple[str, ...]) -> str | None:
+    """The complete cached snapshot of `model`, or None (no network)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    try:
+        return str(
+            StableDiffusion3Pipeline.download(
+                model, local_files_only=True, use_safetensors=True, **dict.fromkeys(skip)
+            )
+        )
+    except Exception:  # not cached, or cached partly: the caller explains the original error
+        return None
+
+
 def free_accelerator_memory() -> None:
     """Collect garbage and hand cached accelerator memory back."""
     import torch
@@ -214,6 +311,19 @@ def free_accelerator_memory() -> None:
         torch.mps.empty_cache()
 
 
+def vae_tiles(pipe: Any, width: int, height: int) -> int:
+    """Tiles the VAE decodes one image in (0: untiled), as diffusers' `tiled_decode` splits it."""
+    vae = pipe.vae
+    latent_tile = int(getattr(vae, "tile_latent_min_size", 0) or 0)
+    if not getattr(vae, "use_tiling", False) or not latent_tile:
+        return 0
+    rows, cols = height // 8, width // 8
+    if rows <= latent_tile and cols <= latent_tile:
+        return 0
+    stride = int(latent_tile * (1 - float(getattr(vae, "tile_overlap_factor", 0.25))))
+    return math.ceil(rows / stride) * math.ceil(cols / stride)
+
+
 def run_pipeline(
     pipe: Any,
     request: GenerationRequest,
@@ -221,30 +331,63 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     started: float | None = None,
+    cache: PromptCache | None = None,
+    model: str = "",
+    device: str = "",
+    dtype: str = "",
 ) -> tuple[list[Any], list[float]]:
-    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`."""
+    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
+
+    The prompt is encoded once (or taken from `cache`) and every seed reuses it. Progress
+    goes through the phases encoding → denoising (step k/n) → decoding, and with `model`
+    and `device` set the step and decode times are recorded for estimates.
+    """
     import torch
 
     started = time.perf_counter() if started is None else started
     total = request.num_inference_steps
+    tiles = vae_tiles(pipe, request.width, request.height)
+
+    def report(phase: str, **fields: Any) -> None:
+        if on_progress is not None:
+            on_progress(
+                Progress(
+                    phase,
+                    time.perf_counter() - started,
+                    num_images=request.num_images,
+                    total_steps=total,
+                    **fields,
+                )
+            )
+
+    if should_stop is not None and should_stop():
+        raise GenerationStopped(0, total)
+    with torch.inference_mode():
+        key = prompt_key(pipe, request, model=model, dtype=dtype)
+        embeds = cache.get(key) if cache is not None else None
+        encode_seconds = None
+        if embeds is None:
+            report("encoding")
+            encode_start = time.perf_counter()
+            embeds = encode_prompt(pipe, request)
+            encode_seconds = time.perf_counter() - encode_start
+            if cache is not None:
+                cache.put(key, embeds)
+    kwargs = request.pipeline_kwargs()
+    del kwargs["prompt"], kwargs["negative_prompt"]
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
+        last_step_at: list[float] = []
 
-        def on_step(_pipe: Any, step: int, _timestep: Any, _kwargs: dict, index=index) -> dict:
+        def on_step(
+            _pipe: Any, step: int, _t: Any, _kwargs: dict, index=index, marks=last_step_at
+        ) -> dict:
             if should_stop is not None and should_stop():
                 raise GenerationStopped(step + 1, total)
-            if on_progress is not None:
-                elapsed = time.perf_counter() - started
-                on_progress(
-                    Progress(
-                        "denoising",
-                        elapsed,
-                        image_index=index,
-                        num_images=request.num_images,
-                        step=step + 1,
-                        total_steps=total,
-                    )
-                )
+            report("denoising", image_index=index, step=step + 1)
+            if step + 1 == total:  # the pipeline decodes right after the last step
+                marks.append(time.perf_counter())
+                report("decoding", image_index=index, step=total, tiles=tiles)
             return {}
 
         if should_stop is not None and should_stop():
@@ -252,11 +395,20 @@ def run_pipeline(
         image_start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with torch.inference_mode():
-            output = pipe(
-                **request.pipeline_kwargs(), generator=generator, callback_on_step_end=on_step
-            )
+            output = pipe(**kwargs, **embeds, generator=generator, callback_on_step_end=on_step)
+        done = time.perf_counter()
         images.append(output.images[0])
-        seconds.append(time.perf_counter() - image_start)
+        seconds.append(done - image_start)
+        if model and device and last_step_at:
+            SPEEDS.record(
+                model=model,
+                device=device,
+                width=request.width,
+                height=request.height,
+                step_seconds=(last_step_at[0] - image_start) / total,
+                decode_seconds=done - last_step_at[0],
+                encode_seconds=encode_seconds,
+            )
     return images, seconds
 
 
@@ -290,6 +442,9 @@ class LocalBackend:
         self._loading_since: float | None = None
         self.last_load_error: str | None = None
         self.load_count = 0  # successful loads: one per process unless unloaded
+        # What the load is doing (download bytes, reading weights), read by every session.
+        self.load_status = LoadStatus()
+        self.prompt_cache = PromptCache()
 
     # --- loading -------------------------------------------------------------------------
     @property
@@ -324,6 +479,7 @@ class LocalBackend:
                 return self._loading
             future: Future[LoadedPipeline] = Future()
             self._loading, self._loading_since = future, time.perf_counter()
+            self.load_status.reset()
         threading.Thread(target=self._load, args=(future,), name="sd-load", daemon=True).start()
         return future
 
@@ -337,6 +493,7 @@ class LocalBackend:
                 device=self.device,
                 dtype=self.dtype,
                 token=self._token_provider(),
+                status=self.load_status,
                 **options,
             )
         except BaseException as exc:  # handed to every waiting session through the future
@@ -350,6 +507,14 @@ class LocalBackend:
             self.last_load_error = None
             self.load_count += 1
         future.set_result(loaded)
+
+    def cancel_load(self) -> bool:
+        """Ask the running load (download, read-in) to stop; return whether one ran."""
+        with self._lock:
+            running = self._loading is not None
+        if running:
+            self.load_status.cancel()
+        return running
 
     def ensure_loaded(self) -> LoadedPipeline:
         """Block until the pipeline is loaded; raise what the load raised."""
@@ -372,6 +537,7 @@ class LocalBackend:
                 loading = None  # its result is the pipeline too: let it go
             with self._lock:
                 loaded, self._loaded = self._loaded, None
+            self.prompt_cache.clear()
             if loaded is None:
                 return False
             pipe = loaded.pipe
@@ -413,6 +579,10 @@ class LocalBackend:
                     on_progress=on_progress,
                     should_stop=should_stop,
                     started=queued_until,
+                    cache=self.prompt_cache,
+                    model=loaded.model,
+                    device=loaded.choice.device,
+                    dtype=loaded.choice.dtype,
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()
@@ -437,6 +607,8 @@ class LocalBackend:
     def describe(self) -> dict[str, str]:
         """Facts for the sidebar and history: model, device, dtype, state."""
         facts = {"backend": "local", "model": self.model, "state": self.state}
+        if facts["state"] == "loading" and self.load_status.phase != "idle":
+            facts["activity"] = self.load_status.text()
         loaded = self._loaded
         if loaded is not None:
             facts.update(device=loaded.choice.device, dtype=loaded.choice.dtype)

@@ -26,9 +26,12 @@ DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0}
 # The demo model's components weigh a few hundred kB; judge those, not SD3.5's 16 GB.
 DEMO_COMPONENTS = dict.fromkeys(COMPONENT_GB_BF16, 1_000_000)
 # Activations while denoising 1024² and a tiled VAE decode, at bf16; scaled like the weights.
-WORKING_GB_BF16 = 2.0
+# Calibrated on the full-size stand-in (CPU, bf16): peak RSS 16.6–16.9 GB with T5 and
+# 7.97 GB without, i.e. 0.6–1.2 GB above the weights; the 512-px tiled VAE alone peaks at
+# 1.77 GB at 1024². 1.5 + 0.8 predicts 18.6 / 9.1 GB: above every measured peak.
+WORKING_GB_BF16 = 1.5
 # torch, Python and the app themselves, in RAM when the model runs on the CPU.
-RUNTIME_GB = 1.0
+RUNTIME_GB = 0.8
 
 OFFLOADS = ("none", "model", "sequential")
 VERDICTS = ("fits", "needs offload", "needs drop-T5", "won't fit")
@@ -44,7 +47,7 @@ OFFLOAD_NEEDS_ACCELERATOR = (
 class MemoryOptions:
     """The memory settings (SD_MEMORY, SD_OFFLOAD, SD_DROP_T5, SD_VAE_TILE); hashable."""
 
-    memory: str = "manual"
+    memory: str = "auto"  # the app's default (Settings.memory), also load_pipeline's
     offload: str | None = None
     drop_t5: bool | None = None
     vae_tile: int = DEFAULT_VAE_TILE
@@ -77,6 +80,18 @@ def component_bytes(dtype: str) -> dict[str, int]:
     """Return SD3.5 Medium's component sizes in bytes for `dtype`."""
     factor = DTYPE_FACTOR.get(dtype, 2.0)
     return {name: int(gb * factor * GB) for name, gb in COMPONENT_GB_BF16.items()}
+
+
+def components_in_folder(folder, dtype: str) -> dict[str, int]:
+    """Sizes of a pipeline folder's weights as `dtype` (files assumed 16-bit: safe side)."""
+    from pathlib import Path
+
+    factor = DTYPE_FACTOR.get(dtype, 2.0)
+    sizes = {}
+    for name in COMPONENT_GB_BF16:
+        files = Path(folder, name).glob("*.safetensors")
+        sizes[name] = int(sum(f.stat().st_size for f in files) * factor)
+    return sizes
 
 
 def _gb(n: int | float) -> str:

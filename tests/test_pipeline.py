@@ -119,9 +119,9 @@ def test_runs_under_inference_mode(demo_pipe):
     run_pipeline(
         demo_pipe,
         GenerationRequest(seed=1, **SMALL),
-        on_progress=lambda p: seen.append(torch.is_inference_mode_enabled()),
+        on_progress=lambda p: seen.append((p.phase, torch.is_inference_mode_enabled())),
     )
-    assert seen == [True, True]
+    assert [on for phase, on in seen if phase == "denoising"] == [True, True]
 
 
 def test_progress_reports_each_step(demo_pipe):
@@ -130,9 +130,10 @@ def test_progress_reports_each_step(demo_pipe):
     run_pipeline(
         demo_pipe,
         GenerationRequest(seed=1, num_images=2, **SMALL),
-        on_progress=lambda p: steps.append((p.image_index, p.step, p.total_steps)),
+        on_progress=lambda p: steps.append((p.phase, p.image_index, p.step, p.total_steps)),
     )
-    assert steps == [(0, 1, 2), (0, 2, 2), (1, 1, 2), (1, 2, 2)]
+    denoising = [s[1:] for s in steps if s[0] == "denoising"]
+    assert denoising == [(0, 1, 2), (0, 2, 2), (1, 1, 2), (1, 2, 2)]
 
 
 def test_stop_interrupts_within_one_step_and_the_next_run_is_clean(demo_pipe):
@@ -145,7 +146,7 @@ def test_stop_interrupts_within_one_step_and_the_next_run_is_clean(demo_pipe):
         run_pipeline(
             demo_pipe,
             request,
-            on_progress=lambda p: steps.append(p.step),
+            on_progress=lambda p: steps.append(p.step) if p.phase == "denoising" else None,
             should_stop=lambda: len(steps) >= 1,
         )
     assert steps == [1]
