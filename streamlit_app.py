@@ -27,7 +27,7 @@ page = st.navigation(
 
 with st.sidebar:
     # Importing the service pulls in no torch: the status below costs nothing to draw.
-    from core.service import current_settings, get_backend
+    from core.service import current_settings, draw_sidebar_status, get_backend
 
     try:
         settings = current_settings()
@@ -39,8 +39,8 @@ with st.sidebar:
         st.text(settings.model)
         if settings.model == DEMO_MODEL:
             st.warning(DEMO_LABEL, icon=":material/science:")
-        where = f" on {facts['device']} · {facts['dtype']}" if "device" in facts else ""
-        st.caption(f"Status: {facts['state']}{where}")
+        backend = get_backend(settings)
+        draw_sidebar_status(backend)  # the pages rewrite it while they load or generate
         if facts.get("backend") == "remote":
             st.caption(f"Remote: {facts.get('endpoint') or facts.get('provider')}")
 

@@ -8,8 +8,11 @@ Plain Python, no torch: the Generate page calls it before every click.
 
 from __future__ import annotations
 
+import platform
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from core.demo import DEMO_MODEL
 
@@ -99,7 +102,7 @@ class SpeedLog:
 SPEEDS = SpeedLog()
 
 
-def describe(estimate: Estimate, *, width: int, height: int, steps: int) -> str:
+def describe_estimate(estimate: Estimate, *, width: int, height: int, steps: int) -> str:
     """E.g. "≈ 35 min at 1024², 40 steps on this CPU"."""
     from core.download import human_duration
 
@@ -111,3 +114,27 @@ def describe(estimate: Estimate, *, width: int, height: int, steps: int) -> str:
     if not estimate.measured:
         text += " (from a 2-core CPU's figures; measured here after the first image)"
     return text
+
+
+def likely_device(requested: str) -> str:
+    """The device SD_DEVICE=auto will pick, guessed without importing torch."""
+    if requested != "auto":
+        return requested
+    if Path("/proc/driver/nvidia/gpus").is_dir():
+        return "cuda"
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return "mps"
+    return "cpu"
+
+
+def estimate_for(
+    backend: Any, settings: Any, *, width: int, height: int, steps: int, images: int
+) -> Estimate | None:
+    """The estimate for the form's values on this backend (None for remote ones)."""
+    if getattr(backend, "name", "") != "local":
+        return None
+    loaded = getattr(backend, "loaded", None)
+    device = loaded.choice.device if loaded is not None else likely_device(settings.device)
+    return SPEEDS.estimate(
+        model=settings.model, device=device, width=width, height=height, steps=steps, images=images
+    )

@@ -8,6 +8,7 @@ import streamlit as st
 from core import form, share
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
+from core.estimate import DRAFT, describe_estimate, estimate_for
 from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
@@ -22,7 +23,14 @@ from core.generation import (
     random_seed,
 )
 from core.memory import DROP_T5_NOTE
-from core.service import current_settings, get_backend, load_with_status
+from core.progress_text import progress_text as _progress_text
+from core.service import (
+    current_settings,
+    get_backend,
+    load_with_status,
+    refresh_sidebar,
+    show_running_load,
+)
 from core.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -41,19 +49,39 @@ def _apply_aspect() -> None:
         state.width, state.height = form.aspect_size(ratio)
 
 
-def _progress_text(p: Progress) -> str:
-    image = f"Image {p.image_index + 1}/{p.num_images} · " if p.num_images > 1 else ""
-    if p.phase == "requesting":  # a remote call: no steps to count, so a spinner and time
-        spinner = "◐◓◑◒"[int(p.elapsed * 4) % 4]
-        return f"{spinner} {image}Waiting for the remote service · {p.elapsed:.0f} s"
-    if p.phase == "waiting":
-        return f"⏳ {image}{p.detail or 'Service busy'} · retrying in {p.retry_in:.0f} s"
-    if p.phase == "queued":
-        ahead = "1 generation" if p.queue_position == 1 else f"{p.queue_position} generations"
-        return f"Waiting for the model: {ahead} ahead of you · {p.elapsed:.0f} s"
-    image = f"Image {p.image_index + 1}/{p.num_images} · " if p.num_images > 1 else ""
-    eta = f" · ETA {p.eta:.0f} s" if p.eta is not None else ""
-    return f"{image}step {p.step}/{p.total_steps}{eta}"
+def _use_draft() -> None:
+    state.width, state.height, state.steps = DRAFT["width"], DRAFT["height"], DRAFT["steps"]
+    state.aspect = None
+
+
+def _estimate(backend) -> None:
+    """Before the click: how long this will take here, and a draft preset when it is long."""
+    estimate = estimate_for(
+        backend,
+        settings,
+        width=int(state.width),
+        height=int(state.height),
+        steps=int(state.steps),
+        images=int(state.num_images),
+    )
+    if estimate is None:
+        return
+    text = describe_estimate(
+        estimate, width=int(state.width), height=int(state.height), steps=int(state.steps)
+    )
+    if int(state.num_images) > 1:
+        text += f" for {int(state.num_images)} images"
+    if not estimate.worth_a_draft:
+        st.caption(text)
+        return
+    note, button = st.columns([3, 1], vertical_alignment="center")
+    note.info(text, icon=":material/timer:")
+    button.button(
+        f"Draft: {DRAFT['width']}², {DRAFT['steps']} steps",
+        key="draft_preset",
+        on_click=_use_draft,
+        help="A quick look first; raise size and steps once the seed looks right.",
+    )
 
 
 def _wait_for_model(backend) -> float | None:
@@ -82,20 +110,21 @@ def _generate(backend) -> None:
     # Clicking Stop reruns the script; Streamlit then raises inside the next progress
     # update, which ends the pipeline call within one step (the lock is freed in finally).
     st.button("Stop", key="stop", icon=":material/stop_circle:")
-    bar = st.progress(0.0, text="Starting…")
+    bar = st.progress(0.0, text="Queued…")
 
     def on_progress(p: Progress) -> None:
         state[RUNNING_KEY] = _progress_text(p)
         bar.progress(p.fraction, text=state[RUNNING_KEY])
+        refresh_sidebar(backend, f"generating · {state[RUNNING_KEY]}")
 
     state[RUNNING_KEY] = "before the first step"
     try:
         result = backend.generate(request, on_progress=on_progress)
     except (GenerationError, DeviceError) as exc:
+        bar.empty()
         st.error(str(exc))
         return
-    finally:
-        bar.empty()
+    on_progress(Progress("saving", 0.0))
     state.pop(RUNNING_KEY, None)
     from core import history  # the first generation pays for this import, not the first paint
 
@@ -115,6 +144,7 @@ def _generate(backend) -> None:
         history_error = str(exc)
     # Encode a plain PNG only where no stored file could be served.
     pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
+    bar.empty()
     state[RESULT_KEY] = {
         "pngs": pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],
@@ -210,7 +240,13 @@ with right:
     st.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
 
 form.remember(state)
+_estimate(backend)
 clicked = st.button("Generate", type="primary", key="generate", width="stretch")
+
+if not clicked and getattr(backend, "state", "") == "loading":
+    show_running_load(backend)  # a load started earlier (any session) keeps going
+elif not clicked and getattr(backend, "state", "") == "not loaded" and backend.last_load_error:
+    st.error(f"The model could not be loaded. {backend.last_load_error}", icon=":material/error:")
 
 if RUNNING_KEY in state and not clicked:
     # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
