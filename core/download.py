@@ -49,12 +49,12 @@ class DownloadCancelled(DownloadError):  # noqa: N818 - reads as "raise Download
     """Someone pressed Cancel; partial files were removed, finished files were kept."""
 
 
-def human_bytes(n: float) -> str:
-    """Format a byte count the way download dialogs do: 950 kB, 38 MB, 16.3 GB."""
+def human_bytes(n: float, *, whole: bool = False) -> str:
+    """Format a byte count the way download dialogs do: 950 kB, 1.2 GB (`whole`: 38 MB)."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if abs(n) >= size:
             value = n / size
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+            return f"{value:.1f} {unit}" if value < 100 and not whole else f"{value:.0f} {unit}"
     return f"{int(n)} B"
 
 
@@ -89,6 +89,8 @@ class LoadStatus:
             self.files_done = 0
             self.files_total = 0
             self.cache_dir = ""
+            self.phases: list[str] = []  # every phase this load went through, in order
+            self.bytes_by_phase: dict[str, tuple[int, int]] = {}  # phase: (done, total)
             self._samples: deque[tuple[float, int]] = deque()
             self._phase_since = time.monotonic()
         self._cancel.clear()
@@ -96,7 +98,10 @@ class LoadStatus:
     # --- written by the loading thread ---------------------------------------------------
     def start(self, phase: str, *, total_bytes: int = 0, files_total: int = 0) -> None:
         with self._lock:
+            if self.phase != "idle":
+                self.bytes_by_phase[self.phase] = (self.done_bytes, self.total_bytes)
             self.phase = phase
+            self.phases.append(phase)
             self.done_bytes, self.total_bytes = 0, total_bytes
             self.files_done, self.files_total = 0, files_total
             self._phase_since = time.monotonic()
@@ -153,7 +158,7 @@ class LoadStatus:
             parts = [f"{verb}: {human_bytes(self.done_bytes)} of {human_bytes(self.total_bytes)}"]
             speed = self.speed
             if speed:
-                parts.append(f"{human_bytes(speed)}/s")
+                parts.append(f"{human_bytes(speed, whole=speed >= 10e6)}/s")
                 left = (self.total_bytes - self.done_bytes) / speed if speed > 0 else None
                 if left is not None:
                     parts.append(f"{human_duration(left)} left")
@@ -272,6 +277,14 @@ def select_patterns(
     if kwargs.get("local_files_only"):
         raise DownloadError(f"The Hub did not answer for {repo_id}; try again.")
     return list(kwargs.get("allow_patterns") or []), list(kwargs.get("ignore_patterns") or [])
+
+
+def hub_file_sizes(repo_id: str, *, token: str | None) -> dict[str, int]:
+    """Every file of the repo with its size, from one `model_info` call."""
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo_id, token=token, files_metadata=True)
+    return {s.rfilename: int(s.size or 0) for s in info.siblings or ()}
 
 
 def hub_cache_dir() -> str:

@@ -21,6 +21,7 @@ from core.download import (
     DownloadError,
     LoadStatus,
     fetch,
+    hub_file_sizes,
     plan_download,
     read_in,
     weight_files,
@@ -40,6 +41,7 @@ from core.memory import (
     DEMO_COMPONENTS,
     MemoryOptions,
     MemoryPlan,
+    components_from_sizes,
     components_in_folder,
     plan_for,
 )
@@ -116,17 +118,27 @@ def apply_memory_options(pipe: Any, *, vae_tile: int = DEFAULT_VAE_TILE) -> None
         pipe.vae.disable_tiling()
 
 
-def _components(model: str, dtype: str) -> dict[str, int] | None:
-    """Component sizes to plan with: the demo's, a local folder's own files, else SD3.5's."""
+def _components(model: str, dtype: str, token: str | None) -> dict[str, int] | None:
+    """Component sizes to plan with: the demo's, the folder's or the Hub's files, else SD3.5's."""
     if model == DEMO_MODEL:
         return DEMO_COMPONENTS
     folder = Path(model).expanduser()
     if folder.is_dir():
         return components_in_folder(folder, dtype)
-    return None
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or explain_local_path(model):
+        return None
+    try:
+        sizes = hub_file_sizes(model, token=token)
+    except Exception:  # asked again by the download, which explains the failure
+        return None
+    return components_from_sizes(sizes, dtype) if sizes else None
 
 
-def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan:
+def _plan(
+    model: str, choice: DeviceChoice, memory: MemoryOptions, token: str | None = None
+) -> MemoryPlan:
     from core.hardware import free_memory
 
     free_vram, free_ram = free_memory(choice.device)
@@ -136,7 +148,7 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
         dtype=choice.dtype,
         free_vram_bytes=free_vram,
         free_ram_bytes=free_ram,
-        components=_components(model, choice.dtype),
+        components=_components(model, choice.dtype, token),
     )
     if plan.offload != "none" and choice.device != "cuda":
         raise GenerationError(plan.reason)
@@ -185,7 +197,7 @@ def load_pipeline(
     status = status or LoadStatus()
     _require_torch()
     choice = choose_device(device, dtype)
-    plan = _plan(model, choice, memory or MemoryOptions())
+    plan = _plan(model, choice, memory or MemoryOptions(), token)
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
     without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
     if model == DEMO_MODEL:

@@ -94,6 +94,17 @@ def components_in_folder(folder, dtype: str) -> dict[str, int]:
     return sizes
 
 
+def components_from_sizes(sizes: Mapping[str, int], dtype: str) -> dict[str, int]:
+    """Component sizes as `dtype` from a repo's file list (safetensors in each folder)."""
+    factor = DTYPE_FACTOR.get(dtype, 2.0)
+    out = dict.fromkeys(COMPONENT_GB_BF16, 0)
+    for path, size in sizes.items():
+        folder, _, name = path.partition("/")
+        if folder in out and name.endswith(".safetensors") and "/" not in name:
+            out[folder] += int(size * factor)
+    return out
+
+
 def _gb(n: int | float) -> str:
     return f"{n / 1e6:.1f} MB" if n < GB / 10 else f"{n / GB:.1f} GB"
 

@@ -111,7 +111,10 @@ class HubStandIn:
             "gated": False,
             "disabled": False,
             "tags": ["diffusers"],
-            "siblings": [{"rfilename": name} for name in self.files],
+            "siblings": [
+                {"rfilename": name, "size": p.stat().st_size, "blobId": self._etags[name][:40]}
+                for name, p in self.files.items()
+            ],
         }
 
     def tree(self) -> list[dict[str, Any]]:
