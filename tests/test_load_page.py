@@ -1,0 +1,144 @@
+"""The pages during and after a load: reasons in plain sight, progress, estimates, sidebar."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.service import get_backend
+from tests.conftest import APP_ROOT, fill_small
+from tests.hub_standin import REPO_ID, HubStandIn
+
+
+def no_collapsed_box(at) -> bool:
+    """Nothing on the page hides behind a click (st.status / st.expander)."""
+    return not at.get("expandable")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SD_MODEL": "/nowhere/sd35"}, "does not exist"),
+        ({"SD_DEVICE": "cuda"}, "SD_DEVICE=cuda but this machine has no CUDA device"),
+        ({"SD_OFFLOAD": "model"}, "SD_OFFLOAD=model moves weights between RAM and a CUDA GPU"),
+    ],
+    ids=["missing folder", "cuda without CUDA", "offload without a GPU"],
+)
+def test_load_failure_reason_is_visible_without_a_click(app, monkeypatch, env, expected):
+    """The reason and its fix are an error on the page, also after the next rerun."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if "SD_DEVICE" in env:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    at = fill_small(app())
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert any(expected in e.value for e in at.error), [e.value for e in at.error]
+    assert no_collapsed_box(at)
+    at.run()  # another rerun, no click: the reason stays
+    assert any(expected in e.value for e in at.error)
+
+
+def test_hub_id_offline_reason_is_visible(app, monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE with an empty cache: the error offers the demo model, in plain sight."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("SD_MODEL", REPO_ID)
+    monkeypatch.setenv("SD_DTYPE", "float32")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    at = fill_small(app())
+    at.button(key="generate").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("cannot be reached" in e and "SD_MODEL=demo" in e for e in errors), errors
+    assert no_collapsed_box(at)
+
+
+def test_estimate_and_draft_preset_before_the_click(app, monkeypatch):
+    """SD3.5 on a CPU: ≈ 35 min for the defaults, and one click sets the draft preset."""
+    monkeypatch.setenv("SD_MODEL", REPO_ID)
+    monkeypatch.setenv("SD_DEVICE", "cpu")
+    at = app()
+    assert any("≈ 35 min at 1024², 40 steps on this CPU" in i.value for i in at.info)
+    at.button(key="draft_preset").click().run()
+    assert (at.number_input(key="width").value, at.number_input(key="height").value) == (512, 512)
+    assert at.slider(key="steps").value == 20
+    assert not any("1024²" in i.value for i in at.info)
+    assert any("at 512², 20 steps" in c.value for c in at.caption)
+    assert get_backend().state == "not loaded"  # the estimate loads nothing
+
+
+# The AppTest runs in a subprocess: huggingface_hub reads HF_ENDPOINT at import.
+WATCH_DOWNLOAD = """
+import json, time
+from streamlit.testing.v1 import AppTest
+from core.service import get_backend
+
+at = AppTest.from_file("streamlit_app.py", default_timeout=60)
+at.run()
+backend = get_backend()
+future = backend.load_async()  # as a click in another session would
+while backend.load_status.done_bytes == 0 and not future.done():
+    time.sleep(0.05)
+# A reload while the download runs: a new session (AppTest drops the sidebar of
+# st.navigation apps on reruns, so a fresh AppTest is also what shows it).
+at = AppTest.from_file("streamlit_app.py", default_timeout=60)
+at.run()
+out = {
+    "progress": [p.proto.text for p in at.get("progress")],
+    "sidebar": [c.value for c in at.sidebar.caption],
+    "cancel": [b.label for b in at.button if b.key == "cancel_load"],
+}
+at.button(key="cancel_load").click().run()
+try:
+    future.result(timeout=120)
+except Exception as exc:
+    out["load_error"] = str(exc)
+at.run()
+out["errors"] = [e.value for e in at.error]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_download_progress_reaches_the_page_and_cancel_works(demo_dir, tmp_path):
+    """A reload during the download shows bytes and a Cancel that leaves no partial file."""
+    hub = HubStandIn(demo_dir, bytes_per_second=200_000).start()
+    environ = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "SD_MODEL": REPO_ID,
+        "SD_DEVICE": "cpu",
+        "SD_DTYPE": "float32",
+    }
+    environ.pop("HF_HUB_OFFLINE", None)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", WATCH_DOWNLOAD],
+            cwd=APP_ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        hub.stop()
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line, proc.stderr[-3000:]
+    out = json.loads(line[len("RESULT") :])
+    (progress,) = out["progress"]
+    assert progress.startswith("Downloading: ") and " of 1.8 MB" in progress
+    assert any("Status: loading · Downloading: " in c for c in out["sidebar"])
+    assert out["cancel"] == ["Cancel download"]
+    assert "download was cancelled" in out["load_error"]
+    assert any("download was cancelled" in e for e in out["errors"])
+    assert not list((tmp_path / "hf").rglob("*.incomplete"))
+    assert time.monotonic() - started < 120
