@@ -72,8 +72,9 @@ def human_duration(seconds: float) -> str:
 class LoadStatus:
     """What the load of the shared pipeline is doing now; thread-safe, read by every session.
 
-    `phase` is "idle", "checking" (asking the Hub), "downloading", "reading" (weights into
-    memory) or "building" (`from_pretrained` and moving to the device).
+    `phase` is "idle", "starting" (imports, device), "checking" (asking the Hub),
+    "downloading", "reading" (weights into memory) or "building" (`from_pretrained` and
+    moving to the device).
     """
 
     def __init__(self) -> None:
@@ -151,6 +152,8 @@ class LoadStatus:
 
     def text(self) -> str:
         """One line for the progress display, e.g. "1.2 GB of 16.3 GB · 38 MB/s · 7 min left"."""
+        if self.phase == "starting":
+            return f"Starting: importing torch and diffusers · {self.seconds:.0f} s"
         if self.phase == "checking":
             return f"Checking the model on the Hub · {self.seconds:.0f} s"
         if self.phase in ("downloading", "reading"):

@@ -195,6 +195,7 @@ def load_pipeline(
     """
     start = time.perf_counter()
     status = status or LoadStatus()
+    status.start("starting")
     _require_torch()
     choice = choose_device(device, dtype)
     plan = _plan(model, choice, memory or MemoryOptions(), token)

@@ -8,7 +8,7 @@ from core.demo import DEMO_MODEL
 from core.hardware import gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
 from core.remote import remote_facts
-from core.service import current_settings, get_backend, load_with_status
+from core.service import current_settings, get_backend, load_text, load_with_status
 from core.settings import SettingsError
 
 VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
@@ -46,7 +46,7 @@ def _pipeline_section(backend) -> None:
     loaded = backend.loaded
     rows: dict[str, object] = {"State": state, "Model": backend.model}
     if state == "loading":
-        rows["Loading for"] = f"{backend.loading_elapsed:.0f} s"
+        rows["Loading for"] = f"{backend.loading_elapsed:.0f} s · {load_text(backend)}"
     if loaded is not None:
         vae = loaded.vae_state
         tiling = f"on, {vae['tile_px']} px tiles" if vae["tiling"] else "off"

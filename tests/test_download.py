@@ -114,7 +114,7 @@ def test_download_shows_bytes_then_loads_the_same_pipeline(hub, tmp_path, local_
     assert out["pixels"] == local_pixels
     downloading = [t for t in out["texts"] if t.startswith("Downloading: ")]
     assert downloading and all(" of " in t for t in downloading)
-    assert out["phases"] == ["checking", "downloading", "reading", "building"]
+    assert out["phases"] == ["starting", "checking", "downloading", "reading", "building"]
     weights = sum(p.stat().st_size for n, p in hub.files.items() if n.endswith(".safetensors"))
     assert out["bytes_by_phase"]["reading"] == [weights, weights]  # every weight read in
     done, total = out["bytes_by_phase"]["downloading"]

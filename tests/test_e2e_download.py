@@ -1,0 +1,97 @@
+"""The first run in a real browser: download progress from a throttled Hub stand-in, then an image.
+
+`streamlit run` with SD_MODEL set to SD3.5 Medium's repo id and HF_ENDPOINT on a loopback
+stand-in serving the saved tiny pipeline; headless Debian Chromium clicks the draft preset
+and Generate, and reads the bytes progress and the sidebar while the download runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench.common import CHROMIUM_ARGS
+from tests.hub_standin import REPO_ID, HubStandIn
+from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
+    ),
+]
+
+
+class HubServer(StreamlitServer):
+    """The app on a hub id, downloading from the stand-in into a fresh HF_HOME."""
+
+    def __init__(self, *, hub_url: str, hf_home, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hub_url = hub_url
+        self.hf_home = hf_home
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.pop("HF_HUB_OFFLINE", None)
+        env.update(
+            SD_MODEL=REPO_ID,
+            HF_ENDPOINT=self.hub_url,
+            HF_HOME=str(self.hf_home),
+        )
+        return env
+
+
+def test_first_run_shows_download_progress_then_the_image(demo_dir, tmp_path, tmp_path_factory):
+    """Draft preset, Generate: "Downloading: … of 1.8 MB" and the sidebar follow, then an image."""
+    from playwright.sync_api import expect, sync_playwright
+
+    hub = HubStandIn(demo_dir, bytes_per_second=100_000).start()
+    server = HubServer(
+        hub_url=hub.url,
+        hf_home=tmp_path / "hf",
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "streamlit.log",
+    )
+    shots = _screenshot_dir(tmp_path_factory)
+    server.start()
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            browser = Browser(page=page, server=server, shots=shots)
+            browser.open()
+            main = page.get_by_test_id("stMain")
+            expect(main.get_by_text("≈ 35 min at 1024², 40 steps on this CPU")).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            page.get_by_role("button", name="Draft: 512², 20 steps").click()
+            expect(main.get_by_text(re.compile(r"at 512², 20 steps"))).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            browser.settle()
+            page.get_by_role("button", name="Generate").click()
+            progress = main.get_by_text(re.compile(r"Downloading: .+ of 1\.8 MB"))
+            expect(progress).to_be_visible(timeout=TIMEOUT_MS)
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(
+                sidebar.get_by_text(re.compile(r"Status: loading · Downloading: "))
+            ).to_be_visible(timeout=TIMEOUT_MS)
+            expect(main.get_by_role("button", name="Cancel download")).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            browser.shoot("first-run-download")
+            expect(main.get_by_text(re.compile(r"Seed \d+ · 512×512 · 20 steps"))).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            expect(sidebar.get_by_text(re.compile(r"Status: loaded on cpu"))).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            browser.assert_no_exception()
+            chromium.close()
+    finally:
+        server.stop()
+        hub.stop()
+    assert not list((tmp_path / "hf").rglob("*.incomplete"))
+    assert any(path.endswith(".safetensors") for path in hub.file_gets())
