@@ -182,13 +182,15 @@ def load_pipeline(
     memory: MemoryOptions | None = None,
     compile: bool = False,
     status: LoadStatus | None = None,
+    read_weights: bool = True,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
     Without `memory` the plan is the app's default (`SD_MEMORY=auto`: chosen from free
     memory, VAE tiles of 512 px). A hub id is downloaded first with byte progress in
     `status` (see `core.download`), and the weights are read in before `from_pretrained`,
-    so "loaded" means the first image does not pay for reading them.
+    so "loaded" means the first image does not pay for reading them (`read_weights=False`
+    skips that, for the benchmark that compares both).
     `compile` wraps the transformer in `torch.compile` (compiled on the first image).
     Raise `GenerationError` with the remedy for failures we can explain (including a
     plan that cannot work here, such as CPU offload without a GPU).
@@ -207,7 +209,9 @@ def load_pipeline(
         if without_t5:
             pipe = type(pipe)(**{**pipe.components, **without_t5})
     else:
-        pipe = _from_pretrained(model, choice, token=token, without_t5=without_t5, status=status)
+        pipe = _from_pretrained(
+            model, choice, token=token, without_t5=without_t5, status=status, read=read_weights
+        )
     # Offloading installs hooks that move each component to the GPU when it runs; a
     # `.to(device)` afterwards would undo them, so it is one or the other.
     if plan.offload == "model":
@@ -241,7 +245,13 @@ def load_pipeline(
 
 
 def _from_pretrained(
-    model: str, choice: DeviceChoice, *, token: str | None, without_t5: dict, status: LoadStatus
+    model: str,
+    choice: DeviceChoice,
+    *,
+    token: str | None,
+    without_t5: dict,
+    status: LoadStatus,
+    read: bool = True,
 ) -> Any:
     """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder."""
     from diffusers import StableDiffusion3Pipeline
@@ -252,7 +262,7 @@ def _from_pretrained(
     source = model
     if not Path(model).expanduser().exists():
         source = _download(model, token=token, skip=tuple(without_t5), status=status)
-    if Path(source).is_dir():
+    if read and Path(source).is_dir():
         skip = tuple(without_t5)
         files = [f for f in weight_files(source) if f.relative_to(source).parts[0] not in skip]
         read_in(files, status=status)
