@@ -225,6 +225,7 @@ class DownloadPlan:
     ignore_patterns: tuple[str, ...]
     files: tuple[tuple[str, int, bool], ...]  # (path in repo, size, already cached)
     cache_dir: str
+    cached_folder: str | None = None  # diffusers found every file it needs in the cache
 
     @property
     def total_bytes(self) -> int:
@@ -250,12 +251,13 @@ _SELECT_LOCK = threading.Lock()
 
 def select_patterns(
     repo_id: str, *, token: str | None, skip: Iterable[str] = ()
-) -> tuple[list[str], list[str]] | None:
+) -> tuple[list[str], list[str]] | str:
     """Ask diffusers which files `StableDiffusion3Pipeline.from_pretrained` would fetch.
 
     Runs diffusers' own `download` (its selection of weights, variants and folders, with
     `skip` components passed as None) and captures the `snapshot_download` call it ends
-    with. Return (allow_patterns, ignore_patterns), or None when everything is cached.
+    with. Return (allow_patterns, ignore_patterns), or the snapshot folder when diffusers
+    found everything cached.
     """
     from diffusers import StableDiffusion3Pipeline
     from diffusers.pipelines import pipeline_utils
@@ -268,13 +270,13 @@ def select_patterns(
         original = pipeline_utils.snapshot_download
         pipeline_utils.snapshot_download = capture
         try:
-            StableDiffusion3Pipeline.download(
+            folder = StableDiffusion3Pipeline.download(
                 repo_id, token=token, use_safetensors=True, **none_components
             )
         except _Selected as selected:
             kwargs = selected.kwargs
         else:
-            return None  # diffusers found every expected file in the cache
+            return str(folder)  # diffusers found every expected file in the cache
         finally:
             pipeline_utils.snapshot_download = original
     if kwargs.get("local_files_only"):
@@ -306,8 +308,8 @@ def plan_download(repo_id: str, *, token: str | None, skip: Iterable[str] = ()) 
     HfApi().model_info(repo_id, token=token)
     patterns = select_patterns(repo_id, token=token, skip=skip)
     cache_dir = hub_cache_dir()
-    if patterns is None:
-        return DownloadPlan(repo_id, (), (), (), cache_dir)
+    if isinstance(patterns, str):
+        return DownloadPlan(repo_id, (), (), (), cache_dir, cached_folder=patterns)
     allow, ignore = patterns
     infos = snapshot_download(
         repo_id,
@@ -386,6 +388,8 @@ def fetch(plan: DownloadPlan, *, token: str | None, status: LoadStatus) -> str:
 
     status.cache_dir = plan.cache_dir
     remove_orphans(plan.cache_dir, plan.repo_id)
+    if plan.cached_folder is not None:
+        return plan.cached_folder
     check_disk(plan)
     status.start("downloading", total_bytes=plan.missing_bytes, files_total=plan.missing_files)
     try:

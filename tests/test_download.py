@@ -121,6 +121,11 @@ def test_download_shows_bytes_then_loads_the_same_pipeline(hub, tmp_path, local_
     assert 0 < done <= total  # identical small files share one blob: fetched once
     assert all(f" of {download.human_bytes(total)}" in t for t in downloading)
     assert not partials(tmp_path / "hf")
+    fetched = len(hub.file_gets())
+    again = run_load(hub, tmp_path / "hf")  # the next start finds the cache complete
+    assert again["pixels"] == local_pixels
+    assert again["phases"] == ["starting", "checking", "reading", "building"]
+    assert not [f for f in hub.file_gets()[fetched:] if f.endswith(".safetensors")]
 
 
 def test_drop_t5_downloads_nothing_of_t5(hub, tmp_path):

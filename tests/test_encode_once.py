@@ -59,12 +59,12 @@ def test_same_pixels_with_and_without_the_cache_and_as_diffusers(pipe, guidance)
 
 
 def test_prompt_is_encoded_once_per_request(pipe):
-    """Four seeds, one encoding (the direct diffusers call encodes once per seed)."""
-    request = GenerationRequest(prompt="x", num_images=4, **SMALL)
+    """Two seeds, one encoding (the direct diffusers call encodes once per seed)."""
+    request = GenerationRequest(prompt="x", num_images=2, **SMALL)
     run_pipeline(pipe, request)
     assert encodes(pipe) == 1
     direct(pipe, request)
-    assert encodes(pipe) == 1 + 4
+    assert encodes(pipe) == 1 + 2
 
 
 def test_cache_key_holds_everything_that_changes_the_embeddings(pipe):
@@ -109,9 +109,8 @@ def test_phases_in_order_with_tile_count():
     """encoding → step k/n → decoding (with tiles) per image, each with its own label."""
     pipe = build_demo_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    apply_memory_options(pipe, vae_tile=512)
-    request = GenerationRequest(prompt="x", width=1024, height=1024, num_inference_steps=2,
-                                num_images=2)  # fmt: skip
+    apply_memory_options(pipe, vae_tile=256)  # 256-px tiles make a 512² image tile
+    request = GenerationRequest(prompt="x", num_images=2, **SMALL)
     seen: list[Progress] = []
     run_pipeline(pipe, request, on_progress=seen.append)
     phases = [(p.phase, p.image_index, p.step) for p in seen]
@@ -121,13 +120,15 @@ def test_phases_in_order_with_tile_count():
         ("denoising", 1, 1), ("denoising", 1, 2), ("decoding", 1, 2),
     ]  # fmt: skip
     decoding = seen[3]
-    assert decoding.tiles == vae_tiles(pipe, 1024, 1024) == 9  # 128 latents, 48-latent stride
+    assert decoding.tiles == vae_tiles(pipe, 512, 512) == 9  # 64 latents, 24-latent stride
     labels = [progress_text(p) for p in seen]
     assert labels[0].startswith("Encoding the prompt")
     assert labels[1].startswith("Image 1/2 · step 1/2")
     assert labels[3].startswith("Image 1/2 · Decoding the image in 9 tiles")
     assert progress_text(Progress("saving", 0.0)) == "Saving to the seed history…"
+    apply_memory_options(pipe, vae_tile=512)
     assert vae_tiles(pipe, 512, 512) == 0  # one tile: untiled
+    assert vae_tiles(pipe, 1024, 1024) == 9  # SD3.5's default size with the default tile
 
 
 def test_estimate_before_the_first_image_is_the_stand_ins_figure():
