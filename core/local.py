@@ -125,14 +125,26 @@ def _components(model: str, dtype: str, token: str | None) -> dict[str, int] | N
     folder = Path(model).expanduser()
     if folder.is_dir():
         return components_in_folder(folder, dtype)
+    if explain_local_path(model):
+        return None  # explained by the loader
     from huggingface_hub import constants
+    from huggingface_hub import errors as hub_errors
 
-    if constants.HF_HUB_OFFLINE or explain_local_path(model):
-        return None
+    # The Hub is asked first, so a refusal (gated, token, unknown id, offline) is what the
+    # user reads, not a memory verdict computed from sizes the Hub never confirmed.
     try:
+        if constants.HF_HUB_OFFLINE:
+            raise hub_errors.OfflineModeIsEnabled("HF_HUB_OFFLINE is set")
         sizes = hub_file_sizes(model, token=token)
-    except Exception:  # asked again by the download, which explains the failure
-        return None
+    except Exception as exc:  # re-raised below unless a cached copy or an explanation exists
+        for skip in ((), T5_COMPONENTS):
+            cached = _cached_folder(model, skip=skip)
+            if cached is not None:
+                return components_in_folder(cached, dtype)
+        message = explain_load_error(exc, model=model, has_token=bool(token))
+        if message is None:
+            raise
+        raise GenerationError(message) from exc
     return components_from_sizes(sizes, dtype) if sizes else None
 
 
@@ -287,7 +299,7 @@ def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: L
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        return model
+        return _cached_folder(model, skip=skip) or model  # diffusers explains a missing copy
     status.start("checking")
     try:
         plan = plan_download(model, token=token, skip=skip)
@@ -303,9 +315,10 @@ def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: L
         message = explain_load_error(exc, model=model, has_token=bool(token))
         if message is None:
             raise
-        if _cached_folder(model, skip=skip) is not None:
+        cached = _cached_folder(model, skip=skip)
+        if cached is not None:
             log.warning("the Hub did not answer (%s); loading the cached copy", type(exc).__name__)
-            return model
+            return cached
         raise GenerationError(message) from exc
 
 

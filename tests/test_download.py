@@ -68,9 +68,11 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def run_load(hub, hf_home, **args) -> dict:
+def run_load(hub, hf_home, *, offline: bool = False, **args) -> dict:
     environ = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home)}
     environ.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        environ["HF_HUB_OFFLINE"] = "1"
     args.setdefault("model", REPO_ID)
     proc = subprocess.run(
         [sys.executable, "-c", LOAD, json.dumps(args)],
@@ -126,6 +128,10 @@ def test_download_shows_bytes_then_loads_the_same_pipeline(hub, tmp_path, local_
     assert again["pixels"] == local_pixels
     assert again["phases"] == ["starting", "checking", "reading", "building"]
     assert not [f for f in hub.file_gets()[fetched:] if f.endswith(".safetensors")]
+    asked = len(hub.requests)
+    offline = run_load(hub, tmp_path / "hf", offline=True)  # HF_HUB_OFFLINE with the cache
+    assert offline["pixels"] == local_pixels
+    assert "reading" in offline["phases"] and len(hub.requests) == asked
 
 
 def test_drop_t5_downloads_nothing_of_t5(hub, tmp_path):
