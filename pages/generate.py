@@ -245,7 +245,8 @@ clicked = st.button("Generate", type="primary", key="generate", width="stretch")
 
 if not clicked and getattr(backend, "state", "") == "loading":
     show_running_load(backend)  # a load started earlier (any session) keeps going
-elif not clicked and getattr(backend, "state", "") == "not loaded" and backend.last_load_error:
+elif not clicked and getattr(backend, "last_load_error", None) and backend.state == "not loaded":
+    # The reason and its fix stay in plain sight until a load succeeds (not in a closed box).
     st.error(f"The model could not be loaded. {backend.last_load_error}", icon=":material/error:")
 
 if RUNNING_KEY in state and not clicked:
