@@ -197,6 +197,7 @@ class Backend(Protocol):
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = "",
     ) -> GenerationResult: ...
 
     def describe(self) -> dict[str, str]: ...

@@ -24,7 +24,7 @@ from core.generation import (
     StopCheck,
 )
 from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
-from core.queue import GenerationQueue
+from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
 from core.settings import DEFAULT_VAE_TILE
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,7 @@ class LocalBackend:
         loader: Callable[..., LoadedPipeline] = load_pipeline,
         memory: MemoryOptions | None = None,
         compile: bool = False,
+        max_queued_per_user: int | Callable[[], int] = 2,
     ) -> None:
         self.memory = memory
         self.compile = compile
@@ -283,7 +284,7 @@ class LocalBackend:
         self.dtype = dtype
         self._token_provider = token_provider
         self._loader = loader
-        self.queue = GenerationQueue()
+        self.queue = GenerationQueue(max_queued_per_user)
         self._lock = threading.Lock()  # guards the fields below
         self._loaded: LoadedPipeline | None = None
         self._loading: Future[LoadedPipeline] | None = None
@@ -389,8 +390,12 @@ class LocalBackend:
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = SYSTEM_USER,
     ) -> GenerationResult:
-        """Generate the request's images in order; wait for the shared pipeline first."""
+        """Generate the request's images in order; wait for the shared pipeline first.
+
+        `user` is whose turn this is in the fair queue (see `core.queue`).
+        """
         import torch
 
         start = time.perf_counter()
@@ -402,7 +407,7 @@ class LocalBackend:
             if on_progress is not None:
                 on_progress(Progress("queued", time.perf_counter() - start, queue_position=ahead))
 
-        with self.queue.slot(on_wait):
+        with fair_slot(self.queue, request, user, on_wait, should_stop) as should_stop:
             if self._loaded is not loaded:  # unloaded while this generation waited
                 loaded = self.ensure_loaded()
             queued_until = time.perf_counter()

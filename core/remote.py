@@ -449,8 +449,12 @@ class RemoteBackend:
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = "",
     ) -> GenerationResult:
         """Make the request's images by one remote call per seed (seed, seed+1, …).
+
+        `user` is who asked (logged; the service runs requests side by side, so there is no
+        queue to share here: the daily limit is what bounds one person's spending).
 
         Progress has no steps here: "requesting" reports the time elapsed, "waiting" a
         countdown before a retry. A failed call raises `GenerationError` with the fix and
@@ -458,6 +462,7 @@ class RemoteBackend:
         """
         start = time.perf_counter()
         token = self._token_provider()
+        log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
         images, per_image, calls = [], [], []
         waited_total = 0.0
         index = 0

@@ -26,6 +26,9 @@ _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 # 512-pixel tiles decode 1024² in 1.8 GB instead of 4.6 GB, and no slower.
 DEFAULT_VAE_TILE = 512
 BACKENDS = ("local", "remote")
+DEFAULT_MAX_QUEUED_PER_USER = 2
+MAX_QUEUED_PER_USER = 100
+MAX_DAILY_LIMIT = 100_000
 
 
 class SettingsError(ValueError):
@@ -54,6 +57,12 @@ class Settings:
     backend: str = "local"
     remote_url: str | None = None
     provider: str | None = None
+    # Sharing (docs: README "Sharing it with a team"). Emails and "@domain" entries, lower
+    # case; empty = every signed-in user. Only read when sign-in is on (an [auth] secret).
+    allowed_users: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    max_queued_per_user: int = DEFAULT_MAX_QUEUED_PER_USER
+    daily_limit: int = 0  # images per user per day; 0 = unlimited
 
     @property
     def has_token(self) -> bool:
@@ -75,6 +84,10 @@ _SETTINGS = {
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
+    "SD_ALLOWED_USERS": ("allowed_users", None),
+    "SD_ADMINS": ("admins", None),
+    "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
+    "SD_DAILY_LIMIT": ("daily_limit", None),
 }
 
 
@@ -98,6 +111,39 @@ def _vae_tile(text: str) -> int:
             f"pixels from 128 up, such as {DEFAULT_VAE_TILE}."
         )
     return tile
+
+
+def _count(name: str, text: str, *, low: int, high: int, meaning: str) -> int:
+    """Parse a whole number in [low, high], or say which numbers are valid."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise SettingsError(f"{name}={text!r} is not valid; use a whole number from {meaning}.")
+    return number
+
+
+def _people(name: str, text: str, *, domains: bool) -> tuple[str, ...]:
+    """Parse comma-separated emails (and `@domain` entries where allowed), lower-cased."""
+    entries = []
+    for raw in text.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        local, at, domain = entry.rpartition("@")
+        ok = bool(at) and "." in domain and " " not in entry and entry.count("@") == 1
+        if ok and not local and not domains:
+            ok = False
+        if not ok:
+            kinds = "emails or @domain entries" if domains else "emails"
+            example = "alice@example.com, @example.org" if domains else "alice@example.com"
+            raise SettingsError(
+                f"{name} holds {entry[:80]!r}, which is not an email; use comma-separated "
+                f"{kinds}, e.g. {example}."
+            )
+        entries.append(entry)
+    return tuple(dict.fromkeys(entries))
 
 
 def load_settings(
@@ -134,6 +180,25 @@ def load_settings(
             values[flag] = _BOOLEANS[str(values[flag])]
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
+    for attr, name in (("allowed_users", "SD_ALLOWED_USERS"), ("admins", "SD_ADMINS")):
+        if attr in values:
+            values[attr] = _people(name, str(values[attr]), domains=attr == "allowed_users")
+    if "max_queued_per_user" in values:
+        values["max_queued_per_user"] = _count(
+            "SD_MAX_QUEUED_PER_USER",
+            str(values["max_queued_per_user"]),
+            low=1,
+            high=MAX_QUEUED_PER_USER,
+            meaning=f"1 to {MAX_QUEUED_PER_USER} (waiting requests per user)",
+        )
+    if "daily_limit" in values:
+        values["daily_limit"] = _count(
+            "SD_DAILY_LIMIT",
+            str(values["daily_limit"]),
+            low=0,
+            high=MAX_DAILY_LIMIT,
+            meaning=f"0 (unlimited) to {MAX_DAILY_LIMIT:,} images per user per day",
+        )
     _check_remote(values)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

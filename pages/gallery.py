@@ -10,6 +10,7 @@ import logging
 import streamlit as st
 
 from core import form, history, metadata, share
+from core.access import require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
@@ -182,6 +183,7 @@ def _grid(store, page) -> None:
                 st.button("Details", key=f"open_{record.id}", on_click=_select, args=(record.id,))
 
 
+visitor = require_visitor()
 st.title("Seed history")
 try:
     settings = current_settings()

@@ -6,6 +6,7 @@ import logging
 import streamlit as st
 
 from core import form, share
+from core.access import require_visitor
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.generation import (
@@ -90,7 +91,7 @@ def _generate(backend) -> None:
 
     state[RUNNING_KEY] = "before the first step"
     try:
-        result = backend.generate(request, on_progress=on_progress)
+        result = backend.generate(request, on_progress=on_progress, user=visitor.id)
     except (GenerationError, DeviceError) as exc:
         st.error(str(exc))
         return
@@ -159,6 +160,7 @@ def _show_result(result: dict) -> None:
             )
 
 
+visitor = require_visitor()
 st.title("Generate")
 try:
     settings = current_settings()

@@ -1,9 +1,11 @@
 """Hardware: what the app runs on, the memory plan it picks, and the model's load state."""
 
 import importlib.util
+import time
 
 import streamlit as st
 
+from core.access import require_visitor
 from core.demo import DEMO_MODEL
 from core.hardware import gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
@@ -102,6 +104,35 @@ def _model_section(backend) -> None:
     _pipeline_section(backend)
 
 
+def _cancel(backend, entry_id: int) -> None:
+    if backend.queue.cancel(entry_id, by=visitor.id):
+        st.toast("Cancelled: its owner is told so.", icon=":material/cancel:")
+
+
+@st.fragment(run_every="2s")
+def _queue_section(backend) -> None:
+    """The fair queue: everyone sees how busy it is; admins see who, what, since when."""
+    st.subheader("Queue")
+    entries = backend.queue.entries()
+    running = sum(e.running for e in entries)
+    st.caption(f"{running} running · {len(entries) - running} waiting · refreshed every 2 s")
+    if not visitor.is_admin or not entries:
+        return
+    now = time.time()
+    for entry in entries:
+        where = "running" if entry.running else f"#{entry.place} in line"
+        row, button = st.columns([5, 1], vertical_alignment="center")
+        # Plain text: an email is visitor input.
+        row.text(
+            f"{where} · {entry.user or 'the app'} · {entry.label} · "
+            f"since {time.strftime('%H:%M:%S', time.localtime(entry.since))} "
+            f"({now - entry.since:.0f} s)"
+        )
+        button.button(
+            "Cancel", key=f"cancel_{entry.id}", on_click=_cancel, args=(backend, entry.id)
+        )
+
+
 def _remote_section(backend) -> None:
     st.subheader("Remote backend")
     st.caption("Images are made by the remote service; this machine only sends requests.")
@@ -140,6 +171,7 @@ def _plan_section(backend, settings, facts) -> None:
     _memory_chart(facts)
 
 
+visitor = require_visitor()
 st.title("Hardware")
 try:
     settings = current_settings()
@@ -156,6 +188,7 @@ if backend.name == "remote":
         st.stop()
 else:
     _model_section(backend)
+    _queue_section(backend)
 
 facts = gather_facts(settings)
 _device_section(facts)
