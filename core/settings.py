@@ -54,6 +54,9 @@ class Settings:
     backend: str = "local"
     remote_url: str | None = None
     provider: str | None = None
+    # Seed history database (SD_HISTORY_URL), a SQLAlchemy URL; None = SQLite in data_dir.
+    # It may hold a password: never in repr, logs or messages (see core.history.describe_url).
+    history_url: str | None = field(default=None, repr=False)
 
     @property
     def has_token(self) -> bool:
@@ -75,6 +78,7 @@ _SETTINGS = {
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
+    "SD_HISTORY_URL": ("history_url", None),
 }
 
 
@@ -135,6 +139,8 @@ def load_settings(
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
     _check_remote(values)
+    if "history_url" in values:
+        values["history_url"] = _history_url(str(values["history_url"]))
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
 
@@ -157,3 +163,14 @@ def _check_remote(values: dict[str, object]) -> None:
             "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
             f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
         )
+
+
+def _history_url(text: str) -> str:
+    """Check SD_HISTORY_URL is a SQLite or PostgreSQL URL (the message never echoes it)."""
+    from core.history.store import parse_url  # SQLAlchemy only when the setting is used
+
+    try:
+        url = parse_url(text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return url.render_as_string(hide_password=False)
