@@ -63,6 +63,9 @@ class Settings:
     admins: tuple[str, ...] = ()
     max_queued_per_user: int = DEFAULT_MAX_QUEUED_PER_USER
     daily_limit: int = 0  # images per user per day; 0 = unlimited
+    # Seed history database (SD_HISTORY_URL), a SQLAlchemy URL; None = SQLite in data_dir.
+    # It may hold a password: never in repr, logs or messages (see core.history.describe_url).
+    history_url: str | None = field(default=None, repr=False)
 
     @property
     def has_token(self) -> bool:
@@ -88,6 +91,7 @@ _SETTINGS = {
     "SD_ADMINS": ("admins", None),
     "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
     "SD_DAILY_LIMIT": ("daily_limit", None),
+    "SD_HISTORY_URL": ("history_url", None),
 }
 
 
@@ -200,6 +204,8 @@ def load_settings(
             meaning=f"0 (unlimited) to {MAX_DAILY_LIMIT:,} images per user per day",
         )
     _check_remote(values)
+    if "history_url" in values:
+        values["history_url"] = _history_url(str(values["history_url"]))
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
 
@@ -222,3 +228,14 @@ def _check_remote(values: dict[str, object]) -> None:
             "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
             f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
         )
+
+
+def _history_url(text: str) -> str:
+    """Check SD_HISTORY_URL is a SQLite or PostgreSQL URL (the message never echoes it)."""
+    from core.history.store import parse_url  # SQLAlchemy only when the setting is used
+
+    try:
+        url = parse_url(text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return url.render_as_string(hide_password=False)

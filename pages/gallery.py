@@ -51,7 +51,25 @@ def _excerpt(text: str, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _refuse_invalid(record) -> bool:
+    """Say why a stored record cannot be used as settings; True when it cannot.
+
+    Rows are outside input (an edited database, another app version): they are checked
+    exactly like a shared link before they reach a widget or the pipeline.
+    """
+    problems = record.problems()
+    if problems:
+        st.error(
+            "This record holds settings the generator cannot use, so nothing was run or "
+            "changed. The stored image and its download are unaffected."
+        )
+        st.code("\n".join(problems), language=None, wrap_lines=True)
+    return bool(problems)
+
+
 def _verify(store, record) -> None:
+    if _refuse_invalid(record):
+        return
     try:
         backend = get_backend(settings)
         with st.spinner("Loading the model…"):
@@ -82,6 +100,9 @@ def _details(store, record) -> None:
         top = st.columns([1, 2])
         with top[0]:
             st.image(store.display_image(record.id), width="stretch")
+            problem = store.image_problem(record.id)
+            if problem:
+                st.warning(problem)
         with top[1]:
             st.caption("Prompt")
             st.code(record.prompt or " ", language=None, wrap_lines=True)
@@ -115,7 +136,7 @@ def _details(store, record) -> None:
             key="download_original",
             disabled=png is None,
         )
-        if actions[3].button("Delete", key="delete"):
+        if actions[3].button("Delete", key="delete", disabled=store.read_only is not None):
             state[CONFIRM_DELETE] = record.id
         actions[4].button("Close", key="close", on_click=_select, args=(None,))
         if state.get(CONFIRM_DELETE) == record.id:
@@ -130,7 +151,7 @@ def _details(store, record) -> None:
                     _select(None)
                     st.rerun()
             no.button("Cancel", key="cancel_delete", on_click=state.pop, args=(CONFIRM_DELETE,))
-        if use:
+        if use and not _refuse_invalid(record):
             _use_settings(record.form_values())
         if verify:
             _verify(store, record)
@@ -172,12 +193,13 @@ def _grid(store, page) -> None:
     if not page.records:
         st.info("Nothing here yet. Images you generate are saved here automatically.")
         return
+    thumbnails = store.thumbnails([record.id for record in page.records])  # one query
     for start in range(0, len(page.records), COLUMNS):
         for column, record in zip(
             st.columns(COLUMNS), page.records[start : start + COLUMNS], strict=False
         ):
             with column.container(border=True):
-                st.image(store.thumbnail(record.id), width="stretch")
+                st.image(thumbnails[record.id], width="stretch")
                 st.text(f"Seed {record.seed} · {record.width}×{record.height}")
                 st.text(_excerpt(record.prompt) or "(no prompt)")
                 st.button("Details", key=f"open_{record.id}", on_click=_select, args=(record.id,))
@@ -187,10 +209,16 @@ visitor = require_visitor()
 st.title("Seed history")
 try:
     settings = current_settings()
-    store = history.open_store(settings.data_dir)
+    store = history.open_store(settings)
 except (SettingsError, HistoryError) as exc:
     st.error(str(exc))
     st.stop()
+if store.read_only is not None:
+    st.warning(
+        "This history is read-only: every record is shown, but new images cannot be saved "
+        "here and nothing can be deleted. The reason:"
+    )
+    st.code(store.read_only, language=None, wrap_lines=True)
 session = history.session_id(state)
 
 selected = state.get(SELECTED)

@@ -1,6 +1,5 @@
 """Generator: type a prompt, pick the settings, get images with the seeds that made them."""
 
-import io
 import logging
 
 import streamlit as st
@@ -64,12 +63,6 @@ def _wait_for_model(backend) -> float | None:
     return load_with_status(backend)
 
 
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _generate(backend) -> None:
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
@@ -100,24 +93,13 @@ def _generate(backend) -> None:
     state.pop(RUNNING_KEY, None)
     from core import history  # the first generation pays for this import, not the first paint
 
-    stored: list[bytes | None] = [None] * len(result.images)
-    history_error = None
-    try:  # keep every image in the seed history; a failure must not lose the result
-        store = history.open_store(settings.data_dir)
-        records = history.save_result(
-            result,
-            backend=backend,
-            data_dir=settings.data_dir,
-            session_id=history.session_id(state),
-        )
-        # Downloads carry the stored file: the A1111 parameters chunk and the full record.
-        stored = [store.png_bytes(record.id) for record in records]
-    except history.HistoryError as exc:
-        history_error = str(exc)
-    # Encode a plain PNG only where no stored file could be served.
-    pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
+    # Keep every image in the seed history. A storage fault must not lose the result:
+    # each image still gets a PNG carrying its settings, and the page says what was kept.
+    kept = history.keep_result(
+        result, backend=backend, target=settings, session_id=history.session_id(state)
+    )
     state[RESULT_KEY] = {
-        "pngs": pngs,
+        "pngs": kept.pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],
         "seeds": list(result.seeds),
         "prompt": request.prompt,
@@ -127,7 +109,7 @@ def _generate(backend) -> None:
         "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
-        "history_error": history_error,
+        "history_error": kept.error,
         "backend": result.backend,
         "details": dict(result.details),
     }

@@ -1,0 +1,729 @@
+"""The history store: rows through SQLAlchemy Core, image bytes through `blobs`.
+
+One `HistoryStore` per database URL and process (`open_store`), thread-safe: every call
+takes a pooled connection for one short transaction. The same code serves SQLite (the
+local default, a file under `SD_DATA_DIR`) and PostgreSQL (`SD_HISTORY_URL`).
+
+Every error leaves here as a `HistoryError` in plain words, with the database named by
+its URL *without* the password (`describe_url`): messages reach the page and the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, insert, or_, select
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from core import metadata
+from core.history import blobs as blob_store
+from core.history import schema
+from core.history.blobs import FileBlobs, TableBlobs, placeholder_image
+from core.history.record import HistoryRecord, environment, new_record
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "history.sqlite3"
+PAGE_SIZE = 24
+# A temporary or orphan file younger than this may belong to a save still running in
+# another process; start-up repair leaves it alone.
+ORPHAN_GRACE_SECONDS = 600.0
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class HistoryError(RuntimeError):
+    """The history could not be read or written; the message says where and what to do."""
+
+
+class PartialSaveError(HistoryError):
+    """Some images of a batch were saved and some were not; `kept` lists the saved ones."""
+
+    def __init__(self, message: str, kept: Sequence[HistoryRecord]) -> None:
+        super().__init__(message)
+        self.kept = tuple(kept)
+
+
+# --- URLs ----------------------------------------------------------------------------------
+def parse_url(text: str) -> URL:
+    """A history URL as SQLAlchemy reads it; `postgres://` and `postgresql://` use psycopg 3.
+
+    Raise `ValueError` (without echoing the text, which may hold a password) when it is
+    not a SQLite or PostgreSQL URL.
+    """
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        raise ValueError(
+            "SD_HISTORY_URL is not a database URL; use e.g. "
+            "postgresql+psycopg://user:password@host:5432/dbname or sqlite:////path/history.sqlite3."
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql" and driver in ("", "psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return url.set(drivername="sqlite")
+    raise ValueError(
+        f"SD_HISTORY_URL uses {url.drivername!r}; the history works with PostgreSQL "
+        "(postgresql+psycopg://…) or SQLite (sqlite:///…)."
+    )
+
+
+def describe_url(url: URL) -> str:
+    """The URL as it may be shown and logged: the password is replaced by ***."""
+    return url.render_as_string(hide_password=True)
+
+
+def _scrub(text: str, url: URL | None) -> str:
+    if url is not None and url.password:
+        text = text.replace(str(url.password), "***")
+    return text
+
+
+# --- engines -------------------------------------------------------------------------------
+def make_engine(url: URL, *, read_only: bool = False) -> Engine:
+    """An engine for `url`: SQLite with explicit transactions, PostgreSQL with pre-ping."""
+    if url.get_backend_name() != "sqlite":
+        return create_engine(
+            url,
+            pool_pre_ping=True,  # a connection dropped by a server restart is replaced
+            pool_size=4,
+            max_overflow=8,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        )
+    if read_only:
+        path = url.database or ""
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: _connect_read_only(path),
+            poolclass=NullPool,
+        )
+    else:
+        engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin below start transactions, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    from urllib.parse import quote
+
+    uri = f"file:{quote(path)}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.OperationalError:
+        # A WAL database on a read-only disk cannot make its -shm file: read it as an
+        # immutable file (nothing else can be writing to a read-only disk).
+        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+
+
+# --- errors in plain words -------------------------------------------------------------------
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text = getattr(inner, "strerror", None) or str(inner)
+    return " ".join(text.split()) or type(inner).__name__
+
+
+def _explain(
+    exc: BaseException, where: Path | str, *, url: URL | None = None, local: bool = True
+) -> HistoryError:
+    """A HistoryError for a failed save: where, why, and the fix (never the password)."""
+    reason = _scrub(_reason(exc), url)
+    code = getattr(exc, "errno", None) or getattr(getattr(exc, "orig", None), "errno", None)
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    lowered = reason.lower()
+    if code == errno.ENOSPC or "full" in lowered or "no space" in lowered or sqlstate == "53100":
+        fix = "Free some disk space" + ("" if local else " on the database server")
+    elif "password" in lowered or sqlstate.startswith("28"):
+        fix = "Check the user name and password in SD_HISTORY_URL"
+    elif "connect" in lowered or "connection" in lowered or sqlstate.startswith("08"):
+        fix = "Check that the database server is running and reachable"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in lowered:
+        fix = "Make the folder writable"
+    else:
+        fix = "Check the folder" if local else "Check the database"
+    if local:
+        fix += ", or point SD_DATA_DIR at a writable folder"
+    return HistoryError(
+        f"Could not save to the history in {where}: {reason}. {fix}. "
+        "The image itself is still shown and can be downloaded."
+    )
+
+
+# --- the store --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Page:
+    """One page of records, newest first, and how many match in all."""
+
+    records: tuple[HistoryRecord, ...]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+_IMAGE_MESSAGES = {
+    "missing": "The stored image is missing; its settings below still reproduce it.",
+    "unreadable": "The stored image is damaged and cannot be shown; its settings below "
+    "still reproduce it.",
+    "too large": "The stored image was not shown: it is larger than "
+    f"{int(blob_store.MAX_STORED_PIXELS**0.5)}×{int(blob_store.MAX_STORED_PIXELS**0.5)} "
+    "pixels (a decompression bomb, or not an image from this app), so it was not decoded.",
+}
+
+
+class HistoryStore:
+    """The history in one database (plus, for local SQLite, the files beside it)."""
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        url: URL | str | None = None,
+        repair: bool = True,
+    ) -> None:
+        self.repair_report: dict[str, int] = {}
+        self.read_only: str | None = None  # why saving is impossible, when it is
+        if url is None:
+            if data_dir is None:
+                raise ValueError("HistoryStore needs a data dir or a URL")
+            self.root: Path | None = Path(data_dir)
+            self.url = URL.create("sqlite", database=str(self.root / DB_NAME))
+            self.where = str(self.root)
+        else:
+            self.url = parse_url(url) if isinstance(url, str) else url
+            self.where = describe_url(self.url)
+            self.root = None
+            if self.url.get_backend_name() == "sqlite":
+                self.root = Path(self.url.database or "").resolve().parent
+        self.local = self.url.get_backend_name() == "sqlite"
+        self.db_path = Path(self.url.database) if self.local and self.url.database else None
+        self.engine = self._open()
+        if self.local:
+            self.blobs: FileBlobs | TableBlobs = FileBlobs(self.root)
+            if self.read_only is None:
+                try:  # the same layout as always, even before the first image
+                    self.images_dir.mkdir(exist_ok=True)
+                    self.thumbs_dir.mkdir(exist_ok=True)
+                except OSError as exc:
+                    self.engine.dispose()
+                    raise self._explain(exc) from exc
+        else:
+            self.blobs = TableBlobs(self.engine, schema.images)
+        if repair and self.local and self.read_only is None:
+            self.repair_report = self.repair()
+
+    def __repr__(self) -> str:  # never the password
+        return f"HistoryStore({self.where!r})"
+
+    # opening -------------------------------------------------------------------------------
+    def _open(self) -> Engine:
+        if self.local:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if not (self.db_path and self.db_path.exists()):
+                    raise self._explain(exc) from exc
+        engine = make_engine(self.url)
+        try:
+            schema.ensure_schema(engine)
+            return engine
+        except (OSError, SQLAlchemyError) as exc:
+            engine.dispose()
+            failure = exc
+        # Saving is impossible; browsing may still work (a read-only disk or a database
+        # user with read rights only): open for reading and say why nothing can be saved.
+        reader = make_engine(self.url, read_only=True) if self.local else make_engine(self.url)
+        try:
+            with reader.connect() as conn:
+                usable = schema.has_records_table(conn)
+        except (OSError, SQLAlchemyError):
+            usable = False
+        if not usable:
+            reader.dispose()
+            raise self._explain_open(failure) from failure
+        self.read_only = _scrub(_reason(failure), self.url)
+        log.warning("history in %s opened read-only: %s", self.where, self.read_only)
+        return reader
+
+    def _explain(self, exc: BaseException) -> HistoryError:
+        return _explain(exc, self.where, url=self.url, local=self.local and self.url is not None)
+
+    def _explain_open(self, exc: BaseException) -> HistoryError:
+        reason = _scrub(_reason(exc), self.url)
+        if "not a database" in reason.lower() or "malformed" in reason.lower():
+            return HistoryError(
+                f"The history database in {self.where} is damaged ({reason}). Nothing was "
+                f"changed: move {self.db_path.name if self.db_path else 'it'} aside (or "
+                "restore a backup) to start a new history; images are still generated and "
+                "can be downloaded, but not saved."
+            )
+        return self._explain(exc)
+
+    def _check_writable(self) -> None:
+        if self.read_only is not None:
+            raise HistoryError(
+                f"This history is read-only, so the image was not saved ({self.read_only}). "
+                f"Make {self.where} writable, or point "
+                f"{'SD_DATA_DIR' if self.local else 'SD_HISTORY_URL'} elsewhere. The image "
+                "itself is still shown and can be downloaded."
+            )
+
+    # local files (SQLite layout) -------------------------------------------------------------
+    @property
+    def images_dir(self) -> Path:
+        return self.blobs.images_dir
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.blobs.thumbs_dir
+
+    def image_path(self, record_id: str) -> Path:
+        return self.blobs.image_path(record_id)
+
+    def thumb_path(self, record_id: str) -> Path:
+        return self.blobs.thumb_path(record_id)
+
+    # writing ------------------------------------------------------------------------------
+    def save(self, image: Any, record: HistoryRecord) -> HistoryRecord:
+        """Store `image` with `record` (image and row, all or nothing).
+
+        Return the record with its image hash filled in; raise `HistoryError` when it
+        cannot be stored.
+        """
+        record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
+        self.put(record, blob_store.encode_png(image, record), blob_store.encode_thumbnail(image))
+        return record
+
+    def put(self, record: HistoryRecord, png: bytes, thumb: bytes) -> None:
+        """Store encoded bytes with their row in one step; nothing stays when it fails."""
+        self._check_writable()
+        try:
+            with self.engine.begin() as conn:
+                # Files first (outside SQLite's write lock: BEGIN takes none until the
+                # insert), then the row; the commit makes both visible at once.
+                self.blobs.put(conn, record.id, png, thumb)
+                conn.execute(insert(schema.records).values(dataclasses.asdict(record)))
+        except (OSError, SQLAlchemyError) as exc:
+            self.blobs.discard(record.id)
+            raise self._explain(exc) from exc
+
+    def _insert_ignore(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        conn.execute(dialect_insert(schema.records).on_conflict_do_nothing(), list(rows))
+
+    def delete(self, record_id: str) -> bool:
+        """Remove the row and its image; return whether the row existed."""
+        self._check_writable()
+        try:
+            with self.engine.begin() as conn:
+                deleted = conn.execute(
+                    schema.records.delete().where(schema.records.c.id == record_id)
+                ).rowcount
+                self.blobs.remove(conn, record_id)
+            if self.local:
+                self.blobs.discard(record_id)
+        except (OSError, SQLAlchemyError) as exc:
+            raise self._explain(exc) from exc
+        return bool(deleted)
+
+    # reading ------------------------------------------------------------------------------
+    def _read_error(self, exc: BaseException) -> HistoryError:
+        return HistoryError(
+            f"Could not read the history in {self.where}: {_scrub(_reason(exc), self.url)}."
+        )
+
+    @staticmethod
+    def _filters(text: str | None, seed: int | None, session_id: str | None) -> list[Any]:
+        records = schema.records
+        clauses: list[Any] = []
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            clauses.append(
+                or_(
+                    records.c.prompt.ilike(pattern, escape="\\"),
+                    records.c.negative_prompt.ilike(pattern, escape="\\"),
+                )
+            )
+        if seed is not None:
+            clauses.append(records.c.seed == seed)
+        if session_id:
+            clauses.append(records.c.session_id == session_id)
+        return clauses
+
+    def page(
+        self,
+        page: int = 1,
+        *,
+        page_size: int = PAGE_SIZE,
+        text: str | None = None,
+        seed: int | None = None,
+        session_id: str | None = None,
+    ) -> Page:
+        """Records newest first, `page_size` per page (1-based `page`), filtered."""
+        records = schema.records
+        clauses = self._filters(text, seed, session_id)
+        try:
+            with self.engine.connect() as conn:
+                total = conn.execute(
+                    select(func.count()).select_from(records).where(*clauses)
+                ).scalar_one()
+                pages = max(1, -(-total // page_size))
+                page = min(max(page, 1), pages)
+                rows = conn.execute(
+                    select(records)
+                    .where(*clauses)
+                    .order_by(records.c.created_at.desc(), records.c.id.desc())
+                    .limit(page_size)
+                    .offset((page - 1) * page_size)
+                ).mappings()
+                found = tuple(HistoryRecord.from_mapping(row) for row in rows)
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        return Page(records=found, total=total, page=page, page_size=page_size)
+
+    def iter_records(self, *, batch: int = 500) -> Iterator[HistoryRecord]:
+        """Every record, oldest first, read in batches (for copies and exports)."""
+        records = schema.records
+        after: tuple[float, str] | None = None
+        while True:
+            query = select(records).order_by(records.c.created_at, records.c.id).limit(batch)
+            if after is not None:
+                query = query.where(
+                    or_(
+                        records.c.created_at > after[0],
+                        (records.c.created_at == after[0]) & (records.c.id > after[1]),
+                    )
+                )
+            try:
+                with self.engine.connect() as conn:
+                    rows = [HistoryRecord.from_mapping(r) for r in conn.execute(query).mappings()]
+            except SQLAlchemyError as exc:
+                raise self._read_error(exc) from exc
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = (rows[-1].created_at, rows[-1].id)
+
+    def ids(self, record_ids: Sequence[str]) -> set[str]:
+        """Which of `record_ids` are stored."""
+        if not record_ids:
+            return set()
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(schema.records.c.id).where(schema.records.c.id.in_(list(record_ids)))
+                ).scalars()
+            )
+
+    def get(self, record_id: str) -> HistoryRecord | None:
+        try:
+            with self.engine.connect() as conn:
+                row = (
+                    conn.execute(select(schema.records).where(schema.records.c.id == record_id))
+                    .mappings()
+                    .first()
+                )
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        return None if row is None else HistoryRecord.from_mapping(row)
+
+    def count(self) -> int:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(schema.records)).scalar_one()
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
+    def png_bytes(self, record_id: str) -> bytes | None:
+        """The stored PNG exactly as written, or None when it is gone or unreachable."""
+        try:
+            return self.blobs.png(record_id)
+        except SQLAlchemyError as exc:
+            log.warning("could not read the image of %s: %s", record_id, self._read_error(exc))
+            return None
+
+    def thumbnails(self, record_ids: Sequence[str]) -> dict[str, bytes]:
+        """Thumbnail bytes per id, a placeholder for each missing, unreadable or huge one."""
+        try:
+            found = self.blobs.thumbs(list(record_ids))
+        except SQLAlchemyError as exc:
+            log.warning("could not read thumbnails: %s", self._read_error(exc))
+            found = {}
+        shown = {}
+        for record_id in record_ids:
+            data = found.get(record_id)
+            if data is None:
+                shown[record_id] = placeholder_image()
+                continue
+            problem = blob_store.image_problem(data, expected_format="WEBP")
+            shown[record_id] = (
+                data if problem is None else placeholder_image(text=f"image {problem}")
+            )
+        return shown
+
+    def thumbnail(self, record_id: str) -> bytes:
+        """Thumbnail bytes for the grid, or a placeholder when missing or unreadable."""
+        return self.thumbnails([record_id])[record_id]
+
+    def image_problem(self, record_id: str) -> str | None:
+        """Why the stored image cannot be shown, in words for the page; None when it can."""
+        data = self.png_bytes(record_id)
+        if data is None:
+            return _IMAGE_MESSAGES["missing"]
+        problem = blob_store.image_problem(data, expected_format="PNG", verify=True)
+        return None if problem is None else _IMAGE_MESSAGES[problem]
+
+    def display_image(self, record_id: str) -> bytes:
+        """The full PNG if it is safe to draw, else a placeholder (never raises)."""
+        data = self.png_bytes(record_id)
+        if data is None:
+            return placeholder_image(512)
+        problem = blob_store.image_problem(data, expected_format="PNG", verify=True)
+        return data if problem is None else placeholder_image(512, f"image {problem}")
+
+    # repair -------------------------------------------------------------------------------
+    def repair(self, *, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> dict[str, int]:
+        """Make files and rows agree after a crash (local files only); return counts.
+
+        Old temporary files are removed; a PNG without a row gets its row back from the
+        record JSON it carries (or is removed when it has none); a missing thumbnail is
+        redrawn from its PNG. Rows whose PNG is gone are kept and counted.
+        """
+        report = {"temp_removed": 0, "rows_restored": 0, "files_removed": 0, "thumbs_rebuilt": 0}
+        if not self.local or self.read_only is not None:
+            return report
+        now = time.time()
+        with self.engine.connect() as conn:
+            ids = set(conn.execute(select(schema.records.c.id)).scalars())
+        try:
+            # One directory listing per folder, no stat per file: start-up stays fast at
+            # tens of thousands of records. Only temporaries and orphans are looked at.
+            pngs = _listing(self.images_dir)
+            thumbs = _listing(self.thumbs_dir)
+            for name, path in [*pngs.items(), *thumbs.items()]:
+                if (
+                    name.endswith(blob_store.TMP_SUFFIX)
+                    and now - os.stat(path).st_mtime > grace_seconds
+                ):
+                    Path(path).unlink(missing_ok=True)
+                    report["temp_removed"] += 1
+            png_ids = {name[:-4] for name in pngs if name.endswith(".png")}
+            thumb_ids = {name[:-5] for name in thumbs if name.endswith(".webp")}
+            for record_id in png_ids - ids:
+                path = self.image_path(record_id)
+                if now - path.stat().st_mtime <= grace_seconds:
+                    continue  # maybe a save in progress elsewhere: its row is coming
+                record = self._record_from_file(path)
+                if record is not None and record.id == record_id:
+                    with self.engine.begin() as conn:
+                        self._insert_ignore(conn, [dataclasses.asdict(record)])
+                    ids.add(record_id)
+                    report["rows_restored"] += 1
+                else:
+                    path.unlink(missing_ok=True)
+                    self.thumb_path(record_id).unlink(missing_ok=True)
+                    png_ids.discard(record_id)
+                    report["files_removed"] += 1
+            for record_id in (ids & png_ids) - thumb_ids:
+                self._rebuild_thumbnail(record_id)
+                report["thumbs_rebuilt"] += 1
+            report["rows_without_image"] = len(ids - png_ids)
+        except OSError as exc:  # a read-only dir can still be browsed
+            log.warning("history repair skipped: %s", exc)
+        if any(report.values()):
+            log.info("history repair in %s: %s", self.where, report)
+        return report
+
+    def _record_from_file(self, path: Path) -> HistoryRecord | None:
+        from PIL import Image
+
+        try:
+            chunks = metadata.read_png_text(path.read_bytes())
+            return HistoryRecord.from_mapping(json.loads(chunks[metadata.RECORD_KEY]))
+        except (
+            metadata.MetadataError,
+            Image.DecompressionBombError,
+            KeyError,
+            TypeError,
+            ValueError,
+            OSError,
+        ):
+            return None
+
+    def _rebuild_thumbnail(self, record_id: str) -> None:
+        try:
+            with blob_store.open_checked(self.image_path(record_id).read_bytes()) as image:
+                blob_store._write_atomic(
+                    self.thumb_path(record_id), blob_store.encode_thumbnail(image)
+                )
+        except (OSError, SyntaxError, ValueError) as exc:
+            log.warning("could not redraw the thumbnail of %s: %s", record_id, exc)
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    """File name → path for every file one level below `folder` (the id-prefix folders)."""
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    with os.scandir(folder) as prefixes:
+        for prefix in prefixes:
+            if prefix.is_dir():
+                with os.scandir(prefix.path) as entries:
+                    found.update({e.name: e.path for e in entries if e.is_file()})
+    return found
+
+
+# --- one store per process -------------------------------------------------------------------
+_STORES: dict[tuple[str, str], HistoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def open_store(target: Any) -> HistoryStore:
+    """The process-wide store for `Settings` (its `history_url`, else its `data_dir`) or a dir.
+
+    A local history is repaired once, in the background. A failure is not cached: the
+    next call tries again (the database may be back).
+    """
+    url = getattr(target, "history_url", None)
+    data_dir = getattr(target, "data_dir", target)
+    key = ("url", url) if url else ("dir", str(Path(data_dir).resolve()))
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        stale = store is not None and store.db_path is not None and not store.db_path.exists()
+        if store is None or stale:
+            if url:
+                store = HistoryStore(url=url, repair=False)
+            else:
+                store = HistoryStore(Path(key[1]), repair=False)
+            _STORES[key] = store
+            if store.local and store.read_only is None:
+                # Repair lists every image folder (~0.2 s at 10,000 records): run it beside
+                # the first page render instead of before it. It is safe next to saves:
+                # files younger than the grace period are left alone, rows are only added.
+                threading.Thread(target=_repair_quietly, args=(store,), daemon=True).start()
+        return store
+
+
+def _repair_quietly(store: HistoryStore) -> None:
+    try:
+        store.repair_report = store.repair()
+    except (OSError, SQLAlchemyError) as exc:  # a broken dir shows up on the next real call
+        log.warning("history repair skipped: %s", exc)
+
+
+# --- from a generation to records ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Kept:
+    """What became of a generation's images: a PNG with settings chunks for each, the
+    records that were saved, and a message when some or all were not."""
+
+    pngs: list[bytes]
+    records: list[HistoryRecord]
+    error: str | None
+
+
+def _ordinals(numbers: Sequence[int]) -> str:
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def keep_result(result: Any, *, backend: Any, target: Any, session_id: str) -> Kept:
+    """Save every image of a `GenerationResult` to the history, in order.
+
+    Never raises for a storage fault: every image gets PNG bytes carrying its settings
+    chunks (the stored file when saved), and `error` says exactly which were saved and
+    which were not, and why. Saving stops at the first failure; nothing of the failed
+    image stays behind.
+    """
+    facts = environment(backend)
+    seconds: Sequence[float] = result.per_image_seconds or [
+        result.generation_seconds / max(len(result.images), 1)
+    ] * len(result.images)
+    records, pngs, thumbs = [], [], []
+    for image, seed, duration in zip(result.images, result.seeds, seconds, strict=True):
+        record = new_record(
+            result.request, seed=seed, facts=facts, session_id=session_id, duration_seconds=duration
+        )
+        record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
+        records.append(record)
+        pngs.append(blob_store.encode_png(image, record))
+        thumbs.append(blob_store.encode_thumbnail(image))
+    kept: list[HistoryRecord] = []
+    failure: HistoryError | None = None
+    try:
+        store = open_store(target)
+        for record, png, thumb in zip(records, pngs, thumbs, strict=True):
+            store.put(record, png, thumb)
+            kept.append(record)
+    except HistoryError as exc:
+        failure = exc
+    if failure is None:
+        return Kept(pngs, kept, None)
+    total = len(records)
+    if not kept:
+        summary = (
+            "Not saved to the history."
+            if total == 1
+            else f"None of the {total} images was saved to the history."
+        )
+    else:
+        lost = records[len(kept) :]
+        summary = (
+            f"Image {_ordinals(range(1, len(kept) + 1))} of {total} "
+            f"(seed {', '.join(str(r.seed) for r in kept)}) saved to the history; "
+            f"image {_ordinals(range(len(kept) + 1, total + 1))} "
+            f"(seed {', '.join(str(r.seed) for r in lost)}) not saved. Their downloads "
+            "below still carry their settings."
+        )
+    log.warning("history save failed after %d of %d images: %s", len(kept), total, failure)
+    return Kept(pngs, kept, f"{summary} {failure}")
+
+
+def save_result(
+    result: Any, *, backend: Any, data_dir: Any, session_id: str
+) -> list[HistoryRecord]:
+    """Save every image of a `GenerationResult`; raise `HistoryError` when any is not saved.
+
+    `data_dir` may be a folder or the `Settings` (for `SD_HISTORY_URL`).
+    """
+    kept = keep_result(result, backend=backend, target=data_dir, session_id=session_id)
+    if kept.error is not None:
+        if kept.records:
+            raise PartialSaveError(kept.error, kept.records)
+        raise HistoryError(kept.error)
+    return kept.records
