@@ -10,12 +10,16 @@ before running a page, and each page calls it again first thing: a page reached 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from core.auth import LOCAL_VISITOR, Visitor, sign_in_enabled
 from core.service import auth_secrets, current_settings, current_visitor
-from core.settings import SettingsError
+from core.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from core.limits import Allowance
 
 
 def visitor_or_none() -> Visitor | None:
@@ -83,3 +87,25 @@ def user_box(visitor: Visitor) -> None:
         st.text(visitor.name)
     st.text(visitor.email)
     st.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
+
+
+def daily_allowance(
+    settings: Settings, visitor: Visitor, *, wanted: int = 1
+) -> tuple[Allowance | None, str | None]:
+    """Today's allowance under SD_DAILY_LIMIT (None when unlimited) and, when `wanted` more
+    images would go over it or it cannot be counted, the message that says why and when.
+
+    Fails closed: a history that cannot be read does not lift the limit.
+    """
+    if settings.daily_limit <= 0:
+        return None, None
+    from core import history, limits  # only apps with a limit pay for these imports here
+
+    try:
+        allowance = limits.allowance(history.open_store(settings), visitor.id, settings.daily_limit)
+        allowance.check(wanted)
+    except limits.LimitReached as exc:
+        return allowance, str(exc)
+    except history.HistoryError as exc:
+        return None, f"The daily limit cannot be counted, so nothing can be generated now: {exc}"
+    return allowance, None

@@ -16,6 +16,7 @@ from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
+from core.sharing_ui import admin_panel, owner_label, whose_filter
 
 log = logging.getLogger(__name__)
 state = st.session_state
@@ -136,15 +137,21 @@ def _details(store, record) -> None:
             key="download_original",
             disabled=png is None,
         )
-        if actions[3].button("Delete", key="delete", disabled=store.read_only is not None):
+        # Only the owner or an admin is offered Delete (and the store refuses anyone else).
+        if visitor.may_delete(record.owner) and actions[3].button(
+            "Delete", key="delete", disabled=store.read_only is not None
+        ):
             state[CONFIRM_DELETE] = record.id
         actions[4].button("Close", key="close", on_click=_select, args=(None,))
         if state.get(CONFIRM_DELETE) == record.id:
-            st.warning("Delete this image and its record for good?")
+            st.warning(
+                "Delete this image? It disappears for everyone; an admin can restore it "
+                f"for {history.RESTORE_DAYS} days, then it is gone for good."
+            )
             yes, no = st.columns(2)
             if yes.button("Yes, delete", key="confirm_delete", type="primary"):
                 try:
-                    store.delete(record.id)
+                    store.delete(record.id, actor=visitor.id, admin=visitor.is_admin)
                 except HistoryError as exc:
                     st.error(str(exc))
                 else:
@@ -202,6 +209,7 @@ def _grid(store, page) -> None:
                 st.image(thumbnails[record.id], width="stretch")
                 st.text(f"Seed {record.seed} · {record.width}×{record.height}")
                 st.text(_excerpt(record.prompt) or "(no prompt)")
+                st.text(f"by {owner_label(record.owner)}")
                 st.button("Details", key=f"open_{record.id}", on_click=_select, args=(record.id,))
 
 
@@ -227,13 +235,15 @@ if record is not None:
     _details(store, record)
 
 _import()
+admin_panel(store, visitor)
 
-search, seed_box, mine = st.columns([3, 2, 1.5], vertical_alignment="bottom")
+search, seed_box, whose, mine = st.columns([3, 2, 2, 1.5], vertical_alignment="bottom")
 text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
 seed = seed_box.number_input(
     "Seed", 0, MAX_SEED, value=None, step=1, key="gallery_seed", on_change=_first_page
 )
 only_mine = mine.toggle("This session only", key="gallery_mine", on_change=_first_page)
+made_by_me = whose_filter(whose, on_change=_first_page)
 
 try:
     page = store.page(
@@ -241,6 +251,7 @@ try:
         text=text.strip() or None,
         seed=None if seed is None else int(seed),
         session_id=session if only_mine else None,
+        owner=visitor.id if made_by_me else None,
     )
 except HistoryError as exc:
     st.error(str(exc))

@@ -5,7 +5,7 @@ import logging
 import streamlit as st
 
 from core import form, share
-from core.access import require_visitor
+from core.access import daily_allowance, require_visitor
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.generation import (
@@ -70,6 +70,11 @@ def _generate(backend) -> None:
     except InvalidRequest as exc:
         st.error(str(exc))
         return
+    # Counted again at the click: another tab or replica may have spent the allowance.
+    allowance, problem = daily_allowance(settings, visitor, wanted=request.num_images)
+    if problem is not None:
+        st.error(problem)
+        return
     load_seconds = _wait_for_model(backend)
     if load_seconds is None:
         return
@@ -96,7 +101,11 @@ def _generate(backend) -> None:
     # Keep every image in the seed history. A storage fault must not lose the result:
     # each image still gets a PNG carrying its settings, and the page says what was kept.
     kept = history.keep_result(
-        result, backend=backend, target=settings, session_id=history.session_id(state)
+        result,
+        backend=backend,
+        target=settings,
+        session_id=history.session_id(state),
+        owner=visitor.id,
     )
     state[RESULT_KEY] = {
         "pngs": kept.pngs,
@@ -194,7 +203,19 @@ with right:
     st.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
 
 form.remember(state)
-clicked = st.button("Generate", type="primary", key="generate", width="stretch")
+allowance, limit_problem = daily_allowance(settings, visitor)
+clicked = st.button(
+    "Generate",
+    type="primary",
+    key="generate",
+    width="stretch",
+    disabled=limit_problem is not None,
+    help=limit_problem,
+)
+if limit_problem is not None:
+    st.warning(limit_problem, icon=":material/hourglass:")
+elif allowance is not None:
+    st.caption(allowance.summary())
 
 if RUNNING_KEY in state and not clicked:
     # The last run ended without finishing: Stop (or the app's own stop) interrupted it.

@@ -195,17 +195,23 @@ def test_missing_thumbnail_is_redrawn(tmp_path):
     assert store.thumb_path(saved.id).exists()
 
 
-def test_delete_removes_row_and_image(engine):
-    """Delete removes the row, the PNG and the thumbnail, and leaves the others."""
+def test_delete_hides_the_record_and_purge_removes_row_and_image(engine):
+    """Delete hides the record (bytes kept for a restore); the purge 7 days later removes the
+    row, the PNG and the thumbnail, and leaves the others."""
     store = current_store()
     keep = store.save(_image(1), _record(seed=1))
     gone = store.save(_image(2), _record(seed=2))
     assert store.delete(gone.id)
-    assert store.get(gone.id) is None and store.png_bytes(gone.id) is None
+    assert store.get(gone.id) is None and store.count() == 1
+    assert store.get(gone.id, include_deleted=True) is not None
+    assert store.png_bytes(gone.id) is not None  # kept until the purge
+    assert not store.delete(gone.id)
+    assert store.purge() == 0  # not 7 days yet
+    assert store.purge(now=time.time() + 7 * 86_400 + 60) == 1
+    assert store.get(gone.id, include_deleted=True) is None and store.png_bytes(gone.id) is None
     if store.local:
         assert not store.image_path(gone.id).exists() and not store.thumb_path(gone.id).exists()
-    assert store.get(keep.id) is not None
-    assert not store.delete(gone.id)
+    assert store.get(keep.id) is not None and store.png_bytes(keep.id) is not None
 
 
 def test_pagination_newest_first_and_filters(engine):
@@ -321,7 +327,8 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
     """A history.sqlite3 made by the pre-SQLAlchemy app opens with every row and file."""
     import sqlite3
 
-    fields = list(history.record.FIELDS)
+    # The old app's columns: every field but `owner` (added by migration 0002).
+    fields = [f for f in history.record.FIELDS if f != "owner"]
     columns = ", ".join(f + (" TEXT PRIMARY KEY" if f == "id" else "") for f in fields)
     with sqlite3.connect(tmp_path / history.DB_NAME) as conn:  # the old app's exact DDL
         conn.executescript(

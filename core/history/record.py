@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core import metadata
+from core.auth import LOCAL_USER
 from core.demo import DEMO_MODEL
 from core.generation import GenerationRequest
 
@@ -49,6 +50,7 @@ class HistoryRecord:
     backend: str
     duration_seconds: float
     image_sha256: str = ""  # of the RGB pixels, so it survives any lossless re-encode
+    owner: str = LOCAL_USER  # the signed-in email who made it; LOCAL_USER without sign-in
 
     def request(self) -> GenerationRequest:
         """The one-image request that reproduces this record.
@@ -150,9 +152,11 @@ def new_record(
     session_id: str,
     duration_seconds: float,
     created_at: float | None = None,
+    owner: str = LOCAL_USER,
 ) -> HistoryRecord:
     """The record of one image of `request` made with `seed` in environment `facts`."""
     return HistoryRecord(
+        owner=owner,
         id=uuid.uuid4().hex,
         created_at=time.time() if created_at is None else created_at,
         session_id=session_id,

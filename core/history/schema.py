@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0001"  # the newest migration's `revision`; see "Adding migration 2" above
+HEAD = "0002"  # the newest migration's `revision`; see "Adding migration 2" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157
@@ -77,9 +77,29 @@ records = Table(
     Column("backend", Text),
     Column("duration_seconds", Float(53)),
     Column("image_sha256", Text),
+    # 0002: who made it (LOCAL_USER without sign-in) and the soft delete.
+    Column("owner", Text, nullable=False, server_default="local"),
+    Column("deleted_at", Float(53)),
+    Column("deleted_by", Text),
     Index("records_created_at", "created_at"),
     Index("records_seed", "seed", "created_at"),
     Index("records_session", "session_id", "created_at"),
+    Index("records_owner", "owner", "created_at"),
+    Index("records_deleted", "deleted_at"),
+)
+
+# 0002: who deleted, restored or purged which record, when (admins read it in the gallery).
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float(53), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("record_id", Text, nullable=False),
+    Column("owner", Text),
+    Column("detail", Text),
+    Index("audit_at", "at"),
 )
 
 # Image bytes, for databases that hold them (not the local SQLite layout, which keeps files).

@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from core import metadata
+from core.auth import LOCAL_USER
 from core.history import blobs as blob_store
 from core.history import schema
 from core.history.blobs import FileBlobs, TableBlobs, placeholder_image
@@ -41,11 +42,19 @@ PAGE_SIZE = 24
 # A temporary or orphan file younger than this may belong to a save still running in
 # another process; start-up repair leaves it alone.
 ORPHAN_GRACE_SECONDS = 600.0
+# A deleted record can be restored by an admin this long; then it is purged for good.
+RESTORE_DAYS = 7
+RESTORE_SECONDS = RESTORE_DAYS * 86_400.0
+SYSTEM_ACTOR = "system"  # the actor of purges in the audit trail
 CONNECT_TIMEOUT_SECONDS = 5
 
 
 class HistoryError(RuntimeError):
     """The history could not be read or written; the message says where and what to do."""
+
+
+class NotAllowed(HistoryError):  # noqa: N818 - reads as the answer: not allowed
+    """The visitor may not do this to this record (the store refuses, not only the page)."""
 
 
 class PartialSaveError(HistoryError):
@@ -178,6 +187,31 @@ def _explain(
 
 
 # --- the store --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail: `actor` did `action` to `record_id` (of `owner`) at `at`."""
+
+    at: float
+    actor: str
+    action: str
+    record_id: str
+    owner: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class DeletedRecord:
+    """A record deleted recently enough to be restored."""
+
+    record: HistoryRecord
+    deleted_at: float
+    deleted_by: str
+
+    @property
+    def purge_at(self) -> float:
+        return self.deleted_at + RESTORE_SECONDS
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of records, newest first, and how many match in all."""
@@ -345,20 +379,166 @@ class HistoryStore:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         conn.execute(dialect_insert(schema.records).on_conflict_do_nothing(), list(rows))
 
-    def delete(self, record_id: str) -> bool:
-        """Remove the row and its image; return whether the row existed."""
+    def delete(self, record_id: str, *, actor: str = LOCAL_USER, admin: bool = False) -> bool:
+        """Hide a record (soft delete) for `actor`; return whether a live record was hidden.
+
+        Only the record's owner or an admin may delete: anyone else gets `NotAllowed`, here
+        in the store, whatever the page offered. The image stays until `purge` (an admin can
+        `restore` it for RESTORE_DAYS); the delete is written to the audit trail.
+        """
         self._check_writable()
+        records = schema.records
         try:
             with self.engine.begin() as conn:
-                deleted = conn.execute(
-                    schema.records.delete().where(schema.records.c.id == record_id)
+                row = conn.execute(
+                    select(records.c.owner, records.c.prompt).where(
+                        records.c.id == record_id, records.c.deleted_at.is_(None)
+                    )
+                ).first()
+                if row is None:
+                    return False
+                if not admin and row.owner != actor:
+                    raise NotAllowed(
+                        "Only the person who made this image, or an admin, can delete it."
+                    )
+                now = time.time()
+                hidden = conn.execute(
+                    records.update()
+                    .where(records.c.id == record_id, records.c.deleted_at.is_(None))
+                    .values(deleted_at=now, deleted_by=actor)
                 ).rowcount
-                self.blobs.remove(conn, record_id)
-            if self.local:
-                self.blobs.discard(record_id)
-        except (OSError, SQLAlchemyError) as exc:
+                if hidden:
+                    self._audit(conn, actor, "delete", record_id, row.owner, row.prompt, now)
+        except SQLAlchemyError as exc:
             raise self._explain(exc) from exc
-        return bool(deleted)
+        self.purge()  # cheap (indexed); keeps old deletes from piling up between restarts
+        return bool(hidden)
+
+    def restore(self, record_id: str, *, actor: str, admin: bool) -> bool:
+        """Bring back a record deleted less than RESTORE_DAYS ago (admins only)."""
+        if not admin:
+            raise NotAllowed("Only an admin can restore a deleted image.")
+        self._check_writable()
+        records = schema.records
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(records.c.owner, records.c.prompt).where(
+                        records.c.id == record_id,
+                        records.c.deleted_at >= now - RESTORE_SECONDS,
+                    )
+                ).first()
+                if row is None:
+                    return False
+                conn.execute(
+                    records.update()
+                    .where(records.c.id == record_id)
+                    .values(deleted_at=None, deleted_by=None)
+                )
+                self._audit(conn, actor, "restore", record_id, row.owner, row.prompt, now)
+        except SQLAlchemyError as exc:
+            raise self._explain(exc) from exc
+        return True
+
+    def purge(self, *, now: float | None = None) -> int:
+        """Remove for good what was deleted more than RESTORE_DAYS ago; return how many."""
+        if self.read_only is not None:
+            return 0
+        records = schema.records
+        cutoff = (time.time() if now is None else now) - RESTORE_SECONDS
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(records.c.id, records.c.owner, records.c.prompt).where(
+                        records.c.deleted_at < cutoff
+                    )
+                ).all()
+                for row in rows:
+                    conn.execute(records.delete().where(records.c.id == row.id))
+                    self.blobs.remove(conn, row.id)
+                    self._audit(conn, SYSTEM_ACTOR, "purge", row.id, row.owner, row.prompt)
+            if self.local:
+                for row in rows:
+                    self.blobs.discard(row.id)
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("history purge skipped: %s", self._explain(exc))
+            return 0
+        if rows:
+            log.info("purged %d record(s) deleted more than %d days ago", len(rows), RESTORE_DAYS)
+        return len(rows)
+
+    @staticmethod
+    def _audit(
+        conn: Any,
+        actor: str,
+        action: str,
+        record_id: str,
+        owner: str | None,
+        prompt: str | None,
+        at: float | None = None,
+    ) -> None:
+        conn.execute(
+            insert(schema.audit).values(
+                at=time.time() if at is None else at,
+                actor=actor,
+                action=action,
+                record_id=record_id,
+                owner=owner,
+                detail=(prompt or "")[:200],
+            )
+        )
+
+    def audit_trail(self, *, limit: int = 200) -> list[AuditEntry]:
+        """The newest audit entries first (who, what, which record, when)."""
+        audit = schema.audit
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
+                ).mappings()
+                return [
+                    AuditEntry(**{k: row[k] for k in AuditEntry.__annotations__}) for row in rows
+                ]
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
+    def deleted(self, *, limit: int = 200) -> list[DeletedRecord]:
+        """Records deleted in the last RESTORE_DAYS, newest delete first (for restore)."""
+        records = schema.records
+        since = time.time() - RESTORE_SECONDS
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(records)
+                    .where(records.c.deleted_at >= since)
+                    .order_by(records.c.deleted_at.desc())
+                    .limit(limit)
+                ).mappings()
+                return [
+                    DeletedRecord(
+                        record=HistoryRecord.from_mapping(row),
+                        deleted_at=row["deleted_at"],
+                        deleted_by=row["deleted_by"] or "",
+                    )
+                    for row in rows
+                ]
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
+    def made_since(self, owner: str, since: float) -> int:
+        """Images `owner` made since `since` (Unix time), deleted ones included: the daily
+        limit counts what was spent, so deleting an image gives nothing back."""
+        records = schema.records
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(func.count())
+                    .select_from(records)
+                    .where(records.c.owner == owner, records.c.created_at >= since)
+                ).scalar_one()
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
 
     # reading ------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> HistoryError:
@@ -367,9 +547,13 @@ class HistoryStore:
         )
 
     @staticmethod
-    def _filters(text: str | None, seed: int | None, session_id: str | None) -> list[Any]:
+    def _filters(
+        text: str | None, seed: int | None, session_id: str | None, owner: str | None = None
+    ) -> list[Any]:
         records = schema.records
-        clauses: list[Any] = []
+        clauses: list[Any] = [records.c.deleted_at.is_(None)]  # deleted: admins' list only
+        if owner:
+            clauses.append(records.c.owner == owner)
         if text:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
@@ -393,10 +577,11 @@ class HistoryStore:
         text: str | None = None,
         seed: int | None = None,
         session_id: str | None = None,
+        owner: str | None = None,
     ) -> Page:
-        """Records newest first, `page_size` per page (1-based `page`), filtered."""
+        """Live records newest first, `page_size` per page (1-based `page`), filtered."""
         records = schema.records
-        clauses = self._filters(text, seed, session_id)
+        clauses = self._filters(text, seed, session_id, owner)
         try:
             with self.engine.connect() as conn:
                 total = conn.execute(
@@ -450,22 +635,27 @@ class HistoryStore:
                 ).scalars()
             )
 
-    def get(self, record_id: str) -> HistoryRecord | None:
+    def get(self, record_id: str, *, include_deleted: bool = False) -> HistoryRecord | None:
+        """The record, or None when there is none (or it is deleted, unless asked for)."""
+        records = schema.records
+        query = select(records).where(records.c.id == record_id)
+        if not include_deleted:
+            query = query.where(records.c.deleted_at.is_(None))
         try:
             with self.engine.connect() as conn:
-                row = (
-                    conn.execute(select(schema.records).where(schema.records.c.id == record_id))
-                    .mappings()
-                    .first()
-                )
+                row = conn.execute(query).mappings().first()
         except SQLAlchemyError as exc:
             raise self._read_error(exc) from exc
         return None if row is None else HistoryRecord.from_mapping(row)
 
     def count(self) -> int:
+        """Live records (deleted ones waiting for purge are not counted)."""
+        records = schema.records
         try:
             with self.engine.connect() as conn:
-                return conn.execute(select(func.count()).select_from(schema.records)).scalar_one()
+                return conn.execute(
+                    select(func.count()).select_from(records).where(records.c.deleted_at.is_(None))
+                ).scalar_one()
         except SQLAlchemyError as exc:
             raise self._read_error(exc) from exc
 
@@ -662,7 +852,9 @@ def _ordinals(numbers: Sequence[int]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def keep_result(result: Any, *, backend: Any, target: Any, session_id: str) -> Kept:
+def keep_result(
+    result: Any, *, backend: Any, target: Any, session_id: str, owner: str = LOCAL_USER
+) -> Kept:
     """Save every image of a `GenerationResult` to the history, in order.
 
     Never raises for a storage fault: every image gets PNG bytes carrying its settings
@@ -677,7 +869,12 @@ def keep_result(result: Any, *, backend: Any, target: Any, session_id: str) -> K
     records, pngs, thumbs = [], [], []
     for image, seed, duration in zip(result.images, result.seeds, seconds, strict=True):
         record = new_record(
-            result.request, seed=seed, facts=facts, session_id=session_id, duration_seconds=duration
+            result.request,
+            seed=seed,
+            facts=facts,
+            session_id=session_id,
+            duration_seconds=duration,
+            owner=owner,
         )
         record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
         records.append(record)
@@ -715,13 +912,13 @@ def keep_result(result: Any, *, backend: Any, target: Any, session_id: str) -> K
 
 
 def save_result(
-    result: Any, *, backend: Any, data_dir: Any, session_id: str
+    result: Any, *, backend: Any, data_dir: Any, session_id: str, owner: str = LOCAL_USER
 ) -> list[HistoryRecord]:
     """Save every image of a `GenerationResult`; raise `HistoryError` when any is not saved.
 
     `data_dir` may be a folder or the `Settings` (for `SD_HISTORY_URL`).
     """
-    kept = keep_result(result, backend=backend, target=data_dir, session_id=session_id)
+    kept = keep_result(result, backend=backend, target=data_dir, session_id=session_id, owner=owner)
     if kept.error is not None:
         if kept.records:
             raise PartialSaveError(kept.error, kept.records)
