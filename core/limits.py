@@ -48,7 +48,7 @@ class Allowance:
 
     def summary(self, now: float | None = None) -> str:
         """One line for the generator: what is left today and when it resets."""
-        images = "image" if self.left == 1 else "images"
+        images = "image" if self.limit == 1 else "images"
         return f"{self.left} of {self.limit} {images} left today · resets {self.resets_in(now)}"
 
     def check(self, wanted: int, now: float | None = None) -> None:
