@@ -194,15 +194,14 @@ def test_outsider_is_told_plainly_and_gets_nothing(people):
     if consent.count():
         consent.click()
     expect(page.get_by_text("not on the app's list of allowed users")).to_be_visible()
+    expect(page.get_by_test_id("stMain").get_by_text(OUTSIDER)).to_be_visible()
     tab.settle()
-    assert OUTSIDER in tab.main_text()
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
     expect(page.get_by_role("button", name="Generate")).to_have_count(0)
 
 
-def test_alice_signs_in_generates_and_logs_out(people):
-    """Alice signs in through the provider, sees her email, generates, and logs out."""
-
+def test_alice_signs_in_and_generates(people):
+    """Alice signs in through the provider, sees her email in the sidebar, and generates."""
     from tests.test_e2e_browser import _click_generate, _fill_small
 
     tab = people(ALICE)
@@ -212,3 +211,97 @@ def test_alice_signs_in_generates_and_logs_out(people):
     _click_generate(tab)
     assert "Seed 1234 · 512×512 · 2 steps" in tab.main_text()
     tab.shoot("signed-in-generate", height=1400)
+
+
+def _gallery_card(tab: Browser):
+    """Open the Seed history and return the locator of the one image's "by …" line."""
+    from playwright.sync_api import expect
+
+    tab.nav("Seed history")
+    tab.assert_no_exception()
+    card = tab.page.get_by_test_id("stMain").get_by_text(f"by {ALICE}")
+    expect(card).to_be_visible(timeout=TIMEOUT_MS)
+    return card
+
+
+def test_bob_sees_alices_image_under_everyone_but_cannot_delete_it(people):
+    """Bob (another browser, another account) sees Alice's image and who made it; its
+    Details offer no Delete; under Mine it is not there."""
+    from playwright.sync_api import expect
+
+    tab = people(BOB)
+    sign_in(tab, BOB)
+    _gallery_card(tab)
+    page = tab.page
+    page.get_by_role("button", name="Details").first.click()
+    tab.settle()
+    expect(page.get_by_role("button", name="Use these settings")).to_be_visible()
+    expect(page.get_by_role("button", name="Delete")).to_have_count(0)
+    tab.shoot("signin-other-user-details", height=1400)
+    page.get_by_role("button", name="Close").click()
+    tab.settle()
+    page.get_by_role("radio", name="Mine", exact=True).first.click()
+    tab.settle()
+    expect(page.get_by_test_id("stMain").get_by_text("0 image(s)")).to_be_visible()
+    expect(page.get_by_text(f"by {ALICE}")).to_have_count(0)
+
+
+def test_alice_deletes_her_image(people):
+    """Alice, the owner, is offered Delete; after confirming, Bob no longer sees it."""
+    from playwright.sync_api import expect
+
+    tab = people(ALICE)
+    _gallery_card(tab)
+    page = tab.page
+    page.get_by_role("button", name="Details").first.click()
+    tab.settle()
+    page.get_by_role("button", name="Delete").click()
+    tab.settle()
+    page.get_by_role("button", name="Yes, delete").click()
+    tab.settle()
+    tab.assert_no_exception()
+    expect(page.get_by_text(f"by {ALICE}")).to_have_count(0)
+    bob = people(BOB)
+    bob.page.reload()
+    bob.settle()
+    expect(bob.page.get_by_text(f"by {ALICE}")).to_have_count(0)
+
+
+def test_admin_restores_the_deleted_image(people):
+    """The admin sees the delete in the audit trail and under Deleted images, and Restore
+    brings Alice's image back for everyone."""
+    from playwright.sync_api import expect
+
+    tab = people(ADMIN)
+    sign_in(tab, ADMIN)
+    tab.nav("Seed history")
+    page = tab.page
+    page.get_by_text("Deleted images (1)").click()
+    tab.settle()
+    deleted = page.get_by_test_id("stMain").get_by_text(f"deleted by {ALICE}")
+    expect(deleted).to_be_visible()
+    tab.shoot("signin-admin-deleted", height=1400)
+    page.get_by_role("button", name="Restore").click()
+    tab.settle()
+    tab.assert_no_exception()
+    expect(page.get_by_text(f"by {ALICE}").first).to_be_visible(timeout=TIMEOUT_MS)
+    bob = people(BOB)
+    bob.page.reload()
+    bob.settle()
+    bob.page.get_by_role("radio", name="Everyone", exact=True).first.click()
+    bob.settle()
+    expect(bob.page.get_by_text(f"by {ALICE}")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_log_out_returns_to_the_sign_in_screen(people):
+    """Log out in the sidebar ends the session: the Log in screen is back."""
+    from playwright.sync_api import expect
+
+    tab = people(ALICE)
+    tab.page.get_by_test_id("stSidebar").get_by_role("button", name="Log out").click()
+    # st.logout also ends the provider's session; this provider asks to confirm that.
+    tab.page.get_by_role("button", name="Yes, sign me out").click()
+    expect(tab.page.get_by_role("button", name="Log in")).to_be_visible(timeout=TIMEOUT_MS)
+    tab.page.goto(tab.server.url)
+    expect(tab.page.get_by_role("button", name="Log in")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(tab.page.get_by_role("button", name="Generate")).to_have_count(0)
