@@ -91,6 +91,8 @@ def _generate(backend) -> None:
     try:
         result = backend.generate(request, on_progress=on_progress, user=visitor.id)
     except (GenerationError, DeviceError) as exc:
+        # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
+        state.pop(RUNNING_KEY, None)
         st.error(str(exc))
         return
     finally:

@@ -241,3 +241,37 @@ def test_admin_sees_the_whole_queue_and_cancels_an_entry(signin_app, monkeypatch
         at.button(key=f"cancel_{held.id}").click().run()
         assert not at.exception
         assert held.cancelled_by == "boss@example.com"  # the running request is told to stop
+
+
+def test_generator_refuses_a_third_waiting_request_plainly(signin_app, monkeypatch):
+    """With 2 of Alice's requests waiting, her next Generate says so (and is not a "Stop")."""
+    import threading
+    import time
+
+    from core.service import get_backend
+
+    from .conftest import fill_small
+
+    queue = get_backend().queue
+    waiters = []
+
+    def wait_in_line() -> None:
+        with queue.slot(user="alice@example.com", poll=0.01):
+            pass
+
+    with queue.slot(user="someone@example.com"):
+        for _ in range(2):
+            waiters.append(threading.Thread(target=wait_in_line, daemon=True))
+            waiters[-1].start()
+        while queue.waiting < 2:
+            time.sleep(0.01)
+        at = signin_app(signed("alice@example.com"))
+        fill_small(at)
+        at.button(key="generate").click().run()
+        assert not at.exception
+        assert any("You already have 2 waiting" in e.value for e in at.error)
+        at.run()
+        assert not any("Stopped" in w.value for w in at.warning)
+    for waiter in waiters:
+        waiter.join(10)
+    assert not queue.busy and queue.waiting == 0

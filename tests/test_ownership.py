@@ -102,6 +102,24 @@ def test_admin_restores_within_seven_days_then_it_is_purged(engine):
     ]
 
 
+def test_opening_the_store_purges_deletes_older_than_seven_days(engine):
+    """A restart (opening the store) purges what was deleted more than 7 days ago."""
+    from core.settings import load_settings
+
+    store = current_store()
+    old, recent = _add(store, seed=1), _add(store, seed=2)
+    store.delete(old.id)
+    store.delete(recent.id)
+    _age_delete(store, old.id, WEEK + 60)
+    history._STORES.clear()
+    opened = history.open_store(load_settings())
+    deadline = time.monotonic() + 30
+    while opened.get(old.id, include_deleted=True) is not None:  # purged in the background
+        assert time.monotonic() < deadline, "not purged"
+        time.sleep(0.05)
+    assert [d.record.id for d in opened.deleted()] == [recent.id]
+
+
 def test_upgrade_from_schema_0001_makes_old_records_the_local_users(engine):
     """A history at version 0001 upgrades in place (Alembic, on open): rows kept, owned by
     the local user."""

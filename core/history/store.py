@@ -826,6 +826,9 @@ def open_store(target: Any) -> HistoryStore:
                 # the first page render instead of before it. It is safe next to saves:
                 # files younger than the grace period are left alone, rows are only added.
                 threading.Thread(target=_repair_quietly, args=(store,), daemon=True).start()
+            if store.read_only is None:
+                # Deletes older than RESTORE_DAYS go for good (also after each delete).
+                threading.Thread(target=store.purge, name="history-purge", daemon=True).start()
         return store
 
 
