@@ -130,6 +130,17 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def _probe_writable(folder: Path) -> None:
+    """Raise OSError (e.g. EROFS) unless a file can be created in `folder`.
+
+    Permission bits alone do not tell (root ignores them; a read-only mount does not).
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
+        pass
+
+
 def _connect_read_only(path: str) -> sqlite3.Connection:
     from urllib.parse import quote
 
@@ -152,9 +163,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _explain(
-    exc: BaseException, where: Path | str, *, url: URL | None = None, local: bool = True
+    exc: BaseException,
+    where: Path | str,
+    *,
+    url: URL | None = None,
+    local: bool = True,
+    action: str = "save to",
 ) -> HistoryError:
-    """A HistoryError for a failed save: where, why, and the fix (never the password)."""
+    """A HistoryError for a failed open or save: where, why, and the fix (never a password)."""
     reason = _scrub(_reason(exc), url)
     code = getattr(exc, "errno", None) or getattr(getattr(exc, "orig", None), "errno", None)
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
@@ -171,10 +187,11 @@ def _explain(
         fix = "Check the folder" if local else "Check the database"
     if local:
         fix += ", or point SD_DATA_DIR at a writable folder"
-    return HistoryError(
-        f"Could not save to the history in {where}: {reason}. {fix}. "
-        "The image itself is still shown and can be downloaded."
-    )
+    tail = {
+        "save to": " The image itself is still shown and can be downloaded.",
+        "open": " Images are still generated and can be downloaded, but not saved.",
+    }.get(action, "")
+    return HistoryError(f"Could not {action} the history in {where}: {reason}. {fix}.{tail}")
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -237,7 +254,7 @@ class HistoryStore:
                     self.thumbs_dir.mkdir(exist_ok=True)
                 except OSError as exc:
                     self.engine.dispose()
-                    raise self._explain(exc) from exc
+                    raise self._explain(exc, action="open") from exc
         else:
             self.blobs = TableBlobs(self.engine, schema.images)
         if repair and self.local and self.read_only is None:
@@ -251,18 +268,23 @@ class HistoryStore:
         if self.local:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
+                _probe_writable(self.root)
             except OSError as exc:
                 if not (self.db_path and self.db_path.exists()):
-                    raise self._explain(exc) from exc
+                    raise self._explain(exc, action="open") from exc
+                # A read-only disk or folder: the history can still be browsed.
+                return self._open_read_only(exc, exc)
         engine = make_engine(self.url)
         try:
             schema.ensure_schema(engine)
             return engine
         except (OSError, SQLAlchemyError) as exc:
             engine.dispose()
-            failure = exc
-        # Saving is impossible; browsing may still work (a read-only disk or a database
-        # user with read rights only): open for reading and say why nothing can be saved.
+            # Saving is impossible; browsing may still work (a database user with read
+            # rights only, an old file): open for reading and say why nothing is saved.
+            return self._open_read_only(exc, exc)
+
+    def _open_read_only(self, failure: BaseException, cause: BaseException) -> Engine:
         reader = make_engine(self.url, read_only=True) if self.local else make_engine(self.url)
         try:
             with reader.connect() as conn:
@@ -271,13 +293,13 @@ class HistoryStore:
             usable = False
         if not usable:
             reader.dispose()
-            raise self._explain_open(failure) from failure
+            raise self._explain_open(failure) from cause
         self.read_only = _scrub(_reason(failure), self.url)
         log.warning("history in %s opened read-only: %s", self.where, self.read_only)
         return reader
 
-    def _explain(self, exc: BaseException) -> HistoryError:
-        return _explain(exc, self.where, url=self.url, local=self.local and self.url is not None)
+    def _explain(self, exc: BaseException, action: str = "save to") -> HistoryError:
+        return _explain(exc, self.where, url=self.url, local=self.local, action=action)
 
     def _explain_open(self, exc: BaseException) -> HistoryError:
         reason = _scrub(_reason(exc), self.url)
@@ -288,7 +310,7 @@ class HistoryStore:
                 "restore a backup) to start a new history; images are still generated and "
                 "can be downloaded, but not saved."
             )
-        return self._explain(exc)
+        return self._explain(exc, action="open")
 
     def _check_writable(self) -> None:
         if self.read_only is not None:
@@ -357,7 +379,7 @@ class HistoryStore:
             if self.local:
                 self.blobs.discard(record_id)
         except (OSError, SQLAlchemyError) as exc:
-            raise self._explain(exc) from exc
+            raise self._explain(exc, action="delete from") from exc
         return bool(deleted)
 
     # reading ------------------------------------------------------------------------------
