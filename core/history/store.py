@@ -347,9 +347,18 @@ class HistoryStore:
         self.put(record, blob_store.encode_png(image, record), blob_store.encode_thumbnail(image))
         return record
 
-    def put(self, record: HistoryRecord, png: bytes, thumb: bytes) -> None:
-        """Store encoded bytes with their row in one step; nothing stays when it fails."""
+    def put(self, record: HistoryRecord, png: bytes | None, thumb: bytes | None) -> None:
+        """Store encoded bytes with their row in one step; nothing stays when it fails.
+
+        A missing thumbnail is drawn from the PNG; a missing PNG stores the row alone.
+        """
         self._check_writable()
+        if png is not None and thumb is None:
+            try:
+                with blob_store.open_checked(png) as image:
+                    thumb = blob_store.encode_thumbnail(image)
+            except (OSError, SyntaxError, ValueError):
+                thumb = None
         try:
             with self.engine.begin() as conn:
                 # Files first (outside SQLite's write lock: BEGIN takes none until the
