@@ -345,3 +345,20 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
         assert schema.current_version(conn) == schema.HEAD
     store.save(_image(6), _record(seed=6))
     assert store.count() == 2
+
+
+def test_history_url_setting_hides_its_password_and_refuses_other_databases(monkeypatch):
+    """SD_HISTORY_URL: postgres:// uses psycopg 3, the password stays out of repr and errors."""
+    from core.settings import SettingsError, load_settings
+
+    url = "postgres://app:s3cret-pw@db.example:5432/hist"
+    settings = load_settings(environ={"SD_HISTORY_URL": url}, secrets={})
+    assert settings.history_url.startswith("postgresql+psycopg://app:s3cret-pw@")
+    assert "s3cret-pw" not in repr(settings)
+    assert history.describe_url(history.parse_url(url)).count("***") == 1
+    with pytest.raises(SettingsError, match="PostgreSQL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "mysql://u:topsecret@h/db"}, secrets={})
+    assert "topsecret" not in str(info.value)
+    with pytest.raises(SettingsError, match="not a database URL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "just words with pw9"}, secrets={})
+    assert "pw9" not in str(info.value)
