@@ -40,10 +40,10 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server in its own temp folder; `start`, `stop`, `url(db)`, `remove`."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, parent: Path | None = None) -> None:
         self.bindir = bindir
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="sd35-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="sd35-pg-", dir=parent))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.sock.mkdir()

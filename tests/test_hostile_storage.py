@@ -9,13 +9,14 @@ given a wrong password.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
 import zlib
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -63,36 +64,78 @@ def _bomb_png(side: int = 24_000) -> bytes:
     )
 
 
-@pytest.fixture(name="tmpfs")
-def fixture_tmpfs():
-    """Mount tiny tmpfs folders (a real full or read-only disk); unmount them after."""
-    mounted: list[Path] = []
+class Disk:
+    """A small disk of its own: a real tmpfs where mounting is allowed (root, as in CI).
 
-    def mount(size: str) -> Path:
-        folder = Path(tempfile.mkdtemp(prefix="sd35-tmpfs-"))
+    Where it is not, the one boundary the history writes through is patched with a small
+    honest fake instead: image writes beyond the space left raise ENOSPC, and the
+    writability probe raises EROFS once the disk is made read-only.
+    """
+
+    def __init__(self, size: str, monkeypatch) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="sd35-tmpfs-"))
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.folder)],
             capture_output=True,
             text=True,
         )
-        if done.returncode:
-            folder.rmdir()
-            pytest.skip(f"cannot mount a tmpfs here (needs root with mount rights): {done.stderr}")
-        mounted.append(folder)
-        return folder
+        self.real = done.returncode == 0
+        self.monkeypatch = monkeypatch
+        self.left: int | None = None  # fake: bytes the images may still take
 
-    yield mount
+    def fill_leaving(self, room: int) -> None:
+        """Take all free space but `room` bytes."""
+        if self.real:
+            stat = os.statvfs(self.folder)
+            (self.folder / "filler").write_bytes(
+                b"\0" * max(0, stat.f_bavail * stat.f_frsize - room)
+            )
+            return
+        from core.history import blobs
+
+        self.left = room
+        write = blobs._write_atomic
+
+        def write_within_space(path, data):
+            if len(data) > self.left:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            self.left -= len(data)
+            write(path, data)
+
+        self.monkeypatch.setattr(blobs, "_write_atomic", write_within_space)
+
+    def make_read_only(self) -> None:
+        if self.real:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+            return
+        from core.history import store
+
+        def read_only(folder):
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+        self.monkeypatch.setattr(store, "_probe_writable", read_only)
+
+    def remove(self) -> None:
+        if self.real:
+            subprocess.run(["umount", "-l", str(self.folder)], check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(name="tmpfs")
+def fixture_tmpfs(monkeypatch):
+    """Make small disks of their own (`Disk`); close every store on them, then unmount."""
+    disks: list[Disk] = []
+
+    def make(size: str) -> Disk:
+        disks.append(Disk(size, monkeypatch))
+        return disks[-1]
+
+    yield make
     for key, store in list(history._STORES.items()):
         store.engine.dispose()
         del history._STORES[key]
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-        with suppress(OSError):
-            folder.rmdir()
-
-
-def _remount_read_only(folder: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    for disk in disks:
+        disk.remove()
 
 
 def _files(store) -> set[str]:
@@ -104,11 +147,12 @@ def _files(store) -> set[str]:
 # --- read-only history (issue 10, item 4) -----------------------------------------------------
 def test_read_only_disk_is_browsed_with_every_record_and_a_reason(app, tmpfs, monkeypatch):
     """A history on a read-only disk shows every record and says why nothing can be saved."""
-    data = tmpfs("64m") / "data"
+    disk = tmpfs("64m")
+    data = disk.folder / "data"
     store = history.HistoryStore(data)
     saved = [_add(store, seed=i, prompt=f"picture {i}") for i in range(3)]
     store.engine.dispose()
-    _remount_read_only(data.parent)
+    disk.make_read_only()
     monkeypatch.setenv("SD_DATA_DIR", str(data))
     at = app(GALLERY)
     assert not at.exception
@@ -123,11 +167,12 @@ def test_read_only_disk_is_browsed_with_every_record_and_a_reason(app, tmpfs, mo
 
 def test_read_only_disk_generator_keeps_the_image_and_says_why(app, tmpfs, monkeypatch):
     """Generating onto a read-only history shows and downloads the image; nothing is lost."""
-    data = tmpfs("64m") / "data"
+    disk = tmpfs("64m")
+    data = disk.folder / "data"
     store = history.HistoryStore(data)
     _add(store)
     store.engine.dispose()
-    _remount_read_only(data.parent)
+    disk.make_read_only()
     monkeypatch.setenv("SD_DATA_DIR", str(data))
     at = app()
     fill_small(at)
@@ -143,7 +188,8 @@ def test_read_only_disk_generator_keeps_the_image_and_says_why(app, tmpfs, monke
 # --- full disk part-way through a batch (issue 10, item 10) -----------------------------------
 def test_full_disk_mid_batch_names_the_kept_images_and_leaves_no_orphans(app, tmpfs, monkeypatch):
     """4 images on a nearly full disk: the message names the saved ones, files match rows."""
-    data = tmpfs("8m") / "data"
+    disk = tmpfs("8m")
+    data = disk.folder / "data"
     monkeypatch.setenv("SD_DATA_DIR", str(data))
     at = app()
     fill_small(at, seed=40)
@@ -158,9 +204,7 @@ def test_full_disk_mid_batch_names_the_kept_images_and_leaves_no_orphans(app, tm
     )
     for record in store.page().records:
         store.delete(record.id)
-    free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
-    filler = data.parent / "filler"
-    filler.write_bytes(b"\0" * max(0, free - int(2.5 * pair) - 96 * 1024))
+    disk.fill_leaving(int(2.5 * pair) + 96 * 1024)
     at.button(key="generate").click().run()
     assert not at.exception
     message = next(w.value for w in at.warning if "not saved" in w.value)
@@ -168,7 +212,8 @@ def test_full_disk_mid_batch_names_the_kept_images_and_leaves_no_orphans(app, tm
     assert 1 <= len(kept) < 4, message
     seeds = sorted(r.seed for r in kept)
     assert f"(seed {', '.join(map(str, seeds))}) saved" in message
-    assert "No space left on device" in message and "Free some disk space" in message
+    assert "No space left on device" in message or "disk is full" in message
+    assert "Free some disk space" in message
     # No orphan: exactly the kept records have files, and no temporary file is left.
     assert _files(store) == {f"{r.id}.png" for r in kept} | {f"{r.id}.webp" for r in kept}
     pngs = at.session_state["last_result"]["pngs"]
@@ -359,3 +404,44 @@ def test_wrong_database_password_is_named_without_showing_it(app, pg_url, monkey
     assert not at.exception
     assert any("password" in e.value for e in at.error)
     assert not any(wrong in text for text in _messages(at))
+
+
+def test_database_server_disk_full_keeps_the_image_then_saves_again(
+    app, pg_cluster, tmpfs, monkeypatch
+):
+    """The PostgreSQL server's disk fills up: 'not saved', free space; the next save works."""
+    from .pg import Cluster
+
+    disk = tmpfs("96m")
+    if not disk.real:
+        pytest.skip(
+            "needs a real small disk for the server (mount a tmpfs: root with mount rights)"
+        )
+    cluster = Cluster(pg_cluster.bindir, parent=disk.folder)
+    try:
+        cluster.start()
+        monkeypatch.setenv("SD_HISTORY_URL", cluster.url())
+        at = app()
+        fill_small(at, seed=1)
+        at.button(key="generate").click().run()
+        assert at.session_state["last_result"]["history_error"] is None
+        disk.fill_leaving(64 * 1024)
+        fill_small(at, seed=2)
+        at.button(key="generate").click().run()
+        assert not at.exception
+        warning = next(w.value for w in at.warning if "Not saved to the history" in w.value)
+        assert "No space left on device" in warning
+        assert "Free some disk space on the database server" in warning
+        assert at.get("download_button")
+        (disk.folder / "filler").unlink()
+        fill_small(at, seed=3)
+        at.button(key="generate").click().run()
+        assert at.session_state["last_result"]["history_error"] is None
+        store = history.HistoryStore(url=cluster.url())
+        assert sorted(r.seed for r in store.page().records) == [1, 3]
+        assert all(store.png_bytes(r.id) for r in store.page().records)
+    finally:
+        for key, store in list(history._STORES.items()):
+            store.engine.dispose()
+            del history._STORES[key]
+        cluster.remove()

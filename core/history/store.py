@@ -88,6 +88,21 @@ def describe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+MAX_REASON_CHARS = 300
+
+
+def quote(text: str) -> str:
+    """Outside text (paths, server errors) as a markdown code span, bounded in length.
+
+    Messages from here are shown with `st.warning`/`st.error`, which render markdown: a
+    code span shows a server's error text (or `***` in a URL) literally.
+    """
+    text = " ".join(str(text).split()).replace("`", "'")
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "…"
+    return f"`{text}`"
+
+
 def _scrub(text: str, url: URL | None) -> str:
     if url is not None and url.password:
         text = text.replace(str(url.password), "***")
@@ -191,7 +206,9 @@ def _explain(
         "save to": " The image itself is still shown and can be downloaded.",
         "open": " Images are still generated and can be downloaded, but not saved.",
     }.get(action, "")
-    return HistoryError(f"Could not {action} the history in {where}: {reason}. {fix}.{tail}")
+    return HistoryError(
+        f"Could not {action} the history in {quote(str(where))}: {quote(reason)}. {fix}.{tail}"
+    )
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -305,7 +322,8 @@ class HistoryStore:
         reason = _scrub(_reason(exc), self.url)
         if "not a database" in reason.lower() or "malformed" in reason.lower():
             return HistoryError(
-                f"The history database in {self.where} is damaged ({reason}). Nothing was "
+                f"The history database in {quote(self.where)} is damaged ({quote(reason)}). "
+                "Nothing was "
                 f"changed: move {self.db_path.name if self.db_path else 'it'} aside (or "
                 "restore a backup) to start a new history; images are still generated and "
                 "can be downloaded, but not saved."
@@ -315,8 +333,8 @@ class HistoryStore:
     def _check_writable(self) -> None:
         if self.read_only is not None:
             raise HistoryError(
-                f"This history is read-only, so the image was not saved ({self.read_only}). "
-                f"Make {self.where} writable, or point "
+                f"This history is read-only, so the image was not saved ({quote(self.read_only)}). "
+                f"Make {quote(self.where)} writable, or point "
                 f"{'SD_DATA_DIR' if self.local else 'SD_HISTORY_URL'} elsewhere. The image "
                 "itself is still shown and can be downloaded."
             )
@@ -394,7 +412,8 @@ class HistoryStore:
     # reading ------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> HistoryError:
         return HistoryError(
-            f"Could not read the history in {self.where}: {_scrub(_reason(exc), self.url)}."
+            f"Could not read the history in {quote(self.where)}: "
+            f"{quote(_scrub(_reason(exc), self.url))}."
         )
 
     @staticmethod
