@@ -348,6 +348,29 @@ def test_row_with_a_size_that_is_no_multiple_of_16_is_refused(app, engine):
     assert any("16" in c.value for c in at.code)
 
 
+def test_row_with_null_and_text_values_is_listed_and_refused(app):
+    """An edited SQLite row (NULL prompt, text in number columns) lists, shows, and is refused."""
+    store = current_store()
+    saved = _add(store)
+    markup = "![](http://attacker.example/px.png)"
+    with store.engine.begin() as conn:  # as another program would: no SQLAlchemy types
+        conn.exec_driver_sql(
+            "UPDATE records SET prompt = NULL, seed = 'abc', width = ?, created_at = 'yesterday'"
+            " WHERE id = ?",
+            (markup, saved.id),
+        )
+    at = app(GALLERY)
+    assert not at.exception
+    assert f"Seed abc · {markup}×512" in [t.value for t in at.text]  # drawn as plain text
+    at.button(key=f"open_{saved.id}").click().run()
+    at.button(key="use_settings").click().run()
+    assert not at.exception
+    assert any("cannot use" in e.value for e in at.error)
+    assert any("Seed" in c.value and "Width" in c.value for c in at.code)
+    assert not any(markup in m.value for m in at.markdown)
+    assert store.png_bytes(saved.id)  # the image is still there
+
+
 # --- the database server goes away (PostgreSQL) -----------------------------------------------
 @pytest.fixture(name="own_pg")
 def fixture_own_pg(pg_cluster):
