@@ -126,7 +126,7 @@ def test_a_delete_in_one_process_is_seen_by_another_on_its_next_run(app, pg_url,
     assert any("1 image(s)" in c.value for c in at.caption)
 
 
-def test_two_processes_opening_a_new_database_at_once_migrate_it_once(pg_url):
+def test_four_processes_opening_a_new_database_at_once_migrate_it_once(shared_url):
     """Start-up on an empty database from several processes at once: one schema, no error."""
     code = (
         "import sys; from core import history; "
@@ -134,13 +134,16 @@ def test_two_processes_opening_a_new_database_at_once_migrate_it_once(pg_url):
     )
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", code, pg_url], cwd=APP_ROOT, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, shared_url],
+            cwd=APP_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
     outputs = [s.communicate(timeout=120)[0] for s in starters]
     assert [s.returncode for s in starters] == [0, 0, 0, 0]
     assert all(o.strip() == "opened" for o in outputs)
-    store = history.HistoryStore(url=pg_url)
+    store = history.HistoryStore(url=shared_url)
     with store.engine.connect() as conn:
         assert schema.current_version(conn) == schema.HEAD
