@@ -297,6 +297,10 @@ class HistoryStore:
             return engine
         except (OSError, SQLAlchemyError) as exc:
             engine.dispose()
+            if not self.local and "connection failed" in _reason(exc):
+                # The server is not there (or refused us): a second try to read would only
+                # wait for the connect timeout again.
+                raise self._explain_open(exc) from exc
             # Saving is impossible; browsing may still work (a database user with read
             # rights only, an old file): open for reading and say why nothing is saved.
             return self._open_read_only(exc, exc)
