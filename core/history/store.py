@@ -118,7 +118,13 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
             pool_pre_ping=True,  # a connection dropped by a server restart is replaced
             pool_size=4,
             max_overflow=8,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                # No server-side prepared statements: the poolers of managed PostgreSQL
+                # (PgBouncer/Supavisor in transaction mode) break them. The start-up lock
+                # is transaction-scoped, so it works through such a pooler too.
+                "prepare_threshold": None,
+            },
         )
     if read_only:
         path = url.database or ""
