@@ -254,6 +254,7 @@ class HistoryStore:
     ) -> None:
         self.repair_report: dict[str, int] = {}
         self.read_only: str | None = None  # why saving is impossible, when it is
+        self.opened_at = time.monotonic()
         if url is None:
             if data_dir is None:
                 raise ValueError("HistoryStore needs a data dir or a URL")
@@ -684,7 +685,11 @@ def open_store(target: Any) -> HistoryStore:
     key = ("url", url) if url else ("dir", str(Path(data_dir).resolve()))
     with _STORES_LOCK:
         store = _STORES.get(key)
-        stale = store is not None and store.db_path is not None and not store.db_path.exists()
+        stale = store is not None and (
+            (store.db_path is not None and not store.db_path.exists())
+            # Read-only may be passing (a remount, a lock held too long): look again.
+            or (store.read_only is not None and time.monotonic() - store.opened_at > 30)
+        )
         if store is None or stale:
             if url:
                 store = HistoryStore(url=url, repair=False)
