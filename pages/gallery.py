@@ -196,6 +196,22 @@ def _import() -> None:
             _use_settings(values)
 
 
+def _download_all(store, total: int) -> None:
+    from core.history import export
+
+    st.download_button(
+        f"Download the whole history ({total} image(s), zip)",
+        # A callable runs only when clicked, on its own thread: no zip on every rerun.
+        data=lambda: export.zip_bytes(store),
+        file_name="seed-history.zip",
+        mime="application/zip",
+        key="download_all",
+        icon=":material/folder_zip:",
+        disabled=total == 0,
+        help="Every image as stored (PNG with its settings chunks) and metadata.jsonl.",
+    )
+
+
 def _grid(store, page) -> None:
     if not page.records:
         st.info("Nothing here yet. Images you generate are saved here automatically.")
@@ -260,6 +276,7 @@ state[PAGE] = page.page
 
 st.caption(f"{page.total} image(s) · page {page.page} of {page.pages}")
 _grid(store, page)
+_download_all(store, store.count())
 if page.pages > 1:
     back, where, forward = st.columns([1, 2, 1])
     back.button(

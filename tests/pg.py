@@ -40,10 +40,10 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server in its own temp folder; `start`, `stop`, `url(db)`, `remove`."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, parent: Path | None = None) -> None:
         self.bindir = bindir
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="sd35-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="sd35-pg-", dir=parent))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.sock.mkdir()
@@ -73,8 +73,11 @@ class Cluster:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=120, cwd=self.root)
 
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    def start(self, *, fsync: bool = False) -> None:
+        """Start the server (fsync off by default: tests need no durability, only speed)."""
+        options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
+        if not fsync:
+            options += " -c fsync=off"
         log = self.root / "server.log"
         self._run(
             "pg_ctl", "-w", "-t", "60", "-D", str(self.data), "-l", str(log), "-o", options, "start"

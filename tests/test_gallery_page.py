@@ -263,3 +263,42 @@ def test_verify_warns_first_when_the_setup_differs(app, engine):
     assert "device: recorded cuda" in setup and "dtype: recorded float16" in setup
     assert any("differ" in w and "pixels" in w for w in warnings)
     assert not any("identical" in s.value for s in at.success)
+
+
+def test_pagination_and_search_at_10000_records(app, engine):
+    """10,000 records: 417 pages, the last page reachable, search and seed filter exact."""
+    import dataclasses
+
+    from sqlalchemy import insert
+
+    from core.history import schema
+
+    rows = [
+        dataclasses.asdict(
+            history.new_record(
+                GenerationRequest(prompt=f"number {i}", seed=i, **SMALL),
+                seed=i,
+                facts=FACTS,
+                session_id="bulk",
+                duration_seconds=0.1,
+                created_at=1e9 + i,
+            )
+        )
+        for i in range(10_000)
+    ]
+    store = _store()
+    with store.engine.begin() as conn:  # rows only: their images draw as placeholders
+        conn.execute(insert(schema.records), rows)
+    at = app(GALLERY)
+    assert not at.exception
+    assert any("10000 image(s) · page 1 of 417" in c.value for c in at.caption)
+    assert "number 9999" in _texts(at)
+    at.session_state["gallery_page"] = 417
+    at.run()
+    assert any("page 417 of 417" in c.value for c in at.caption)
+    assert _texts(at).count("number 0") == 1
+    at.text_input(key="gallery_search").input("number 4242").run()
+    assert any("1 image(s)" in c.value for c in at.caption)
+    at.text_input(key="gallery_search").input("").run()
+    at.number_input(key="gallery_seed").set_value(77).run()
+    assert any("1 image(s)" in c.value for c in at.caption) and "number 77" in _texts(at)

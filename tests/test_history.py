@@ -352,3 +352,57 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
         assert schema.current_version(conn) == schema.HEAD
     store.save(_image(6), _record(seed=6))
     assert store.count() == 2
+
+
+def test_history_url_setting_hides_its_password_and_refuses_other_databases(monkeypatch):
+    """SD_HISTORY_URL: postgres:// uses psycopg 3, the password stays out of repr and errors."""
+    from core.settings import SettingsError, load_settings
+
+    url = "postgres://app:s3cret-pw@db.example:5432/hist"
+    settings = load_settings(environ={"SD_HISTORY_URL": url}, secrets={})
+    assert settings.history_url.startswith("postgresql+psycopg://app:s3cret-pw@")
+    assert "s3cret-pw" not in repr(settings)
+    assert history.describe_url(history.parse_url(url)).count("***") == 1
+    with pytest.raises(SettingsError, match="PostgreSQL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "mysql://u:topsecret@h/db"}, secrets={})
+    assert "topsecret" not in str(info.value)
+    with pytest.raises(SettingsError, match="not a database URL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "just words with pw9"}, secrets={})
+    assert "pw9" not in str(info.value)
+
+
+MIGRATION_2 = '''"""Example migration 2: an owner column (what a later schema change looks like)."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("records") as batch:
+        batch.add_column(sa.Column("owner", sa.Text, nullable=True))
+'''
+
+
+def test_a_second_migration_upgrades_an_existing_history_in_place(engine, tmp_path):
+    """Adding migrations/versions/0002_*.py upgrades a 0001 history, keeping every record."""
+    import shutil
+
+    from sqlalchemy import inspect, text
+
+    store = current_store()
+    saved = store.save(_image(), _record())
+    migrations = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS, migrations)
+    (migrations / "versions" / "0002_owner.py").write_text(MIGRATION_2)
+    schema.ensure_schema(store.engine, migrations=migrations, head="0002")
+    schema.ensure_schema(store.engine, migrations=migrations, head="0002")  # a no-op now
+    with store.engine.connect() as conn:
+        assert schema.current_version(conn) == "0002"
+        assert "owner" in {c["name"] for c in inspect(conn).get_columns("records")}
+        assert conn.execute(text("SELECT prompt FROM records")).scalar() == saved.prompt
+    assert store.get(saved.id) == saved and store.png_bytes(saved.id)

@@ -134,10 +134,12 @@ class FileBlobs:
     def thumb_path(self, record_id: str) -> Path:
         return self.thumbs_dir / record_id[:2] / f"{record_id}.webp"
 
-    def put(self, conn: Any, record_id: str, png: bytes, thumb: bytes) -> None:
+    def put(self, conn: Any, record_id: str, png: bytes | None, thumb: bytes | None) -> None:
         """Write both files (before the row's commit; `discard` undoes it)."""
-        _write_atomic(self.image_path(record_id), png)
-        _write_atomic(self.thumb_path(record_id), thumb)
+        if png is not None:
+            _write_atomic(self.image_path(record_id), png)
+        if thumb is not None:
+            _write_atomic(self.thumb_path(record_id), thumb)
 
     def discard(self, record_id: str) -> None:
         """Remove the files of a save whose row did not commit."""
@@ -173,8 +175,9 @@ class TableBlobs:
         self.engine = engine
         self.table = table
 
-    def put(self, conn: Any, record_id: str, png: bytes, thumb: bytes) -> None:
-        conn.execute(self.table.insert().values(id=record_id, png=png, thumb=thumb))
+    def put(self, conn: Any, record_id: str, png: bytes | None, thumb: bytes | None) -> None:
+        if png is not None:
+            conn.execute(self.table.insert().values(id=record_id, png=png, thumb=thumb))
 
     def discard(self, record_id: str) -> None:
         """Nothing to do: the insert rolled back with its row."""

@@ -126,11 +126,31 @@ class HistoryRecord:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HistoryRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """A record from a stored row or JSON, whatever it holds.
+
+        Text fields become text ("" for NULL) and times numbers (0 when unreadable), so
+        any row can be listed and shown; the generator values (seed, size, steps,
+        guidance) are kept as stored, and `problems()` says when they are unusable.
+        """
+        values = {}
+        for name, kind in _KINDS.items():
+            value = data.get(name)
+            if kind is str:
+                value = "" if value is None else str(value)
+            elif kind is float and name in ("created_at", "duration_seconds"):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    value = 0.0
+            values[name] = value
+        return cls(**values)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(HistoryRecord))
+_KINDS = {
+    f.name: {"str": str, "float": float, "int": int}[str(f.type)]
+    for f in dataclasses.fields(HistoryRecord)
+}
 FACT_KEYS = (
     "model",
     "model_revision",

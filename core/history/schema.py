@@ -24,6 +24,9 @@ Adding migration 2 (e.g. an owner column, soft delete, an audit table)
 2. Change the `Table` definitions below to the new newest schema.
 3. Set `HEAD = "0002"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
    until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
+   `test_a_second_migration_upgrades_an_existing_history_in_place` shows such a file (an
+   owner column) upgrading a history with records on both engines; move its text into
+   `versions/` as the starting point.
 """
 
 from __future__ import annotations
@@ -124,10 +127,10 @@ def has_records_table(conn: Any) -> bool:
     return inspect(conn).has_table("records")
 
 
-def ensure_schema(engine: Any) -> None:
-    """Create or upgrade the schema to `HEAD` (safe when several processes start at once)."""
+def ensure_schema(engine: Any, *, migrations: Path = MIGRATIONS, head: str = HEAD) -> None:
+    """Create or upgrade the schema to `head` (safe when several processes start at once)."""
     with engine.connect() as conn:
-        if current_version(conn) == HEAD:
+        if current_version(conn) == head:
             return
     if engine.dialect.name == "sqlite":
         # WAL lets readers go on during a save; the mode is stored in the file, and can
@@ -143,8 +146,8 @@ def ensure_schema(engine: Any) -> None:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             # Another process may have upgraded while this one waited for the lock.
-            if _version_in(conn) != HEAD:
-                _upgrade(conn)
+            if _version_in(conn) != head:
+                _upgrade(conn, migrations)
 
 
 def _version_in(conn: Any) -> str | None:
@@ -153,13 +156,13 @@ def _version_in(conn: Any) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def _upgrade(conn: Any) -> None:
+def _upgrade(conn: Any, migrations: Path = MIGRATIONS) -> None:
     """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
 

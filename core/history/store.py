@@ -97,6 +97,21 @@ def describe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+MAX_REASON_CHARS = 300
+
+
+def quote(text: str) -> str:
+    """Outside text (paths, server errors) as a markdown code span, bounded in length.
+
+    Messages from here are shown with `st.warning`/`st.error`, which render markdown: a
+    code span shows a server's error text (or `***` in a URL) literally.
+    """
+    text = " ".join(str(text).split()).replace("`", "'")
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "…"
+    return f"`{text}`"
+
+
 def _scrub(text: str, url: URL | None) -> str:
     if url is not None and url.password:
         text = text.replace(str(url.password), "***")
@@ -112,7 +127,13 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
             pool_pre_ping=True,  # a connection dropped by a server restart is replaced
             pool_size=4,
             max_overflow=8,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                # No server-side prepared statements: the poolers of managed PostgreSQL
+                # (PgBouncer/Supavisor in transaction mode) break them. The start-up lock
+                # is transaction-scoped, so it works through such a pooler too.
+                "prepare_threshold": None,
+            },
         )
     if read_only:
         path = url.database or ""
@@ -139,6 +160,17 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def _probe_writable(folder: Path) -> None:
+    """Raise OSError (e.g. EROFS) unless a file can be created in `folder`.
+
+    Permission bits alone do not tell (root ignores them; a read-only mount does not).
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
+        pass
+
+
 def _connect_read_only(path: str) -> sqlite3.Connection:
     from urllib.parse import quote
 
@@ -161,9 +193,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _explain(
-    exc: BaseException, where: Path | str, *, url: URL | None = None, local: bool = True
+    exc: BaseException,
+    where: Path | str,
+    *,
+    url: URL | None = None,
+    local: bool = True,
+    action: str = "save to",
 ) -> HistoryError:
-    """A HistoryError for a failed save: where, why, and the fix (never the password)."""
+    """A HistoryError for a failed open or save: where, why, and the fix (never a password)."""
     reason = _scrub(_reason(exc), url)
     code = getattr(exc, "errno", None) or getattr(getattr(exc, "orig", None), "errno", None)
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
@@ -180,9 +217,12 @@ def _explain(
         fix = "Check the folder" if local else "Check the database"
     if local:
         fix += ", or point SD_DATA_DIR at a writable folder"
+    tail = {
+        "save to": " The image itself is still shown and can be downloaded.",
+        "open": " Images are still generated and can be downloaded, but not saved.",
+    }.get(action, "")
     return HistoryError(
-        f"Could not save to the history in {where}: {reason}. {fix}. "
-        "The image itself is still shown and can be downloaded."
+        f"Could not {action} the history in {quote(str(where))}: {quote(reason)}. {fix}.{tail}"
     )
 
 
@@ -248,6 +288,7 @@ class HistoryStore:
     ) -> None:
         self.repair_report: dict[str, int] = {}
         self.read_only: str | None = None  # why saving is impossible, when it is
+        self.opened_at = time.monotonic()
         if url is None:
             if data_dir is None:
                 raise ValueError("HistoryStore needs a data dir or a URL")
@@ -271,7 +312,7 @@ class HistoryStore:
                     self.thumbs_dir.mkdir(exist_ok=True)
                 except OSError as exc:
                     self.engine.dispose()
-                    raise self._explain(exc) from exc
+                    raise self._explain(exc, action="open") from exc
         else:
             self.blobs = TableBlobs(self.engine, schema.images)
         if repair and self.local and self.read_only is None:
@@ -285,18 +326,27 @@ class HistoryStore:
         if self.local:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
+                _probe_writable(self.root)
             except OSError as exc:
                 if not (self.db_path and self.db_path.exists()):
-                    raise self._explain(exc) from exc
+                    raise self._explain(exc, action="open") from exc
+                # A read-only disk or folder: the history can still be browsed.
+                return self._open_read_only(exc, exc)
         engine = make_engine(self.url)
         try:
             schema.ensure_schema(engine)
             return engine
         except (OSError, SQLAlchemyError) as exc:
             engine.dispose()
-            failure = exc
-        # Saving is impossible; browsing may still work (a read-only disk or a database
-        # user with read rights only): open for reading and say why nothing can be saved.
+            if not self.local and "connection failed" in _reason(exc):
+                # The server is not there (or refused us): a second try to read would only
+                # wait for the connect timeout again.
+                raise self._explain_open(exc) from exc
+            # Saving is impossible; browsing may still work (a database user with read
+            # rights only, an old file): open for reading and say why nothing is saved.
+            return self._open_read_only(exc, exc)
+
+    def _open_read_only(self, failure: BaseException, cause: BaseException) -> Engine:
         reader = make_engine(self.url, read_only=True) if self.local else make_engine(self.url)
         try:
             with reader.connect() as conn:
@@ -305,30 +355,31 @@ class HistoryStore:
             usable = False
         if not usable:
             reader.dispose()
-            raise self._explain_open(failure) from failure
+            raise self._explain_open(failure) from cause
         self.read_only = _scrub(_reason(failure), self.url)
         log.warning("history in %s opened read-only: %s", self.where, self.read_only)
         return reader
 
-    def _explain(self, exc: BaseException) -> HistoryError:
-        return _explain(exc, self.where, url=self.url, local=self.local and self.url is not None)
+    def _explain(self, exc: BaseException, action: str = "save to") -> HistoryError:
+        return _explain(exc, self.where, url=self.url, local=self.local, action=action)
 
     def _explain_open(self, exc: BaseException) -> HistoryError:
         reason = _scrub(_reason(exc), self.url)
         if "not a database" in reason.lower() or "malformed" in reason.lower():
             return HistoryError(
-                f"The history database in {self.where} is damaged ({reason}). Nothing was "
+                f"The history database in {quote(self.where)} is damaged ({quote(reason)}). "
+                "Nothing was "
                 f"changed: move {self.db_path.name if self.db_path else 'it'} aside (or "
                 "restore a backup) to start a new history; images are still generated and "
                 "can be downloaded, but not saved."
             )
-        return self._explain(exc)
+        return self._explain(exc, action="open")
 
     def _check_writable(self) -> None:
         if self.read_only is not None:
             raise HistoryError(
-                f"This history is read-only, so the image was not saved ({self.read_only}). "
-                f"Make {self.where} writable, or point "
+                f"This history is read-only, so the image was not saved ({quote(self.read_only)}). "
+                f"Make {quote(self.where)} writable, or point "
                 f"{'SD_DATA_DIR' if self.local else 'SD_HISTORY_URL'} elsewhere. The image "
                 "itself is still shown and can be downloaded."
             )
@@ -359,9 +410,18 @@ class HistoryStore:
         self.put(record, blob_store.encode_png(image, record), blob_store.encode_thumbnail(image))
         return record
 
-    def put(self, record: HistoryRecord, png: bytes, thumb: bytes) -> None:
-        """Store encoded bytes with their row in one step; nothing stays when it fails."""
+    def put(self, record: HistoryRecord, png: bytes | None, thumb: bytes | None) -> None:
+        """Store encoded bytes with their row in one step; nothing stays when it fails.
+
+        A missing thumbnail is drawn from the PNG; a missing PNG stores the row alone.
+        """
         self._check_writable()
+        if png is not None and thumb is None:
+            try:
+                with blob_store.open_checked(png) as image:
+                    thumb = blob_store.encode_thumbnail(image)
+            except (OSError, SyntaxError, ValueError):
+                thumb = None
         try:
             with self.engine.begin() as conn:
                 # Files first (outside SQLite's write lock: BEGIN takes none until the
@@ -410,7 +470,7 @@ class HistoryStore:
                 if hidden:
                     self._audit(conn, actor, "delete", record_id, row.owner, row.prompt, now)
         except SQLAlchemyError as exc:
-            raise self._explain(exc) from exc
+            raise self._explain(exc, action="delete from") from exc
         self.purge()  # cheap (indexed); keeps old deletes from piling up between restarts
         return bool(hidden)
 
@@ -438,7 +498,7 @@ class HistoryStore:
                 )
                 self._audit(conn, actor, "restore", record_id, row.owner, row.prompt, now)
         except SQLAlchemyError as exc:
-            raise self._explain(exc) from exc
+            raise self._explain(exc, action="restore in") from exc
         return True
 
     def purge(self, *, now: float | None = None) -> int:
@@ -462,7 +522,7 @@ class HistoryStore:
                 for row in rows:
                     self.blobs.discard(row.id)
         except (OSError, SQLAlchemyError) as exc:
-            log.warning("history purge skipped: %s", self._explain(exc))
+            log.warning("history purge skipped: %s", self._explain(exc, action="purge"))
             return 0
         if rows:
             log.info("purged %d record(s) deleted more than %d days ago", len(rows), RESTORE_DAYS)
@@ -543,7 +603,8 @@ class HistoryStore:
     # reading ------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> HistoryError:
         return HistoryError(
-            f"Could not read the history in {self.where}: {_scrub(_reason(exc), self.url)}."
+            f"Could not read the history in {quote(self.where)}: "
+            f"{quote(_scrub(_reason(exc), self.url))}."
         )
 
     @staticmethod
@@ -602,11 +663,20 @@ class HistoryStore:
         return Page(records=found, total=total, page=page, page_size=page_size)
 
     def iter_records(self, *, batch: int = 500) -> Iterator[HistoryRecord]:
-        """Every record, oldest first, read in batches (for copies and exports)."""
+        """Every live record, oldest first, read in batches (for copies and exports).
+
+        Deleted records are left out: a copy must not bring them back to life, and an
+        export holds what the gallery shows.
+        """
         records = schema.records
         after: tuple[float, str] | None = None
         while True:
-            query = select(records).order_by(records.c.created_at, records.c.id).limit(batch)
+            query = (
+                select(records)
+                .where(records.c.deleted_at.is_(None))
+                .order_by(records.c.created_at, records.c.id)
+                .limit(batch)
+            )
             if after is not None:
                 query = query.where(
                     or_(
@@ -814,7 +884,11 @@ def open_store(target: Any) -> HistoryStore:
     key = ("url", url) if url else ("dir", str(Path(data_dir).resolve()))
     with _STORES_LOCK:
         store = _STORES.get(key)
-        stale = store is not None and store.db_path is not None and not store.db_path.exists()
+        stale = store is not None and (
+            (store.db_path is not None and not store.db_path.exists())
+            # Read-only may be passing (a remount, a lock held too long): look again.
+            or (store.read_only is not None and time.monotonic() - store.opened_at > 30)
+        )
         if store is None or stale:
             if url:
                 store = HistoryStore(url=url, repair=False)
