@@ -296,3 +296,16 @@ def test_daily_limit_on_the_generator(as_user, engine, monkeypatch):
     bob = as_user(BOB, None)
     assert not bob.button(key="generate").disabled
     assert any("2 of 2 images left today" in c.value for c in bob.caption)
+
+
+def test_a_copy_to_another_store_leaves_deleted_records_behind(tmp_path):
+    """Moving a history (core.history.copy) does not bring deleted images back to life."""
+    from core.history.copy import copy_history
+
+    source = history.HistoryStore(tmp_path / "a")
+    live, gone = _add(source, owner=ALICE, seed=1), _add(source, owner=ALICE, seed=2)
+    source.delete(gone.id, actor=ALICE)
+    destination = history.HistoryStore(tmp_path / "b")
+    copy_history(source, destination, progress=False)
+    assert destination.ids([live.id, gone.id]) == {live.id}
+    assert destination.get(live.id).owner == ALICE
