@@ -57,7 +57,8 @@ class Allowance:
             return
         if self.left == 0:
             raise LimitReached(
-                f"You have made your {self.limit} images for today (the daily limit). "
+                f"You have made your {self.limit} image{'s' if self.limit != 1 else ''} for "
+                "today (the daily limit). "
                 f"Generate works again at {self.resets_in(now)}."
             )
         raise LimitReached(

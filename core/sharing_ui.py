@@ -81,7 +81,7 @@ def admin_panel(store: Any, visitor: Visitor) -> None:
             )
     with st.expander(f"Audit trail ({len(trail)} latest)"):
         if not trail:
-            st.caption("No deletes, restores or purges yet.")
+            st.caption("No deletes, restores, purges or regenerations yet.")
         else:
             st.dataframe(
                 {

@@ -10,7 +10,7 @@ import logging
 import streamlit as st
 
 from core import form, history, metadata, share
-from core.access import require_visitor
+from core.access import daily_allowance, require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
@@ -71,6 +71,10 @@ def _refuse_invalid(record) -> bool:
 def _verify(store, record) -> None:
     if _refuse_invalid(record):
         return
+    _, over_limit = daily_allowance(settings, visitor)  # a regeneration is spent like any image
+    if over_limit is not None:
+        st.error(over_limit)
+        return
     try:
         backend = get_backend(settings)
         with st.spinner("Loading the model…"):
@@ -92,6 +96,11 @@ def _verify(store, record) -> None:
     except (GenerationError, DeviceError) as exc:
         st.error(str(exc))
         return
+    if settings.daily_limit:
+        try:
+            store.note_regenerate(visitor.id, record)
+        except HistoryError as exc:
+            log.warning("regeneration not counted: %s", exc)
     (st.success if outcome.identical else st.warning)(f"Regenerated: {outcome.message}")
     st.image(outcome.png, caption="Regenerated now", width=256)
 
@@ -253,7 +262,7 @@ if record is not None:
 _import()
 admin_panel(store, visitor)
 
-search, seed_box, whose, mine = st.columns([3, 2, 2, 1.5], vertical_alignment="bottom")
+search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
 text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
 seed = seed_box.number_input(
     "Seed", 0, MAX_SEED, value=None, step=1, key="gallery_seed", on_change=_first_page

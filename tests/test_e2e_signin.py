@@ -19,7 +19,7 @@ import pytest
 
 from bench.common import CHROMIUM_ARGS, free_port
 from tests.conftest import APP_ROOT
-from tests.test_e2e_browser import TIMEOUT_MS, Browser, StreamlitServer
+from tests.test_e2e_browser import TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
 
 CHROMIUM = shutil.which("chromium")
 NODE = shutil.which("node")
@@ -125,7 +125,7 @@ def fixture_chromium():
 @pytest.fixture(name="people", scope="module")
 def fixture_people(chromium, signin_server, tmp_path_factory):
     """One browser context (own cookies) per person, opened lazily, closed at the end."""
-    shots = tmp_path_factory.mktemp("signin-screenshots")
+    shots = _screenshot_dir(tmp_path_factory)  # $E2E_SCREENSHOTS, as in test_e2e_browser
     tabs: dict[str, Browser] = {}
 
     def tab(email: str) -> Browser:
@@ -169,6 +169,7 @@ def test_signed_out_visitor_sees_only_log_in(people):
     expect(tab.page.get_by_role("button", name="Log in")).to_be_visible()
     tab.settle()
     tab.assert_no_exception()
+    tab.shoot("signin-gate")
     expect(tab.page.get_by_role("button", name="Generate")).to_have_count(0)
     expect(tab.page.get_by_test_id("stSidebarNav")).to_have_count(0)
     assert "Status:" not in tab.page.inner_text("body")
@@ -210,7 +211,7 @@ def test_alice_signs_in_and_generates(people):
     _fill_small(tab)
     _click_generate(tab)
     assert "Seed 1234 · 512×512 · 2 steps" in tab.main_text()
-    tab.shoot("signed-in-generate", height=1400)
+    tab.shoot("signin-generate", height=1400)
 
 
 def _gallery_card(tab: Browser):

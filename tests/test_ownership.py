@@ -309,3 +309,20 @@ def test_a_copy_to_another_store_leaves_deleted_records_behind(tmp_path):
     copy_history(source, destination, progress=False)
     assert destination.ids([live.id, gone.id]) == {live.id}
     assert destination.get(live.id).owner == ALICE
+
+
+def test_regenerate_and_verify_counts_toward_the_daily_limit(as_user, engine, monkeypatch):
+    """Regenerate & verify makes an image too: it is counted (and audited), and refused
+    once the day's allowance is spent."""
+    monkeypatch.setenv("SD_DAILY_LIMIT", "1")
+    store = current_store()
+    saved = _add(store, owner=BOB, created_at=time.time() - 2 * 86_400)
+    at = _open(as_user(ALICE), saved.id)
+    at.button(key="verify").click().run()
+    assert not at.exception
+    assert any("Regenerated" in m.value for m in [*at.success, *at.warning])
+    assert store.made_since(ALICE, limits.day_start(time.time())) == 1
+    assert [(e.actor, e.action) for e in store.audit_trail()] == [(ALICE, "regenerate")]
+    at.button(key="verify").click().run()
+    assert any("You have made your 1 image for today" in e.value for e in at.error)
+    assert store.made_since(ALICE, limits.day_start(time.time())) == 1

@@ -91,7 +91,8 @@ records = Table(
     Index("records_deleted", "deleted_at"),
 )
 
-# 0002: who deleted, restored or purged which record, when (admins read it in the gallery).
+# 0002: who deleted, restored, purged or regenerated which record, when (admins read it in
+# the gallery; the daily limit counts regenerations).
 audit = Table(
     "audit",
     metadata,
@@ -103,6 +104,7 @@ audit = Table(
     Column("owner", Text),
     Column("detail", Text),
     Index("audit_at", "at"),
+    Index("audit_actor", "actor", "action", "at"),
 )
 
 # Image bytes, for databases that hold them (not the local SQLite layout, which keeps files).

@@ -587,18 +587,39 @@ class HistoryStore:
             raise self._read_error(exc) from exc
 
     def made_since(self, owner: str, since: float) -> int:
-        """Images `owner` made since `since` (Unix time), deleted ones included: the daily
-        limit counts what was spent, so deleting an image gives nothing back."""
-        records = schema.records
+        """Images `owner` made since `since` (Unix time): saved records, deleted ones
+        included (deleting gives nothing back), plus regenerations (`note_regenerate`).
+        The daily limit counts what was spent."""
+        records, audit = schema.records, schema.audit
         try:
             with self.engine.connect() as conn:
-                return conn.execute(
+                saved = conn.execute(
                     select(func.count())
                     .select_from(records)
                     .where(records.c.owner == owner, records.c.created_at >= since)
                 ).scalar_one()
+                regenerated = conn.execute(
+                    select(func.count())
+                    .select_from(audit)
+                    .where(
+                        audit.c.actor == owner,
+                        audit.c.action == "regenerate",
+                        audit.c.at >= since,
+                    )
+                ).scalar_one()
         except SQLAlchemyError as exc:
             raise self._read_error(exc) from exc
+        return saved + regenerated
+
+    def note_regenerate(self, actor: str, record: HistoryRecord) -> None:
+        """Record that `actor` regenerated `record` (Regenerate & verify makes an image that
+        is not saved): it counts toward their daily limit and shows in the audit trail."""
+        self._check_writable()
+        try:
+            with self.engine.begin() as conn:
+                self._audit(conn, actor, "regenerate", record.id, record.owner, record.prompt)
+        except SQLAlchemyError as exc:
+            raise self._explain(exc, action="write to") from exc
 
     # reading ------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> HistoryError:

@@ -4,7 +4,8 @@
   the local user "local"). Rows from before are the local user's.
 - `records.deleted_at` / `records.deleted_by`: a delete hides the record; an admin can
   restore it for `RESTORE_DAYS` (core.history.store); then it is purged for good.
-- `audit`: who did what to which record, when (delete, restore, purge).
+- `audit`: who did what to which record, when (delete, restore, purge, and regenerate,
+  which the daily limit counts).
 
 Revision ID: 0002
 Revises: 0001
@@ -38,3 +39,4 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text),
     )
     op.create_index("audit_at", "audit", ["at"])
+    op.create_index("audit_actor", "audit", ["actor", "action", "at"])
