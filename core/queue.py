@@ -80,6 +80,7 @@ class GenerationQueue:
         self._last_served: dict[str, int] = {}  # user → turn number when last given the slot
         self._turns = itertools.count(1)
         self._max_waiting = _as_limit(max_waiting)
+        self._order_cache: list[Entry] | None = None
 
     @property
     def busy(self) -> bool:
@@ -95,23 +96,29 @@ class GenerationQueue:
     def _order(self) -> list[Entry]:
         """The waiting entries in the order they will run (call with the lock held).
 
-        Round robin: repeatedly take the head request of the user served least recently
-        (never served counts as longest ago; ties go to whoever's head arrived first).
+        Round robin: users take turns in the order of when they were last served (never
+        served first; ties go to whoever's first waiting request arrived first), one request
+        per user per round, each user's requests in arrival order. O(n log n), and cached
+        until the queue changes: every waiter asks for its place on each poll.
         """
-        last = dict(self._last_served)
-        pending = list(self._waiting)
-        order: list[Entry] = []
-        turn = max(last.values(), default=0)
-        while pending:
-            heads: dict[str, Entry] = {}
-            for entry in pending:
-                heads.setdefault(entry.user, entry)
-            nxt = min(heads.values(), key=lambda e: (last.get(e.user, 0), pending.index(e)))
-            order.append(nxt)
-            pending.remove(nxt)
-            turn += 1
-            last[nxt.user] = turn
-        return order
+        if self._order_cache is None:
+            per_user: dict[str, list[Entry]] = {}
+            first_arrival: dict[str, int] = {}
+            for index, entry in enumerate(self._waiting):
+                per_user.setdefault(entry.user, []).append(entry)
+                first_arrival.setdefault(entry.user, index)
+            users = sorted(per_user, key=lambda u: (self._last_served.get(u, 0), first_arrival[u]))
+            rounds = max((len(q) for q in per_user.values()), default=0)
+            self._order_cache = [
+                per_user[user][turn]
+                for turn in range(rounds)
+                for user in users
+                if turn < len(per_user[user])
+            ]
+        return self._order_cache
+
+    def _changed(self) -> None:
+        self._order_cache = None
 
     def _ahead(self, entry: Entry) -> int | None:
         """Return how many run before `entry`, or None once it holds the slot."""
@@ -120,6 +127,7 @@ class GenerationQueue:
             self._waiting.remove(entry)
             self._holder = entry
             self._last_served[entry.user] = next(self._turns)
+            self._changed()
             return None
         return order.index(entry) + (self._holder is not None)
 
@@ -136,6 +144,7 @@ class GenerationQueue:
                     )
             entry = Entry(user=user, label=label)
             self._waiting.append(entry)
+            self._changed()
             return entry
 
     @contextmanager
@@ -175,6 +184,7 @@ class GenerationQueue:
                     self._holder = None
                 elif entry in self._waiting:
                     self._waiting.remove(entry)
+                    self._changed()
                 self._cond.notify_all()
 
     # --- admin ---------------------------------------------------------------------------
@@ -197,6 +207,7 @@ class GenerationQueue:
                     entry.cancelled_by = by
                     if entry in self._waiting:
                         self._waiting.remove(entry)
+                        self._changed()
                     self._cond.notify_all()
                     return True
             return False

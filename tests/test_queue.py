@@ -219,3 +219,23 @@ def test_local_backend_shares_the_real_pipeline_fairly_and_refuses_a_third_wait(
         thread.join(60)
     assert not errors
     assert done == [("a@example.com", 1), ("b@example.com", 3), ("a@example.com", 2)]
+
+
+def test_rounds_take_one_request_per_user_in_turn():
+    """A×3, B×1, C×2 waiting: A1, B1, C1, A2, C2, A3 — and entries() shows that order."""
+    queue = GenerationQueue(max_waiting=5)
+    runner = Runner(queue)
+    with queue.slot(user="x@example.com"):
+        for user, name in (("a", "A1"), ("a", "A2"), ("b", "B1"), ("c", "C1"), ("a", "A3")):
+            runner.join_as(user, name)
+        runner.join_as("c", "C2")
+        assert [(e.user, e.place) for e in queue.entries()[1:]] == [
+            ("a", 1),
+            ("b", 2),
+            ("c", 3),
+            ("a", 4),
+            ("c", 5),
+            ("a", 6),
+        ]
+    runner.finish()
+    assert runner.order == ["A1", "B1", "C1", "A2", "C2", "A3"]
