@@ -6,11 +6,10 @@ app has one user, `LOCAL_USER`: every visitor is that user, owns everything made
 sign-in and has admin rights (the local dashboard's single person; a shared deployment
 turns sign-in on).
 
-The pages never read `st.user` themselves: `streamlit_app.py` builds a `Visitor` with
-`visitor_from()` once per run and keeps it in session state (`VISITOR_KEY`), so every rule
-(ownership, admin actions, queue limits, the daily limit) asks one object. Claims differ
-between providers, so they are read with `.get` and bounded in length; an email is the
-identity, lower-cased.
+The pages never read `st.user` themselves: `core.access` builds a `Visitor` with
+`visitor_from()` from `st.user`'s claims and the settings, so every rule (ownership, admin
+actions, queue limits, the daily limit) asks one object. Claims differ between providers,
+so they are read with `.get` and bounded in length; the email is the identity, lower-cased.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 LOCAL_USER = "local"
-VISITOR_KEY = "visitor"
 MAX_CLAIM_CHARS = 254  # the longest valid email address; names are cut to the same
 
 
@@ -43,13 +41,6 @@ class Visitor:
     def may_use_app(self) -> bool:
         """Whether the pages may show anything beyond the sign-in or refusal screen."""
         return bool(self.id) and self.allowed
-
-    @property
-    def label(self) -> str:
-        """How the app names this visitor to others (plain text, never markup)."""
-        if self.id == LOCAL_USER:
-            return "local user"
-        return self.email or self.name or self.id
 
     def may_delete(self, owner: str | None) -> bool:
         """The owner of a record and admins may delete it; nobody else."""
