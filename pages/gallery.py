@@ -13,6 +13,7 @@ from core import form, history, metadata, share
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
+from core.safe_text import for_visitor, format_field
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 
@@ -63,16 +64,16 @@ def _verify(store, record) -> None:
                 "difference here is not necessarily an error."
             )
         if differences:
-            st.warning(
-                "This image was made in a different setup, so pixels may differ: "
-                + "; ".join(differences)
-            )
+            st.warning("This image was made in a different setup, so pixels may differ:")
+            st.text("\n".join(differences))  # recorded values: plain text, never markup
         with st.spinner("Regenerating…"):
             outcome = history.verify(store, record, backend)
     except (GenerationError, DeviceError) as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
-    (st.success if outcome.identical else st.warning)(f"Regenerated: {outcome.message}")
+    (st.success if outcome.identical else st.warning)(
+        f"Regenerated: {for_visitor(outcome.message, settings=settings)}"
+    )
     st.image(outcome.png, caption="Regenerated now", width=256)
 
 
@@ -91,6 +92,7 @@ def _details(store, record) -> None:
                 for k, v in dataclasses.asdict(record).items()
                 if k not in ("prompt", "negative_prompt")
             }
+            fields = {k: format_field(k, v) for k, v in fields.items()}
             fields["created_at"] = history.format_time(record.created_at)
             width = max(len(k) for k in fields)
             st.caption("Everything recorded")
@@ -124,7 +126,7 @@ def _details(store, record) -> None:
                 try:
                     store.delete(record.id)
                 except HistoryError as exc:
-                    st.error(str(exc))
+                    st.error(for_visitor(exc, settings=settings))
                 else:
                     _select(None)
                     st.rerun()
@@ -151,7 +153,7 @@ def _import() -> None:
         try:
             parsed = metadata.parameters_from_png(upload.getvalue())
         except metadata.MetadataError as exc:
-            st.error(str(exc))
+            st.error(str(exc))  # our words; anything from the file in it is quoted
             return
         values, warnings = share.check_values(parsed.values)
         for warning in warnings:
@@ -187,7 +189,7 @@ try:
     settings = current_settings()
     store = history.open_store(settings.data_dir)
 except (SettingsError, HistoryError) as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 session = history.session_id(state)
 
@@ -213,7 +215,7 @@ try:
         session_id=session if only_mine else None,
     )
 except HistoryError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 state[PAGE] = page.page
 

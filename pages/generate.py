@@ -12,6 +12,7 @@ from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
     MIN_IMAGE_SIZE,
@@ -22,6 +23,7 @@ from core.generation import (
     random_seed,
 )
 from core.memory import DROP_T5_NOTE
+from core.safe_text import for_visitor, plural
 from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
@@ -74,7 +76,7 @@ def _generate(backend) -> None:
     try:
         request = form.build_request(state, seed=seed)
     except InvalidRequest as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     load_seconds = _wait_for_model(backend)
     if load_seconds is None:
@@ -92,7 +94,7 @@ def _generate(backend) -> None:
     try:
         result = backend.generate(request, on_progress=on_progress)
     except (GenerationError, DeviceError) as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     finally:
         bar.empty()
@@ -112,7 +114,7 @@ def _generate(backend) -> None:
         # Downloads carry the stored file: the A1111 parameters chunk and the full record.
         stored = [store.png_bytes(record.id) for record in records]
     except history.HistoryError as exc:
-        history_error = str(exc)
+        history_error = for_visitor(exc, settings=settings)
     # Encode a plain PNG only where no stored file could be served.
     pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
     state[RESULT_KEY] = {
@@ -143,7 +145,7 @@ def _show_result(result: dict) -> None:
         timing += f" + model load {result['load_seconds']:.1f} s"
     if result["queue_seconds"] >= 0.5:
         timing += f" + waited {result['queue_seconds']:.0f} s"
-    st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    st.success(f"Seed {seeds} · {result['size']} · {plural(result['steps'], 'step')} · {timing}")
     if result.get("history_error"):
         st.warning(result["history_error"], icon=":material/save:")
     columns = st.columns(min(len(result["pngs"]), 2))
@@ -164,7 +166,7 @@ try:
     settings = current_settings()
     backend = get_backend(settings)
 except SettingsError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 if settings.model == DEMO_MODEL:
     st.info(
@@ -182,13 +184,19 @@ for warning in share.take_query(state, st.query_params.to_dict()):
 form.prepare(state)
 
 with st.container(border=True):
-    st.text_area("Prompt", key="prompt", height=100, placeholder="Describe the image…")
+    st.text_area(
+        "Prompt",
+        key="prompt",
+        height=100,
+        placeholder="Describe the image…",
+        max_chars=MAX_PROMPT_CHARS,
+    )
     examples = st.columns(len(form.EXAMPLE_PROMPTS))
     for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
         column.button(
             example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
         )
-    st.text_area("Negative prompt", key="negative_prompt", height=68)
+    st.text_area("Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS)
 
 left, right = st.columns(2)
 with left:
