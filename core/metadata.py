@@ -38,6 +38,7 @@ MAX_IMPORT_PIXELS = 89_478_485
 # An A1111 parameter key (`infotext_utils.re_param_code`), matched whole on a short string.
 _RE_KEY = re.compile(r"\w[\w \-/]+")
 MAX_KEY_CHARS = 64
+MAX_PARAMS = 256  # `key: value` items read from one settings line
 _RE_BLANKS = re.compile(r"[ \t]*")
 _RE_SIZE = re.compile(r"^\s*\(?\s*(\d+)\s*[x×,]\s*(\d+)\s*\)?\s*$")
 _NEGATIVE = "Negative prompt:"
@@ -135,7 +136,9 @@ def parse_param_line(line: str) -> list[tuple[str, str]]:
     """
     pairs: list[tuple[str, str]] = []
     pos, end = 0, len(line)
-    while pos < end:
+    for _ in range(MAX_PARAMS):  # A1111 writes a few dozen; the rest of the line is ignored
+        if pos >= end:
+            break
         colon = line.find(":", pos)
         if colon < 0:
             break
@@ -170,10 +173,11 @@ def split_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     negative_lines: list[str] = []
     in_negative = False
     for line in lines:
-        if line.strip().startswith(_NEGATIVE):
+        line = line.strip()  # once: a line may be megabytes long
+        if line.startswith(_NEGATIVE):
             in_negative = True
-            line = line.strip()[len(_NEGATIVE) :]
-        (negative_lines if in_negative else prompt_lines).append(line.strip())
+            line = line[len(_NEGATIVE) :].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
     params = {key: _unquote(value) for key, value in pairs}
     return "\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), params
 
