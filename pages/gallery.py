@@ -189,7 +189,8 @@ try:
     settings = current_settings()
     store = history.open_store(settings.data_dir)
 except (SettingsError, HistoryError) as exc:
-    st.error(for_visitor(exc))
+    # A HistoryError names the data folder: hidden from remote visitors (settings exist then).
+    st.error(for_visitor(exc, settings=globals().get("settings")))
     st.stop()
 session = history.session_id(state)
 
@@ -215,7 +216,7 @@ try:
         session_id=session if only_mine else None,
     )
 except HistoryError as exc:
-    st.error(for_visitor(exc))
+    st.error(for_visitor(exc, settings=settings))
     st.stop()
 state[PAGE] = page.page
 

@@ -534,3 +534,32 @@ def test_gallery_details_show_durations_rounded(app):
     at.button(key=f"open_{kept.id}").click().run()
     details = "\n".join(c.value for c in at.code)
     assert "88.1 s" in details and "88.069" not in details
+
+
+def test_messages_name_folders_not_paths_for_remote_visitors(caplog):
+    """A history error shown to a remote visitor names "the data folder"; the log has the path."""
+    from core.settings import load_settings
+
+    settings = load_settings()
+    message = f"Could not read the history in {settings.data_dir}: [Errno 13] Permission denied."
+    shown = safe_text.for_visitor(message, settings=settings, visible=False)
+    assert str(settings.data_dir) not in shown and "<the data folder>" in shown
+    assert str(settings.data_dir) in caplog.text
+    assert safe_text.for_visitor(message, settings=settings, visible=True) == message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://u:p@host.example:8443/run?key=abc&x=1#frag",
+            "https://host.example:8443/run?key=…&x=…",
+        ),
+        ("http://tok@[::1]:9/a", "http://[::1]:9/a"),
+        ("http://u:p@host:notaport/x?k=1", "http://host:notaport/x"),
+        ("u:p@host/x?k=v", "host/x"),
+    ],
+)
+def test_display_url_drops_credentials(url, shown):
+    """User-info and query values never survive into what is shown or stored."""
+    assert safe_text.display_url(url) == shown
