@@ -30,7 +30,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
-from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote
+from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote, redact, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -444,8 +444,9 @@ class RemoteBackend:
                     raise
                 delay = self._retry_delay(failure, attempt=attempt, spent=spent)
                 log.info("remote call failed (%s); retry in %s s", failure.status, delay)
-                if delay is None:
-                    raise GenerationError(failure.message) from exc
+                if delay is None:  # a message never repeats what the URL's credentials were
+                    secrets = [token, *url_secrets(self.url)]
+                    raise GenerationError(redact(failure.message, secrets=secrets)) from exc
                 detail = (
                     "The endpoint is starting up (scaling from zero)"
                     if failure.status == 503

@@ -40,7 +40,7 @@ _REDACT_SCAN = 4096  # characters of outside text scanned for secrets before it 
 # quantifiers over the same characters), run on at most _REDACT_SCAN characters.
 _SECRET_PATTERNS = (
     re.compile(r"\bhf_[A-Za-z0-9]+"),
-    re.compile(r"\b(Bearer|Basic|Token)\s+[^\s\"',;]+", re.IGNORECASE),
+    re.compile(r"\b((?i:bearer)|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(
         r"\b(api[_-]?key|access[_-]?token|token|secret|password|passwd|authorization)"
         r"(\"?\s*[:=]\s*\"?)[^\s\"',;&]+",
@@ -131,6 +131,19 @@ def display_url(url: str | None) -> str:
         return f"{scheme}{sep}{netloc}{path}" if sep else netloc + path
     query = "&".join(f"{key}=…" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit(SplitResult(parts.scheme, host + port, parts.path, query, ""))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials written into a URL (user, password, query values), for `redact`."""
+    if not url or "://" not in url:
+        return [] if not url else [part for part in url.split("@")[:-1] if part]
+    try:
+        parts = urlsplit(url)
+        found = [parts.username, parts.password]
+    except ValueError:
+        found = []
+    found += [value for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=True)]
+    return [value for value in found if value]
 
 
 # --- server paths ------------------------------------------------------------------------

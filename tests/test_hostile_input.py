@@ -476,8 +476,9 @@ def test_broken_model_folder_is_explained_on_generate(
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert _store().page().total == 1
-    at.switch_page(HARDWARE).run()
+    at.switch_page(HARDWARE).run()  # the Hardware page gives the same explanation
     assert not at.exception
+    assert any(message in m for m in _messages(at)), _messages(at)
 
 
 # --- server paths -----------------------------------------------------------------------------
