@@ -5,6 +5,10 @@ A1111 (`modules/processing.py` `create_infotext`) writes
 a value holding `,` `:` or a newline is JSON-quoted. Fooocus, SD.Next and Forge write the
 same form (Fooocus may write JSON instead). Our PNGs carry that chunk, so other tools read
 the settings, plus `sd35-dashboard`, a JSON copy of the full history record.
+
+Uploads are hostile: the PNG's chunks are walked here without decoding a pixel (a
+decompression bomb is refused from its header), text is read up to fixed caps, and the
+infotext parser is linear in its input (no backtracking regex over user text).
 """
 
 from __future__ import annotations
