@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.access import require_visitor, user_box, visitor_or_none
 from core.demo import DEMO_LABEL, DEMO_MODEL
+from core.safe_text import for_visitor, quote
 
 # Importing the service pulls in no torch: the status below costs nothing to draw.
 from core.service import current_settings, get_backend
@@ -38,16 +39,16 @@ with st.sidebar:
     try:
         settings = current_settings()
     except SettingsError as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc))
     else:
         facts = get_backend(settings).describe()
         st.caption("Model")
-        st.text(settings.model)
+        st.text(for_visitor(settings.model, settings=settings))
         if settings.model == DEMO_MODEL:
             st.warning(DEMO_LABEL, icon=":material/science:")
         where = f" on {facts['device']} · {facts['dtype']}" if "device" in facts else ""
         st.caption(f"Status: {facts['state']}{where}")
         if facts.get("backend") == "remote":
-            st.caption(f"Remote: {facts.get('endpoint') or facts.get('provider')}")
+            st.caption(f"Remote: {quote(facts.get('endpoint') or facts.get('provider'), 60)}")
 
 page.run()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.demo import DEMO_MODEL, build_demo_pipeline
-from core.device import DeviceChoice, choose_device
-from core.errors import explain_load_error, explain_local_path
+from core.device import DeviceChoice, DeviceError, choose_device
+from core.errors import explain_load_error, explain_local_load_error, explain_local_path
 from core.generation import (
     GenerationError,
     GenerationRequest,
@@ -25,6 +25,7 @@ from core.generation import (
 )
 from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
+from core.safe_text import quote
 from core.settings import DEFAULT_VAE_TILE
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,13 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
     return plan
 
 
+def load_error_text(exc: BaseException) -> str:
+    """A failed load for the Hardware page: our message, or the exception quoted as text."""
+    if isinstance(exc, GenerationError | DeviceError):
+        return str(exc)  # our words; outside values in it are already quoted
+    return f"{type(exc).__name__}: {quote(exc, 200)}"
+
+
 def _require_torch() -> None:
     """Explain the light install (no torch/diffusers) rather than fail on an import."""
     import importlib.util
@@ -167,7 +175,9 @@ def load_pipeline(
                 model, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
             )
         except Exception as exc:  # re-raised below unless it is a failure we can explain
-            message = explain_load_error(exc, model=model, has_token=bool(token))
+            message = explain_load_error(
+                exc, model=model, has_token=bool(token)
+            ) or explain_local_load_error(exc, model=model)
             if message is None:
                 raise
             raise GenerationError(message) from exc
@@ -343,7 +353,7 @@ class LocalBackend:
         except BaseException as exc:  # handed to every waiting session through the future
             with self._lock:
                 self._loading = self._loading_since = None
-                self.last_load_error = str(exc)
+                self.last_load_error = load_error_text(exc)
             future.set_exception(exc)
             return
         with self._lock:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from core.safe_text import SHOW_PATHS_CHOICES, display_url, quote
+
 log = logging.getLogger(__name__)
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,9 @@ class Settings:
     # Seed history database (SD_HISTORY_URL), a SQLAlchemy URL; None = SQLite in data_dir.
     # It may hold a password: never in repr, logs or messages (see core.history.describe_url).
     history_url: str | None = field(default=None, repr=False)
+    # Server paths (data/model folders, the HF cache) on the page: "auto" shows them only
+    # to a visitor on this machine (core.safe_text.paths_visible); always in the log.
+    show_paths: str = "auto"
 
     @property
     def has_token(self) -> bool:
@@ -92,6 +97,7 @@ _SETTINGS = {
     "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
     "SD_DAILY_LIMIT": ("daily_limit", None),
     "SD_HISTORY_URL": ("history_url", None),
+    "SD_SHOW_PATHS": ("show_paths", SHOW_PATHS_CHOICES),
 }
 
 
@@ -111,7 +117,7 @@ def _vae_tile(text: str) -> int:
         tile = -1
     if tile != 0 and (tile < 128 or tile % 64):
         raise SettingsError(
-            f"SD_VAE_TILE={text!r} is not valid; use 0 (no tiling) or a multiple of 64 "
+            f"SD_VAE_TILE={quote(text)} is not valid; use 0 (no tiling) or a multiple of 64 "
             f"pixels from 128 up, such as {DEFAULT_VAE_TILE}."
         )
     return tile
@@ -174,7 +180,7 @@ def load_settings(
             value = value.lower()
             if value not in allowed:
                 raise SettingsError(
-                    f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}."
+                    f"{name}={quote(value)} is not valid; use one of: {', '.join(allowed)}."
                 )
         values[attr] = value
     if "data_dir" in values:
@@ -215,7 +221,8 @@ def _check_remote(values: dict[str, object]) -> None:
     url, provider = values.get("remote_url"), values.get("provider")
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise SettingsError(
-            f"SD_REMOTE_URL={url!r} is not a URL; use the endpoint's address, "
+            f"SD_REMOTE_URL={quote(display_url(str(url)))} is not a URL; use the endpoint's "
+            "address, "
             "e.g. https://xyz.endpoints.huggingface.cloud."
         )
     if url is not None and provider is not None:

@@ -14,6 +14,7 @@ from core.access import daily_allowance, require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
+from core.safe_text import for_visitor, format_field
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 from core.sharing_ui import admin_panel, owner_label, whose_filter
@@ -87,21 +88,21 @@ def _verify(store, record) -> None:
                 "difference here is not necessarily an error."
             )
         if differences:
-            st.warning(
-                "This image was made in a different setup, so pixels may differ: "
-                + "; ".join(differences)
-            )
+            st.warning("This image was made in a different setup, so pixels may differ:")
+            st.text("\n".join(differences))  # recorded values: plain text, never markup
         with st.spinner("Regenerating…"):
             outcome = history.verify(store, record, backend)
     except (GenerationError, DeviceError) as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     if settings.daily_limit:
         try:
             store.note_regenerate(visitor.id, record)
         except HistoryError as exc:
             log.warning("regeneration not counted: %s", exc)
-    (st.success if outcome.identical else st.warning)(f"Regenerated: {outcome.message}")
+    (st.success if outcome.identical else st.warning)(
+        f"Regenerated: {for_visitor(outcome.message, settings=settings)}"
+    )
     st.image(outcome.png, caption="Regenerated now", width=256)
 
 
@@ -123,6 +124,7 @@ def _details(store, record) -> None:
                 for k, v in dataclasses.asdict(record).items()
                 if k not in ("prompt", "negative_prompt")
             }
+            fields = {k: format_field(k, v) for k, v in fields.items()}
             fields["created_at"] = history.format_time(record.created_at)
             width = max(len(k) for k in fields)
             st.caption("Everything recorded")
@@ -162,7 +164,7 @@ def _details(store, record) -> None:
                 try:
                     store.delete(record.id, actor=visitor.id, admin=visitor.is_admin)
                 except HistoryError as exc:
-                    st.error(str(exc))
+                    st.error(for_visitor(exc, settings=settings))
                 else:
                     _select(None)
                     st.rerun()
@@ -189,7 +191,7 @@ def _import() -> None:
         try:
             parsed = metadata.parameters_from_png(upload.getvalue())
         except metadata.MetadataError as exc:
-            st.error(str(exc))
+            st.error(str(exc))  # our words; anything from the file in it is quoted
             return
         values, warnings = share.check_values(parsed.values)
         for warning in warnings:
@@ -244,14 +246,15 @@ try:
     settings = current_settings()
     store = history.open_store(settings)
 except (SettingsError, HistoryError) as exc:
-    st.error(str(exc))
+    # A HistoryError names the data folder: hidden from remote visitors (settings exist then).
+    st.error(for_visitor(exc, settings=globals().get("settings")))
     st.stop()
 if store.read_only is not None:
     st.warning(
         "This history is read-only: every record is shown, but new images cannot be saved "
         "here and nothing can be deleted. The reason:"
     )
-    st.code(store.read_only, language=None, wrap_lines=True)
+    st.code(for_visitor(store.read_only, settings=settings), language=None, wrap_lines=True)
 session = history.session_id(state)
 
 selected = state.get(SELECTED)
@@ -279,7 +282,7 @@ try:
         owner=visitor.id if made_by_me else None,
     )
 except HistoryError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc, settings=settings))
     st.stop()
 state[PAGE] = page.page
 

@@ -12,6 +12,7 @@ from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
     MIN_IMAGE_SIZE,
@@ -22,6 +23,7 @@ from core.generation import (
     random_seed,
 )
 from core.memory import DROP_T5_NOTE
+from core.safe_text import for_visitor, plural
 from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
@@ -68,7 +70,7 @@ def _generate(backend) -> None:
     try:
         request = form.build_request(state, seed=seed)
     except InvalidRequest as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     # Counted again at the click: another tab or replica may have spent the allowance.
     allowance, problem = daily_allowance(settings, visitor, wanted=request.num_images)
@@ -93,7 +95,7 @@ def _generate(backend) -> None:
     except (GenerationError, DeviceError) as exc:
         # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
         state.pop(RUNNING_KEY, None)
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     finally:
         bar.empty()
@@ -120,7 +122,7 @@ def _generate(backend) -> None:
         "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
-        "history_error": kept.error,
+        "history_error": kept.error and for_visitor(kept.error, settings=settings),
         "backend": result.backend,
         "details": dict(result.details),
     }
@@ -137,7 +139,7 @@ def _show_result(result: dict) -> None:
         timing += f" + model load {result['load_seconds']:.1f} s"
     if result["queue_seconds"] >= 0.5:
         timing += f" + waited {result['queue_seconds']:.0f} s"
-    st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    st.success(f"Seed {seeds} · {result['size']} · {plural(result['steps'], 'step')} · {timing}")
     if result.get("history_error"):
         st.warning(result["history_error"], icon=":material/save:")
     columns = st.columns(min(len(result["pngs"]), 2))
@@ -159,7 +161,7 @@ try:
     settings = current_settings()
     backend = get_backend(settings)
 except SettingsError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 if settings.model == DEMO_MODEL:
     st.info(
@@ -177,13 +179,19 @@ for warning in share.take_query(state, st.query_params.to_dict()):
 form.prepare(state)
 
 with st.container(border=True):
-    st.text_area("Prompt", key="prompt", height=100, placeholder="Describe the image…")
+    st.text_area(
+        "Prompt",
+        key="prompt",
+        height=100,
+        placeholder="Describe the image…",
+        max_chars=MAX_PROMPT_CHARS,
+    )
     examples = st.columns(len(form.EXAMPLE_PROMPTS))
     for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
         column.button(
             example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
         )
-    st.text_area("Negative prompt", key="negative_prompt", height=68)
+    st.text_area("Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS)
 
 left, right = st.columns(2)
 with left:
