@@ -55,6 +55,10 @@ def _gate(visitor: Visitor) -> None:
             "Your sign-in provider did not share an email address, and this app needs one to "
             "know who you are. Ask the app's owner to request the email scope."
         )
+    elif not visitor.email_verified:
+        st.error("Your sign-in provider says this email address is not verified:")
+        st.code(visitor.email, language=None)
+        st.write("Verify it with your provider, then log out and sign in again.")
     else:
         st.error("You are signed in, but this account is not on the app's list of allowed users:")
         st.code(visitor.email, language=None)

@@ -36,6 +36,7 @@ class Visitor:
     sign_in_on: bool = False
     allowed: bool = True
     is_admin: bool = False
+    email_verified: bool = True  # False only when the provider says so explicitly
 
     @property
     def may_use_app(self) -> bool:
@@ -108,6 +109,18 @@ def visitor_from(
     if not email or "@" not in email:
         # Some providers leave the email out unless the "email" scope is granted.
         return Visitor(id="", name=name, signed_in=True, sign_in_on=True, allowed=False)
+    if user.get("email_verified") in (False, "false"):
+        # Anyone can type someone else's address into a provider's sign-up form: an email
+        # the provider has not verified proves nothing (least of all admin rights).
+        return Visitor(
+            id="",
+            name=name,
+            email=email,
+            signed_in=True,
+            sign_in_on=True,
+            allowed=False,
+            email_verified=False,
+        )
     allowed = not allowed_users or is_listed(email, allowed_users) or is_listed(email, admins)
     return Visitor(
         id=email,

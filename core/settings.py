@@ -239,7 +239,7 @@ def _check_remote(values: dict[str, object]) -> None:
 
 def _history_url(text: str) -> str:
     """Check SD_HISTORY_URL is a SQLite or PostgreSQL URL (the message never echoes it)."""
-    from core.history.store import parse_url  # SQLAlchemy only when the setting is used
+    from core.history.errors import parse_url  # SQLAlchemy only when the setting is used
 
     try:
         url = parse_url(text)

@@ -60,6 +60,8 @@ def admin_panel(store: Any, visitor: Visitor) -> None:
     except HistoryError as exc:
         st.error(str(exc))
         return
+    if not deleted and not trail:
+        return  # nothing to show yet (and no clutter for the local dashboard's one user)
     with st.expander(
         f"Deleted images ({len(deleted)}) · admins can restore for {RESTORE_DAYS} days"
     ):
@@ -79,18 +81,15 @@ def admin_panel(store: Any, visitor: Visitor) -> None:
                 on_click=_restore,
                 args=(store, visitor, record.id),
             )
-    with st.expander(f"Audit trail ({len(trail)} latest)"):
-        if not trail:
-            st.caption("No deletes, restores, purges or regenerations yet.")
-        else:
-            st.dataframe(
-                {
-                    "when (UTC)": [_when(e.at) for e in trail],
-                    "who": [owner_label(e.actor) for e in trail],
-                    "what": [e.action for e in trail],
-                    "image of": [owner_label(e.owner) for e in trail],
-                    "prompt": [e.detail or "" for e in trail],
-                    "record": [e.record_id for e in trail],
-                },
-                hide_index=True,
-            )
+    with st.expander(f"Audit trail ({len(trail)} latest: deletes, restores, purges)"):
+        st.dataframe(
+            {
+                "when (UTC)": [_when(e.at) for e in trail],
+                "who": [owner_label(e.actor) for e in trail],
+                "what": [e.action for e in trail],
+                "image of": [owner_label(e.owner) for e in trail],
+                "prompt": [e.detail or "" for e in trail],
+                "record": [e.record_id for e in trail],
+            },
+            hide_index=True,
+        )

@@ -93,6 +93,22 @@ def test_claims_are_read_defensively():
     assert len(long.name) <= 254
 
 
+def test_an_email_the_provider_did_not_verify_is_refused():
+    """email_verified=false: refused even for an admin's address; absent: accepted."""
+    claims = {"is_logged_in": True, "email": "boss@example.com", "email_verified": False}
+    visitor = visitor_from(claims, sign_in_on=True, admins=("boss@example.com",))
+    assert not visitor.may_use_app and not visitor.is_admin and not visitor.email_verified
+    assert visitor_from(signed("boss@example.com"), sign_in_on=True).may_use_app
+
+
+def test_unverified_email_is_told_on_the_page(signin_app):
+    """The page names the unverified email and offers Log out, nothing else."""
+    at = signin_app({**signed("eve@example.com"), "email_verified": False})
+    assert "not verified" in at.error[0].value
+    assert [c.value for c in at.code] == ["eve@example.com"]
+    assert _labels(at) == ["Log out"]
+
+
 def test_allowed_list_and_admins():
     """Empty list: any signed-in user; otherwise only listed ones; admins always get in."""
     anyone = visitor_from(signed("eve@evil.org"), sign_in_on=True)

@@ -288,8 +288,9 @@ def _open_gallery(tab: Browser) -> None:
     tab.nav("Seed history")
     tab.assert_no_exception()
     # The count can draw before the cards: wait for this entry's card, not just the run.
-    card = tab.page.get_by_test_id("stMain").get_by_text(f"Seed {SEED} · 512×512").first
-    expect(card).to_be_visible(timeout=TIMEOUT_MS)
+    main = tab.page.get_by_test_id("stMain")
+    expect(main.get_by_text(f"Seed {SEED} · 512×512").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(main.get_by_text(PROMPT[:20]).first).to_be_visible(timeout=TIMEOUT_MS)
 
 
 def test_generate_shows_image_and_seed_then_repeats_the_same_bytes(browser, generated):

@@ -371,25 +371,28 @@ def test_history_url_setting_hides_its_password_and_refuses_other_databases(monk
     assert "pw9" not in str(info.value)
 
 
-MIGRATION_2 = '''"""Example migration 2: an owner column (what a later schema change looks like)."""
+# The next migration after HEAD (0002 added owner, soft delete and audit): what a later
+# schema change looks like, upgrading a history that holds records.
+NEXT = f"{int(schema.HEAD) + 1:04d}"
+MIGRATION_NEXT = f'''"""Example migration {NEXT}: a note column (a later schema change)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{NEXT}"
+down_revision = "{schema.HEAD}"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     with op.batch_alter_table("records") as batch:
-        batch.add_column(sa.Column("owner", sa.Text, nullable=True))
+        batch.add_column(sa.Column("example_note", sa.Text, nullable=True))
 '''
 
 
-def test_a_second_migration_upgrades_an_existing_history_in_place(engine, tmp_path):
-    """Adding migrations/versions/0002_*.py upgrades a 0001 history, keeping every record."""
+def test_a_next_migration_upgrades_an_existing_history_in_place(engine, tmp_path):
+    """Adding migrations/versions/<next>_*.py upgrades a HEAD history, keeping every record."""
     import shutil
 
     from sqlalchemy import inspect, text
@@ -398,11 +401,11 @@ def test_a_second_migration_upgrades_an_existing_history_in_place(engine, tmp_pa
     saved = store.save(_image(), _record())
     migrations = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS, migrations)
-    (migrations / "versions" / "0002_owner.py").write_text(MIGRATION_2)
-    schema.ensure_schema(store.engine, migrations=migrations, head="0002")
-    schema.ensure_schema(store.engine, migrations=migrations, head="0002")  # a no-op now
+    (migrations / "versions" / f"{NEXT}_note.py").write_text(MIGRATION_NEXT)
+    schema.ensure_schema(store.engine, migrations=migrations, head=NEXT)
+    schema.ensure_schema(store.engine, migrations=migrations, head=NEXT)  # a no-op now
     with store.engine.connect() as conn:
-        assert schema.current_version(conn) == "0002"
-        assert "owner" in {c["name"] for c in inspect(conn).get_columns("records")}
+        assert schema.current_version(conn) == NEXT
+        assert "example_note" in {c["name"] for c in inspect(conn).get_columns("records")}
         assert conn.execute(text("SELECT prompt FROM records")).scalar() == saved.prompt
     assert store.get(saved.id) == saved and store.png_bytes(saved.id)

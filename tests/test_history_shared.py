@@ -75,18 +75,19 @@ def test_two_processes_saving_20_each_at_once_leave_40_intact_records(shared_url
 
 
 def test_kill_9_mid_save_leaves_no_half_record(shared_url):
-    """SIGKILL while a process is saving large images: every visible record is whole."""
-    worker = _worker(shared_url, 200, "killed", side=1024)
-    worker.stdin.write("go\n")
-    worker.stdin.flush()
-    announced = [worker.stdout.readline() for _ in range(3)]
-    time.sleep(0.15)  # somewhere inside the next save
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
+    """SIGKILL at spread-out moments while saving large images: every visible record is whole."""
+    announced: set[str] = set()
+    for delay in (0.05, 0.2, 0.35, 0.5):  # encoding, writing, committing: somewhere in a save
+        worker = _worker(shared_url, 200, "killed", side=1024)
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        announced |= {worker.stdout.readline().split()[1] for _ in range(2)}
+        time.sleep(delay)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
     store = history.HistoryStore(url=shared_url)
     records = _assert_intact(store)
-    assert {line.split()[1] for line in announced} <= {r.id for r in records}
-    assert len(records) < 200
+    assert announced <= {r.id for r in records}
     if not store.local:  # no image bytes without a row either
         with store.engine.connect() as conn:
             blob_ids = set(conn.execute(select(schema.images.c.id)).scalars())

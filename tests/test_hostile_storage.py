@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import shutil
 import struct
@@ -414,8 +415,9 @@ def test_database_stopped_mid_session_keeps_the_image_then_saves_again(app, own_
     assert seeds == [1, 3]  # no half record of seed 2
 
 
-def test_wrong_database_password_is_named_without_showing_it(app, pg_url, monkeypatch):
-    """A wrong password in SD_HISTORY_URL: the page says to check it and never shows it."""
+def test_wrong_database_password_is_named_without_showing_it(app, pg_url, monkeypatch, caplog):
+    """A wrong password in SD_HISTORY_URL: the page says to check it, never shows or logs it."""
+    caplog.set_level(logging.DEBUG)
     wrong = "not-the-password-8d1f"
     monkeypatch.setenv("SD_HISTORY_URL", pg_url.replace(pg_url.split(":")[2].split("@")[0], wrong))
     at = app()
@@ -429,6 +431,7 @@ def test_wrong_database_password_is_named_without_showing_it(app, pg_url, monkey
     assert not at.exception
     assert any("password" in e.value for e in at.error)
     assert not any(wrong in text for text in _messages(at))
+    assert "password" in caplog.text and wrong not in caplog.text
 
 
 def test_database_server_disk_full_keeps_the_image_then_saves_again(

@@ -326,3 +326,17 @@ def test_regenerate_and_verify_counts_toward_the_daily_limit(as_user, engine, mo
     at.button(key="verify").click().run()
     assert any("You have made your 1 image for today" in e.value for e in at.error)
     assert store.made_since(ALICE, limits.day_start(time.time())) == 1
+
+
+def test_admin_panel_stays_hidden_until_something_was_deleted(app, engine):
+    """Without sign-in (the local user is the admin) an untouched history shows no panel;
+    after a delete, Deleted images offers the undo."""
+    store = current_store()
+    saved = _add(store)
+    at = app(GALLERY)
+    assert not [e for e in at.expander if e.label.startswith(("Deleted", "Audit"))]
+    store.delete(saved.id)
+    at.run()
+    assert any(e.label.startswith("Deleted images (1)") for e in at.expander)
+    at.button(key=f"restore_{saved.id}").click().run()
+    assert not at.exception and store.get(saved.id) is not None

@@ -6,6 +6,9 @@ The pages use this small surface: `open_store(settings)` → `HistoryStore` (`pa
 
 - `record`  — `HistoryRecord`, the facts it keeps, and the check of rows read back;
 - `store`   — `HistoryStore` on SQLAlchemy Core (SQLite locally, PostgreSQL by URL);
+- `engine`  — the SQLAlchemy engines (transactions, read-only opening, timeouts);
+- `errors`  — `HistoryError` in plain words, URLs shown without their password;
+- `keep`    — `keep_result`: save a generation's images and say exactly what was kept;
 - `blobs`   — image bytes: files beside a local SQLite, a table in PostgreSQL;
 - `schema`  — tables and versioned migrations (Alembic, in `migrations/`);
 - `copy`    — `python -m core.history.copy SRC DST`, moving a history between stores;
@@ -20,6 +23,14 @@ from core.history.blobs import (
     pixel_sha256,
     placeholder_image,
 )
+from core.history.errors import (
+    HistoryError,
+    PartialSaveError,
+    _explain,
+    describe_url,
+    parse_url,
+)
+from core.history.keep import Kept, keep_result, save_result
 from core.history.record import (
     HistoryRecord,
     environment,
@@ -37,18 +48,10 @@ from core.history.store import (
     RESTORE_DAYS,
     AuditEntry,
     DeletedRecord,
-    HistoryError,
     HistoryStore,
-    Kept,
     NotAllowed,
     Page,
-    PartialSaveError,
-    _explain,
-    describe_url,
-    keep_result,
     open_store,
-    parse_url,
-    save_result,
 )
 from core.history.verify import Verification, compare_png, verify
 

@@ -22,6 +22,7 @@ decompression bomb), so the gallery draws a placeholder instead of raising.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -58,8 +59,9 @@ def encode_thumbnail(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=16)
 def placeholder_image(size: int = THUMB_SIZE, text: str = "image missing") -> bytes:
-    """A grey PNG standing in for a missing or unreadable image."""
+    """A grey PNG standing in for a missing or unreadable image (drawn once per kind)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (size, size), (60, 60, 66))

@@ -13,19 +13,19 @@ processes starting at once never run a migration twice:
 A history made before versioning (a `records` table without `alembic_version`) is
 upgraded in place by migration 0001, which creates only what is missing.
 
-Adding migration 2 (e.g. an owner column, soft delete, an audit table)
----------------------------------------------------------------------
-1. Add `migrations/versions/0002_<what>.py` with ``revision = "0002"``,
-   ``down_revision = "0001"`` and an `upgrade()` using `alembic.op` (use
+Adding a migration (0002, owner + soft delete + audit, was added this way; next is 0003)
+---------------------------------------------------------------------------------------
+1. Add `migrations/versions/0003_<what>.py` with ``revision = "0003"``,
+   ``down_revision = "0002"`` and an `upgrade()` using `alembic.op` (use
    ``with op.batch_alter_table("records") as batch:`` for column changes, so SQLite works;
    spell the columns out there rather than importing the tables below, which describe
    only the newest schema). `alembic revision -m "..."` with
    ``script_location=core/history/migrations`` writes the skeleton.
 2. Change the `Table` definitions below to the new newest schema.
-3. Set `HEAD = "0002"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
+3. Set `HEAD = "0003"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
    until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
-   `test_a_second_migration_upgrades_an_existing_history_in_place` shows such a file (an
-   owner column) upgrading a history with records on both engines; move its text into
+   `test_a_next_migration_upgrades_an_existing_history_in_place` shows such a file (a
+   note column) upgrading a history with records on both engines; move its text into
    `versions/` as the starting point.
 """
 
@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0002"  # the newest migration's `revision`; see "Adding migration 2" above
+HEAD = "0002"  # the newest migration's `revision`; see "Adding a migration" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157

@@ -11,11 +11,9 @@ its URL *without* the password (`describe_url`): messages reach the page and the
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,17 +21,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, or_, select
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, insert, or_, select
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import metadata
 from core.auth import LOCAL_USER
 from core.history import blobs as blob_store
 from core.history import schema
 from core.history.blobs import FileBlobs, TableBlobs, placeholder_image
-from core.history.record import HistoryRecord, environment, new_record
+from core.history.engine import _probe_writable, make_engine
+from core.history.errors import (  # re-exported: the store's public names stay here too
+    HistoryError,
+    PartialSaveError,
+    _explain,
+    _reason,
+    _scrub,
+    describe_url,
+    parse_url,
+    quote,
+)
+from core.history.record import HistoryRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,184 +54,24 @@ ORPHAN_GRACE_SECONDS = 600.0
 RESTORE_DAYS = 7
 RESTORE_SECONDS = RESTORE_DAYS * 86_400.0
 SYSTEM_ACTOR = "system"  # the actor of purges in the audit trail
-CONNECT_TIMEOUT_SECONDS = 5
-
-
-class HistoryError(RuntimeError):
-    """The history could not be read or written; the message says where and what to do."""
 
 
 class NotAllowed(HistoryError):  # noqa: N818 - reads as the answer: not allowed
     """The visitor may not do this to this record (the store refuses, not only the page)."""
 
 
-class PartialSaveError(HistoryError):
-    """Some images of a batch were saved and some were not; `kept` lists the saved ones."""
-
-    def __init__(self, message: str, kept: Sequence[HistoryRecord]) -> None:
-        super().__init__(message)
-        self.kept = tuple(kept)
-
-
-# --- URLs ----------------------------------------------------------------------------------
-def parse_url(text: str) -> URL:
-    """A history URL as SQLAlchemy reads it; `postgres://` and `postgresql://` use psycopg 3.
-
-    Raise `ValueError` (without echoing the text, which may hold a password) when it is
-    not a SQLite or PostgreSQL URL.
-    """
-    try:
-        url = make_url(text.strip())
-    except ArgumentError:
-        raise ValueError(
-            "SD_HISTORY_URL is not a database URL; use e.g. "
-            "postgresql+psycopg://user:password@host:5432/dbname or sqlite:////path/history.sqlite3."
-        ) from None
-    backend, _, driver = url.drivername.partition("+")
-    if backend == "postgres":
-        backend = "postgresql"
-    if backend == "postgresql" and driver in ("", "psycopg"):
-        return url.set(drivername="postgresql+psycopg")
-    if backend == "sqlite" and driver in ("", "pysqlite"):
-        return url.set(drivername="sqlite")
-    raise ValueError(
-        f"SD_HISTORY_URL uses {url.drivername!r}; the history works with PostgreSQL "
-        "(postgresql+psycopg://…) or SQLite (sqlite:///…)."
-    )
-
-
-def describe_url(url: URL) -> str:
-    """The URL as it may be shown and logged: the password is replaced by ***."""
-    return url.render_as_string(hide_password=True)
-
-
-MAX_REASON_CHARS = 300
-
-
-def quote(text: str) -> str:
-    """Outside text (paths, server errors) as a markdown code span, bounded in length.
-
-    Messages from here are shown with `st.warning`/`st.error`, which render markdown: a
-    code span shows a server's error text (or `***` in a URL) literally.
-    """
-    text = " ".join(str(text).split()).replace("`", "'")
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 1] + "…"
-    return f"`{text}`"
-
-
-def _scrub(text: str, url: URL | None) -> str:
-    if url is not None and url.password:
-        text = text.replace(str(url.password), "***")
-    return text
-
-
-# --- engines -------------------------------------------------------------------------------
-def make_engine(url: URL, *, read_only: bool = False) -> Engine:
-    """An engine for `url`: SQLite with explicit transactions, PostgreSQL with pre-ping."""
-    if url.get_backend_name() != "sqlite":
-        return create_engine(
-            url,
-            pool_pre_ping=True,  # a connection dropped by a server restart is replaced
-            pool_size=4,
-            max_overflow=8,
-            connect_args={
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                # No server-side prepared statements: the poolers of managed PostgreSQL
-                # (PgBouncer/Supavisor in transaction mode) break them. The start-up lock
-                # is transaction-scoped, so it works through such a pooler too.
-                "prepare_threshold": None,
-            },
-        )
-    if read_only:
-        path = url.database or ""
-        engine = create_engine(
-            "sqlite://",
-            creator=lambda: _connect_read_only(path),
-            poolclass=NullPool,
-        )
-    else:
-        engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin below start transactions, not the sqlite3 module.
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def _probe_writable(folder: Path) -> None:
-    """Raise OSError (e.g. EROFS) unless a file can be created in `folder`.
-
-    Permission bits alone do not tell (root ignores them; a read-only mount does not).
-    """
-    import tempfile
-
-    with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
-        pass
-
-
-def _connect_read_only(path: str) -> sqlite3.Connection:
-    from urllib.parse import quote
-
-    uri = f"file:{quote(path)}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-        return conn
-    except sqlite3.OperationalError:
-        # A WAL database on a read-only disk cannot make its -shm file: read it as an
-        # immutable file (nothing else can be writing to a read-only disk).
-        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
-
-
-# --- errors in plain words -------------------------------------------------------------------
-def _reason(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    text = getattr(inner, "strerror", None) or str(inner)
-    return " ".join(text.split()) or type(inner).__name__
-
-
-def _explain(
-    exc: BaseException,
-    where: Path | str,
-    *,
-    url: URL | None = None,
-    local: bool = True,
-    action: str = "save to",
-) -> HistoryError:
-    """A HistoryError for a failed open or save: where, why, and the fix (never a password)."""
-    reason = _scrub(_reason(exc), url)
-    code = getattr(exc, "errno", None) or getattr(getattr(exc, "orig", None), "errno", None)
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
-    lowered = reason.lower()
-    if code == errno.ENOSPC or "full" in lowered or "no space" in lowered or sqlstate == "53100":
-        fix = "Free some disk space" + ("" if local else " on the database server")
-    elif "password" in lowered or sqlstate.startswith("28"):
-        fix = "Check the user name and password in SD_HISTORY_URL"
-    elif "connect" in lowered or "connection" in lowered or sqlstate.startswith("08"):
-        fix = "Check that the database server is running and reachable"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in lowered:
-        fix = "Make the folder writable"
-    else:
-        fix = "Check the folder" if local else "Check the database"
-    if local:
-        fix += ", or point SD_DATA_DIR at a writable folder"
-    tail = {
-        "save to": " The image itself is still shown and can be downloaded.",
-        "open": " Images are still generated and can be downloaded, but not saved.",
-    }.get(action, "")
-    return HistoryError(
-        f"Could not {action} the history in {quote(str(where))}: {quote(reason)}. {fix}.{tail}"
-    )
+__all__ = [
+    "DB_NAME",
+    "PAGE_SIZE",
+    "HistoryError",
+    "HistoryStore",
+    "NotAllowed",
+    "Page",
+    "PartialSaveError",
+    "describe_url",
+    "open_store",
+    "parse_url",
+]
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -932,93 +780,3 @@ def _repair_quietly(store: HistoryStore) -> None:
         store.repair_report = store.repair()
     except (OSError, SQLAlchemyError) as exc:  # a broken dir shows up on the next real call
         log.warning("history repair skipped: %s", exc)
-
-
-# --- from a generation to records ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Kept:
-    """What became of a generation's images: a PNG with settings chunks for each, the
-    records that were saved, and a message when some or all were not."""
-
-    pngs: list[bytes]
-    records: list[HistoryRecord]
-    error: str | None
-
-
-def _ordinals(numbers: Sequence[int]) -> str:
-    words = [str(n) for n in numbers]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def keep_result(
-    result: Any, *, backend: Any, target: Any, session_id: str, owner: str = LOCAL_USER
-) -> Kept:
-    """Save every image of a `GenerationResult` to the history, in order.
-
-    Never raises for a storage fault: every image gets PNG bytes carrying its settings
-    chunks (the stored file when saved), and `error` says exactly which were saved and
-    which were not, and why. Saving stops at the first failure; nothing of the failed
-    image stays behind.
-    """
-    facts = environment(backend)
-    seconds: Sequence[float] = result.per_image_seconds or [
-        result.generation_seconds / max(len(result.images), 1)
-    ] * len(result.images)
-    records, pngs, thumbs = [], [], []
-    for image, seed, duration in zip(result.images, result.seeds, seconds, strict=True):
-        record = new_record(
-            result.request,
-            seed=seed,
-            facts=facts,
-            session_id=session_id,
-            duration_seconds=duration,
-            owner=owner,
-        )
-        record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
-        records.append(record)
-        pngs.append(blob_store.encode_png(image, record))
-        thumbs.append(blob_store.encode_thumbnail(image))
-    kept: list[HistoryRecord] = []
-    failure: HistoryError | None = None
-    try:
-        store = open_store(target)
-        for record, png, thumb in zip(records, pngs, thumbs, strict=True):
-            store.put(record, png, thumb)
-            kept.append(record)
-    except HistoryError as exc:
-        failure = exc
-    if failure is None:
-        return Kept(pngs, kept, None)
-    total = len(records)
-    if not kept:
-        summary = (
-            "Not saved to the history."
-            if total == 1
-            else f"None of the {total} images was saved to the history."
-        )
-    else:
-        lost = records[len(kept) :]
-        summary = (
-            f"Image {_ordinals(range(1, len(kept) + 1))} of {total} "
-            f"(seed {', '.join(str(r.seed) for r in kept)}) saved to the history; "
-            f"image {_ordinals(range(len(kept) + 1, total + 1))} "
-            f"(seed {', '.join(str(r.seed) for r in lost)}) not saved. Their downloads "
-            "below still carry their settings."
-        )
-    log.warning("history save failed after %d of %d images: %s", len(kept), total, failure)
-    return Kept(pngs, kept, f"{summary} {failure}")
-
-
-def save_result(
-    result: Any, *, backend: Any, data_dir: Any, session_id: str, owner: str = LOCAL_USER
-) -> list[HistoryRecord]:
-    """Save every image of a `GenerationResult`; raise `HistoryError` when any is not saved.
-
-    `data_dir` may be a folder or the `Settings` (for `SD_HISTORY_URL`).
-    """
-    kept = keep_result(result, backend=backend, target=data_dir, session_id=session_id, owner=owner)
-    if kept.error is not None:
-        if kept.records:
-            raise PartialSaveError(kept.error, kept.records)
-        raise HistoryError(kept.error)
-    return kept.records
