@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from core import safe_text
+
 if TYPE_CHECKING:
     from core.history.record import HistoryRecord
 
@@ -65,16 +67,13 @@ def describe_url(url: URL) -> str:
 MAX_REASON_CHARS = 300
 
 
-def quote(text: str) -> str:
-    """Outside text (paths, server errors) as a markdown code span, bounded in length.
+def quote(text: object) -> str:
+    """Outside text (paths, server errors) as a bounded markdown code span.
 
     Messages from here are shown with `st.warning`/`st.error`, which render markdown: a
     code span shows a server's error text (or `***` in a URL) literally.
     """
-    text = " ".join(str(text).split()).replace("`", "'")
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 1] + "…"
-    return f"`{text}`"
+    return safe_text.quote(text, MAX_REASON_CHARS)
 
 
 def _scrub(text: str, url: URL | None) -> str:
