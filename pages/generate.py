@@ -1,11 +1,11 @@
 """Generator: type a prompt, pick the settings, get images with the seeds that made them."""
 
-import io
 import logging
 
 import streamlit as st
 
 from core import form, share
+from core.access import daily_allowance, require_visitor
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.estimate import DRAFT, describe_estimate, estimate_for
@@ -13,6 +13,7 @@ from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
     MIN_IMAGE_SIZE,
@@ -24,6 +25,7 @@ from core.generation import (
 )
 from core.memory import DROP_T5_NOTE
 from core.progress_text import progress_text as _progress_text
+from core.safe_text import for_visitor, plural
 from core.service import (
     current_settings,
     get_backend,
@@ -91,18 +93,17 @@ def _wait_for_model(backend) -> float | None:
     return load_with_status(backend)
 
 
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _generate(backend) -> None:
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
         request = form.build_request(state, seed=seed)
     except InvalidRequest as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
+        return
+    # Counted again at the click: another tab or replica may have spent the allowance.
+    allowance, problem = daily_allowance(settings, visitor, wanted=request.num_images)
+    if problem is not None:
+        st.error(problem)
         return
     load_seconds = _wait_for_model(backend)
     if load_seconds is None:
@@ -119,34 +120,29 @@ def _generate(backend) -> None:
 
     state[RUNNING_KEY] = "before the first step"
     try:
-        result = backend.generate(request, on_progress=on_progress)
+        result = backend.generate(request, on_progress=on_progress, user=visitor.id)
     except (GenerationError, DeviceError) as exc:
+        # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
         bar.empty()
-        st.error(str(exc))
+        state.pop(RUNNING_KEY, None)
+        st.error(for_visitor(exc, settings=settings))
         return
     on_progress(Progress("saving", 0.0))
     state.pop(RUNNING_KEY, None)
     from core import history  # the first generation pays for this import, not the first paint
 
-    stored: list[bytes | None] = [None] * len(result.images)
-    history_error = None
-    try:  # keep every image in the seed history; a failure must not lose the result
-        store = history.open_store(settings.data_dir)
-        records = history.save_result(
-            result,
-            backend=backend,
-            data_dir=settings.data_dir,
-            session_id=history.session_id(state),
-        )
-        # Downloads carry the stored file: the A1111 parameters chunk and the full record.
-        stored = [store.png_bytes(record.id) for record in records]
-    except history.HistoryError as exc:
-        history_error = str(exc)
-    # Encode a plain PNG only where no stored file could be served.
-    pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
+    # Keep every image in the seed history. A storage fault must not lose the result:
+    # each image still gets a PNG carrying its settings, and the page says what was kept.
+    kept = history.keep_result(
+        result,
+        backend=backend,
+        target=settings,
+        session_id=history.session_id(state),
+        owner=visitor.id,
+    )
     bar.empty()
     state[RESULT_KEY] = {
-        "pngs": pngs,
+        "pngs": kept.pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],
         "seeds": list(result.seeds),
         "prompt": request.prompt,
@@ -156,7 +152,7 @@ def _generate(backend) -> None:
         "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
-        "history_error": history_error,
+        "history_error": kept.error and for_visitor(kept.error, settings=settings),
         "backend": result.backend,
         "details": dict(result.details),
     }
@@ -173,7 +169,7 @@ def _show_result(result: dict) -> None:
         timing += f" + model load {result['load_seconds']:.1f} s"
     if result["queue_seconds"] >= 0.5:
         timing += f" + waited {result['queue_seconds']:.0f} s"
-    st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    st.success(f"Seed {seeds} · {result['size']} · {plural(result['steps'], 'step')} · {timing}")
     if result.get("history_error"):
         st.warning(result["history_error"], icon=":material/save:")
     columns = st.columns(min(len(result["pngs"]), 2))
@@ -189,12 +185,13 @@ def _show_result(result: dict) -> None:
             )
 
 
+visitor = require_visitor()
 st.title("Generate")
 try:
     settings = current_settings()
     backend = get_backend(settings)
 except SettingsError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 if settings.model == DEMO_MODEL:
     st.info(
@@ -212,13 +209,19 @@ for warning in share.take_query(state, st.query_params.to_dict()):
 form.prepare(state)
 
 with st.container(border=True):
-    st.text_area("Prompt", key="prompt", height=100, placeholder="Describe the image…")
+    st.text_area(
+        "Prompt",
+        key="prompt",
+        height=100,
+        placeholder="Describe the image…",
+        max_chars=MAX_PROMPT_CHARS,
+    )
     examples = st.columns(len(form.EXAMPLE_PROMPTS))
     for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
         column.button(
             example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
         )
-    st.text_area("Negative prompt", key="negative_prompt", height=68)
+    st.text_area("Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS)
 
 left, right = st.columns(2)
 with left:
@@ -241,13 +244,26 @@ with right:
 
 form.remember(state)
 _estimate(backend)
-clicked = st.button("Generate", type="primary", key="generate", width="stretch")
+allowance, limit_problem = daily_allowance(settings, visitor)
+clicked = st.button(
+    "Generate",
+    type="primary",
+    key="generate",
+    width="stretch",
+    disabled=limit_problem is not None,
+    help=limit_problem,
+)
+if limit_problem is not None:
+    st.warning(limit_problem, icon=":material/hourglass:")
+elif allowance is not None:
+    st.caption(allowance.summary())
 
 if not clicked and getattr(backend, "state", "") == "loading":
     show_running_load(backend)  # a load started earlier (any session) keeps going
 elif not clicked and getattr(backend, "last_load_error", None) and backend.state == "not loaded":
     # The reason and its fix stay in plain sight until a load succeeds (not in a closed box).
-    st.error(f"The model could not be loaded. {backend.last_load_error}", icon=":material/error:")
+    message = f"The model could not be loaded. {backend.last_load_error}"
+    st.error(for_visitor(message, settings=settings), icon=":material/error:")
 
 if RUNNING_KEY in state and not clicked:
     # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
