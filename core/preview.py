@@ -1,0 +1,168 @@
+"""Live preview while SD3 denoises: a cheap guess of the finished image, every few steps.
+
+The guess is ComfyUI's linear latent→RGB projection for SD3 (`comfy/latent_formats.py`,
+class `SD3`: one 16×3 matrix and a bias, fitted by ComfyUI to map SD3's latents, in the
+model space the sampler works in, to RGB in −1…1) applied to an estimate of the *clean*
+latents rather than to the noisy ones, which would show mostly noise until the last steps.
+
+Nothing here touches the pipeline's tensors or random generators: the preview reads the
+latents the step callback is handed and returns JPEG bytes, so a generation gives the same
+image with the preview on or off. torch is imported lazily (pages import this module's
+callers without paying for torch).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# ComfyUI comfy/latent_formats.py, class SD3 (rows: the 16 latent channels; columns: R, G, B).
+SD3_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
+    (-0.0922, -0.0175, 0.0749),
+    (0.0311, 0.0633, 0.0954),
+    (0.1994, 0.0927, 0.0458),
+    (0.0856, 0.0339, 0.0902),
+    (0.0587, 0.0272, -0.0496),
+    (-0.0006, 0.1104, 0.0309),
+    (0.0978, 0.0306, 0.0427),
+    (-0.0042, 0.1038, 0.1358),
+    (-0.0194, 0.0020, 0.0669),
+    (-0.0488, 0.0130, -0.0268),
+    (0.0922, 0.0988, 0.0951),
+    (-0.0278, 0.0524, -0.0542),
+    (0.0332, 0.0456, 0.0895),
+    (-0.0069, -0.0030, -0.0810),
+    (-0.0596, -0.0465, -0.0293),
+    (-0.1448, -0.1463, -0.1189),
+)
+SD3_LATENT_RGB_BIAS: tuple[float, float, float] = (0.2394, 0.2135, 0.1925)
+
+# At most ~4 previews a second: a step slower than this gets a preview every time.
+MIN_INTERVAL_SECONDS = 0.25
+JPEG_QUALITY = 85
+
+
+def latents_to_rgb(latents: Any) -> Any:
+    """Project SD3 latents (1×16×h×w or 16×h×w, model space) to an h×w×3 uint8 CPU tensor.
+
+    ComfyUI's `Latent2RGBPreviewer`: `linear(latents, factors, bias)` gives RGB in about
+    −1…1, mapped to 0…255 as its `preview_to_image` does. Computed in float32 on the
+    latents' own device; only the small RGB image comes back to the CPU.
+    """
+    import torch
+
+    x = latents[0] if latents.dim() == 4 else latents
+    x = x.to(torch.float32)
+    factors = torch.tensor(SD3_LATENT_RGB_FACTORS, dtype=torch.float32, device=x.device)
+    bias = torch.tensor(SD3_LATENT_RGB_BIAS, dtype=torch.float32, device=x.device)
+    rgb = torch.nn.functional.linear(x.movedim(0, -1), factors.T, bias)
+    rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).round()
+    return rgb.to(device="cpu", dtype=torch.uint8)
+
+
+def rgb_to_jpeg(rgb: Any, *, quality: int = JPEG_QUALITY) -> bytes:
+    """JPEG bytes of an h×w×3 uint8 tensor (at latent size: 128 px for a 1024² image)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.numpy(), mode="RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+class CleanEstimate:
+    """Estimate the clean latents x̂₀ at each step of a flow-matching Euler sampler.
+
+    SD3 is a rectified-flow model: a noisy latent at noise level σ is
+    x_σ = (1 − σ)·x₀ + σ·ε, and the transformer predicts the velocity v = ε − x₀, so
+    x₀ = x_σ − σ·v. diffusers' `FlowMatchEulerDiscreteScheduler.step` moves
+    x_{i+1} = x_i + (σ_{i+1} − σ_i)·v_i, with v_i the guided velocity of step i
+    (classifier-free guidance already applied). The step callback is handed only x_{i+1},
+    but two successive callbacks give x_i and x_{i+1}, and the scheduler's `sigmas` give
+    σ_i and σ_{i+1}, so
+
+        v_i  = (x_{i+1} − x_i) / (σ_{i+1} − σ_i)
+        x̂₀  = x_{i+1} − σ_{i+1}·v_i            (= x_i − σ_i·v_i, the same point)
+
+    This is exactly the model's own x₀ prediction at step i, with no extra model call. The
+    second form is used because at the last step σ = 0, so the last estimate *is* the final
+    latents, bit for bit. The first step has no previous latents (the initial noise is not
+    handed to callbacks, and drawing it again would consume the generator), so it gives
+    no estimate. Differences are taken in float32; with bf16 latents the rounding of x
+    is amplified by σ_{i+1}/(σ_i − σ_{i+1}), which only blurs a preview.
+
+    `scheduler.step_index` (already advanced when the callback runs) indexes σ of the
+    latents the callback holds, so img2img-style offsets (`begin_index`) need no special
+    case. A scheduler with `stochastic_sampling` re-noises each step, so the difference is
+    no velocity; there the estimate is None (no preview) rather than a wrong picture.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None  # x_i: the latents of the previous callback
+
+    def update(self, scheduler: Any, latents: Any, *, want: bool = True) -> Any | None:
+        """Record this step's latents; return x̂₀ (float32) when `want` and one exists.
+
+        Keeps a reference, not a copy: the scheduler makes a new tensor every step and
+        never writes into the old one.
+        """
+        previous, self._previous = self._previous, latents
+        if not want or previous is None:
+            return None
+        if getattr(getattr(scheduler, "config", None), "stochastic_sampling", False):
+            return None
+        import torch
+
+        index = getattr(scheduler, "step_index", None)
+        sigmas = getattr(scheduler, "sigmas", None)
+        if index is None or sigmas is None or not 1 <= index < len(sigmas):
+            return None
+        sigma_now = float(sigmas[index])
+        sigma_before = float(sigmas[index - 1])
+        if sigma_before == sigma_now:
+            return None
+        x_now = latents.to(torch.float32)
+        velocity = (x_now - previous.to(torch.float32)) / (sigma_now - sigma_before)
+        return x_now - sigma_now * velocity
+
+
+class StepPreview:
+    """Per image: turn step callbacks into preview JPEGs, at most one per `min_interval`.
+
+    `update` is called from the pipeline's step callback with the step's latents; it returns
+    JPEG bytes when a preview is due, else None. The interval is measured between previews,
+    so a slow step (longer than the interval) gets a preview every step, and fast steps
+    are sampled at about 1/min_interval per second. The last step always gets one: it is
+    the finished image's latents.
+    """
+
+    def __init__(
+        self,
+        *,
+        total_steps: int,
+        min_interval: float = MIN_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.total_steps = total_steps
+        self.min_interval = min_interval
+        self._clock = clock
+        self._estimate = CleanEstimate()
+        self._last: float | None = None
+        self.count = 0  # previews made
+
+    def update(self, scheduler: Any, step: int, latents: Any) -> bytes | None:
+        """Return a preview JPEG for `step` (1-based) when one is due, else None."""
+        now = self._clock()
+        last = self._last
+        due = step >= self.total_steps or last is None or now - last >= self.min_interval
+        x0 = self._estimate.update(scheduler, latents, want=due)
+        if x0 is None:
+            return None
+        jpeg = rgb_to_jpeg(latents_to_rgb(x0))
+        self._last = self._clock()
+        self.count += 1
+        return jpeg
