@@ -88,10 +88,8 @@ def _generate(backend, *, want_preview: bool) -> None:
     bar = st.progress(0.0, text="Starting…")
     preview = want_preview and getattr(backend, "supports_preview", False)
     preview_slot = st.empty()
-    if preview:
-        preview_slot.caption("The preview appears after the first step.")
-    elif want_preview:
-        st.caption(NO_REMOTE_PREVIEW)
+    if preview:  # remote mode: the note under the toggle says why there is none
+        preview_slot.caption("The preview appears from step 2.")
 
     def on_progress(p: Progress) -> None:
         state[RUNNING_KEY] = _progress_text(p)
