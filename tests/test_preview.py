@@ -3,6 +3,7 @@
 import io
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +16,7 @@ from core.preview import (
     CleanEstimate,
     StepPreview,
     latents_to_rgb,
+    to_float32_array,
 )
 from core.settings import SettingsError, load_settings
 
@@ -42,8 +44,8 @@ def test_last_estimate_equals_the_final_latents(demo_pipe):
     ).images
     assert seen[0] is None  # the first step has no previous latents to difference
     assert all(x is not None for x in seen[1:])
-    assert torch.equal(seen[-1], final.to(torch.float32))
-    assert not torch.equal(seen[-2], seen[-1])  # earlier estimates are real guesses
+    assert np.array_equal(seen[-1], final[0].to(torch.float32).numpy())
+    assert not np.array_equal(seen[-2], seen[-1])  # earlier estimates are real guesses
 
 
 def test_estimate_recovers_the_clean_latents_when_the_velocity_is_exact():
@@ -80,7 +82,7 @@ def test_estimate_recovers_the_clean_latents_when_the_velocity_is_exact():
         generator=_generator(1),
         callback_on_step_end=on_step,
     )
-    errors = [float((x - target).abs().max()) for x in seen[1:]]
+    errors = [float(np.abs(x - target[0].numpy()).max()) for x in seen[1:]]
     assert len(errors) == 5
     assert max(errors) < 1e-4, errors
     # The latents the callback is handed are still far from it: the estimate is what helps.
@@ -121,12 +123,11 @@ def test_preview_off_adds_nothing_to_progress(demo_pipe):
 
 def test_projection_maps_latents_through_comfyui_factors():
     """Zero latents give the bias colour; one channel adds its row of factors (−1…1 → 0…255)."""
-    zeros = torch.zeros(1, 16, 2, 3)
-    rgb = latents_to_rgb(zeros)
-    assert rgb.shape == (2, 3, 3) and rgb.dtype == torch.uint8
+    rgb = latents_to_rgb(np.zeros((16, 2, 3), dtype=np.float32))
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
     expected = [round((b + 1) / 2 * 255) for b in SD3_LATENT_RGB_BIAS]
     assert rgb[0, 0].tolist() == expected
-    one = torch.zeros(16, 1, 1)
+    one = np.zeros((16, 1, 1), dtype=np.float32)
     one[2] = 2.0  # channel 2 is the reddest row
     r, g, b = latents_to_rgb(one)[0, 0].tolist()
     row = SD3_LATENT_RGB_FACTORS[2]
@@ -135,6 +136,15 @@ def test_projection_maps_latents_through_comfyui_factors():
         for f, bias in zip(row, SD3_LATENT_RGB_BIAS, strict=True)
     ]
     assert r > g > b
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_latents_convert_to_float32_exactly(dtype):
+    """Any latent dtype becomes the float32 array torch itself would give, bit for bit."""
+    latents = torch.randn(1, 16, 8, 8, generator=_generator(2)).to(dtype)
+    array = to_float32_array(latents)
+    assert array.dtype == np.float32 and array.shape == (16, 8, 8)
+    assert np.array_equal(array, latents[0].to(torch.float32).numpy())
 
 
 def _fake_scheduler(steps: int) -> SimpleNamespace:
