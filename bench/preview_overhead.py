@@ -1,6 +1,6 @@
 """Per-step cost of the live preview: 1024², 40 steps, preview on vs off, side by side.
 
-    .venv/bin/python -m bench.preview_overhead [--rounds 3] [--blocks 2,24] [--dtype auto]
+    .venv/bin/python -m bench.preview_overhead [--rounds 3] [--blocks 2,24] [--steps 40]
 
 For each transformer depth, runs alternate off/on (`rounds` of each) through the app's own
 `run_pipeline`, so load noise on a shared machine hits both sides alike. Per-step time is
@@ -76,12 +76,12 @@ def _run(pipe, request, *, preview: bool) -> dict[str, float]:
     }
 
 
-def bench(blocks: int, *, rounds: int, dtype: str) -> None:
+def bench(blocks: int, *, rounds: int, dtype: str, steps: int = STEPS) -> None:
     from core.generation import GenerationRequest
 
     pipe, used_dtype = _pipeline(blocks, dtype)
     request = GenerationRequest(
-        prompt="a lighthouse", seed=1, width=SIZE, height=SIZE, num_inference_steps=STEPS
+        prompt="a lighthouse", seed=1, width=SIZE, height=SIZE, num_inference_steps=steps
     )
     _run(
         pipe,
@@ -99,7 +99,7 @@ def bench(blocks: int, *, rounds: int, dtype: str) -> None:
     print(
         f"| {blocks} blocks · {used_dtype} | {_spread(off)} | {_spread(on)} "
         f"| {on_step / off_step:.3f}× | {inside * 1000:.2f} ms ({inside / off_step:.2%}) "
-        f"| {median([r['previews'] for r in on]):.0f}/{STEPS} | {'yes' if identical else 'NO'} |",
+        f"| {median([r['previews'] for r in on]):.0f}/{steps} | {'yes' if identical else 'NO'} |",
         flush=True,
     )
 
@@ -114,17 +114,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side per depth")
     parser.add_argument("--blocks", default="2,24", help="transformer depths, comma-separated")
     parser.add_argument("--dtype", default="auto", help="as SD_DTYPE (auto: the app's choice)")
+    parser.add_argument(
+        "--steps", type=int, default=STEPS, help="fewer for deep transformers on a slow CPU"
+    )
     args = parser.parse_args()
     print(machine_facts())
     print(library_versions("torch", "diffusers", "streamlit"))
-    print(f"{SIZE}×{SIZE}, {STEPS} steps, {args.rounds} run(s) of each side, alternating\n")
+    print(f"{SIZE}×{SIZE}, {args.steps} steps, {args.rounds} run(s) of each side, alternating\n")
     print(
         "| transformer | per step, preview off: median (min–max) | preview on | on / off "
         "| inside the preview, per step (share of a step) | previews | same pixels |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for blocks in (int(b) for b in args.blocks.split(",")):
-        bench(blocks, rounds=args.rounds, dtype=args.dtype)
+        bench(blocks, rounds=args.rounds, dtype=args.dtype, steps=args.steps)
 
 
 if __name__ == "__main__":
