@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from core.safe_text import quote
+
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """Yield `exc` and every exception it was raised from (diffusers wraps hub errors)."""
@@ -77,22 +79,102 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
     return None
 
 
-def explain_local_path(model: str) -> str | None:
-    """Return a message when SD_MODEL names a local folder that cannot be a pipeline."""
+# A pipeline component's folder holds one of these (diffusers models, schedulers,
+# transformers models, tokenizers); a folder with none of them cannot be loaded.
+_COMPONENT_FILES = (
+    "config.json",
+    "scheduler_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "vocab.json",
+    "spiece.model",
+)
+_MAX_INDEX_BYTES = 1_000_000  # a model_index.json is a few hundred bytes
+
+
+def looks_local(model: str) -> bool:
+    """Whether SD_MODEL names a folder on this machine rather than a Hub id."""
     from pathlib import Path
 
-    path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or path.exists() or model.count("/") > 1
-    if not looks_local:
-        return None
-    if not path.exists():
+    return (
+        model.startswith((".", "/", "~"))
+        or Path(model).expanduser().exists()
+        or model.count("/") > 1
+    )
+
+
+def _folder_problem(path, model: str) -> str | None:
+    """What makes an existing folder unloadable as a diffusers pipeline, or None."""
+    import json
+
+    index_path = path / "model_index.json"
+    fix = "Point SD_MODEL at a folder saved with `save_pretrained`, or at a hub id."
+    if not path.is_dir() or not index_path.is_file():
         return (
-            f"SD_MODEL={model} looks like a local folder, but it does not exist. Fix the "
-            "path, or use a hub id such as stabilityai/stable-diffusion-3.5-medium."
+            f"SD_MODEL={quote(model, 300)} is not a diffusers pipeline folder (no "
+            f"model_index.json). {fix}"
         )
-    if not path.is_dir() or not (path / "model_index.json").is_file():
+    try:
+        if index_path.stat().st_size > _MAX_INDEX_BYTES:
+            raise ValueError("too large")
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        if not isinstance(index, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         return (
-            f"SD_MODEL={model} is not a diffusers pipeline folder (no model_index.json). "
-            "Point it at a folder saved with `save_pretrained`, or at a hub id."
+            f"SD_MODEL={quote(model, 300)} has a model_index.json that cannot be read "
+            f"({quote(exc, 100)}). Save the pipeline again with `save_pretrained`, or "
+            "download it again."
+        )
+    missing = []
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or None in entry:
+            continue  # metadata, or a component saved as absent (such as a dropped T5)
+        folder = path / name
+        if not folder.is_dir() or not any((folder / f).is_file() for f in _COMPONENT_FILES):
+            missing.append(name)
+    if missing:
+        return (
+            f"SD_MODEL={quote(model, 300)} is incomplete: model_index.json lists "
+            f"{', '.join(quote(m, 40) for m in missing[:6])} but "
+            f"{'that folder has' if len(missing) == 1 else 'those folders have'} no "
+            "configuration. Copy or download the whole pipeline folder again."
         )
     return None
+
+
+def explain_local_path(model: str) -> str | None:
+    """Return a message when SD_MODEL names a local folder that cannot be a pipeline.
+
+    Checked before loading (and by the Hardware page): a missing folder, no or broken
+    model_index.json, a component folder without its configuration.
+    """
+    from pathlib import Path
+
+    if not looks_local(model):
+        return None
+    path = Path(model).expanduser()
+    if not path.exists():
+        return (
+            f"SD_MODEL={quote(model, 300)} looks like a local folder, but that folder does not "
+            "exist. Fix the path, or use a hub id such as "
+            "stabilityai/stable-diffusion-3.5-medium."
+        )
+    return _folder_problem(path, model)
+
+
+def explain_local_load_error(exc: BaseException, *, model: str) -> str | None:
+    """A load from a local folder failed past the checks above: say so, with the reason.
+
+    diffusers and transformers raise OSError / ValueError / KeyError / JSON errors for a
+    damaged file (a truncated safetensors, a config with a wrong field).
+    """
+    if not looks_local(model):
+        return None
+    if not isinstance(exc, OSError | ValueError | KeyError | TypeError | EOFError):
+        return None
+    return (
+        f"SD_MODEL={quote(model, 300)} could not be loaded: a file in the folder is damaged or "
+        f"does not match the pipeline ({quote(f'{type(exc).__name__}: {exc}', 160)}). "
+        "Copy or download the whole pipeline folder again."
+    )

@@ -18,6 +18,10 @@ SIZE_MULTIPLE = 16
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 MAX_IMAGES = 4
+# One prompt limit wherever text enters: the form (max_chars), shared links, imported PNGs
+# and the request itself. 10,000 characters is far beyond what the text encoders read
+# (CLIP 77 tokens, T5 256 by default) and keeps every record's share link valid.
+MAX_PROMPT_CHARS = 10_000
 
 DEFAULT_WIDTH = 1024
 DEFAULT_HEIGHT = 1024
@@ -102,8 +106,16 @@ class GenerationRequest:
                 "guidance_scale", f"Guidance scale must be in 0–{MAX_GUIDANCE:g}; got {g:g}."
             )
         for name in ("prompt", "negative_prompt"):
-            if not isinstance(getattr(self, name), str):
-                raise InvalidRequest(name, f"{name} must be text.")
+            text = getattr(self, name)
+            label = name.replace("_", " ").capitalize()
+            if not isinstance(text, str):
+                raise InvalidRequest(name, f"{label} must be text.")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise InvalidRequest(
+                    name,
+                    f"{label} is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
+                    "Shorten it.",
+                )
 
     @staticmethod
     def _check_int(name: str, value: Any, low: int, high: int, label: str | None = None) -> None:
@@ -199,6 +211,7 @@ class Backend(Protocol):
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = "",
     ) -> GenerationResult: ...
 
     def describe(self) -> dict[str, str]: ...

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from core.demo import DEMO_MODEL
 from core.device import DeviceChoice, DeviceError, choose_device, cpu_has_native_bf16
+from core.errors import explain_local_path
 from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
+from core.safe_text import quote
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class HubFacts:
     cached_files: int | None
     note: str
     revision: str | None = None  # the cached snapshot's commit, when the model is cached
+    problem: str | None = None  # why SD_MODEL cannot be loaded, when that is known already
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def _folder_size(path: Path) -> tuple[int, int]:
 def hub_facts(settings: Settings) -> HubFacts:
     """Say whether a token is configured and whether the model is already on disk."""
     from huggingface_hub import constants, scan_cache_dir, try_to_load_from_cache
-    from huggingface_hub.errors import CacheNotFound
+    from huggingface_hub.errors import CacheNotFound, HFValidationError
 
     cache_dir = str(constants.HF_HUB_CACHE)
     common = {"token_configured": settings.has_token, "cache_dir": cache_dir}
@@ -215,6 +218,18 @@ def hub_facts(settings: Settings) -> HubFacts:
             note="the demo model is built in memory; nothing to download",
         )
     path = Path(model).expanduser()
+    problem = explain_local_path(model)
+    if problem is not None:  # a folder that is missing or cannot be a pipeline
+        size, count = _folder_size(path) if path.is_dir() else (None, None)
+        return HubFacts(
+            **common,
+            model_kind="local folder",
+            cached=None,
+            cached_bytes=size,
+            cached_files=count,
+            note=problem,
+            problem=problem,
+        )
     if path.is_dir():
         size, count = _folder_size(path)
         return HubFacts(
@@ -223,9 +238,24 @@ def hub_facts(settings: Settings) -> HubFacts:
             cached=None,
             cached_bytes=size,
             cached_files=count,
-            note=f"SD_MODEL is a local folder: {path}",
+            note=f"SD_MODEL is a local folder: {quote(path, 300)}",
         )
-    index = try_to_load_from_cache(model, "model_index.json", cache_dir=cache_dir)
+    try:
+        index = try_to_load_from_cache(model, "model_index.json", cache_dir=cache_dir)
+    except HFValidationError:  # not a hub id either ("a b", "x//y"): say so, do not crash
+        invalid = (
+            f"SD_MODEL={quote(model, 300)} is neither an existing folder nor a valid hub id "
+            "(such as stabilityai/stable-diffusion-3.5-medium)."
+        )
+        return HubFacts(
+            **common,
+            model_kind="hub",
+            cached=None,
+            cached_bytes=None,
+            cached_files=None,
+            note=invalid,
+            problem=invalid,
+        )
     size = files = revision = None
     try:
         for repo in scan_cache_dir(cache_dir).repos:

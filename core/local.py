@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.demo import DEMO_MODEL, build_demo_pipeline
-from core.device import DeviceChoice, choose_device
-from core.errors import explain_load_error, explain_local_path
+from core.device import DeviceChoice, DeviceError, choose_device
+from core.errors import explain_load_error, explain_local_load_error, explain_local_path
 from core.generation import (
     GenerationError,
     GenerationRequest,
@@ -24,7 +24,8 @@ from core.generation import (
     StopCheck,
 )
 from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
-from core.queue import GenerationQueue
+from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
+from core.safe_text import quote
 from core.settings import DEFAULT_VAE_TILE
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,13 @@ def _plan(model: str, choice: DeviceChoice, memory: MemoryOptions) -> MemoryPlan
     return plan
 
 
+def load_error_text(exc: BaseException) -> str:
+    """A failed load for the Hardware page: our message, or the exception quoted as text."""
+    if isinstance(exc, GenerationError | DeviceError):
+        return str(exc)  # our words; outside values in it are already quoted
+    return f"{type(exc).__name__}: {quote(exc, 200)}"
+
+
 def _require_torch() -> None:
     """Explain the light install (no torch/diffusers) rather than fail on an import."""
     import importlib.util
@@ -167,7 +175,9 @@ def load_pipeline(
                 model, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
             )
         except Exception as exc:  # re-raised below unless it is a failure we can explain
-            message = explain_load_error(exc, model=model, has_token=bool(token))
+            message = explain_load_error(
+                exc, model=model, has_token=bool(token)
+            ) or explain_local_load_error(exc, model=model)
             if message is None:
                 raise
             raise GenerationError(message) from exc
@@ -290,6 +300,7 @@ class LocalBackend:
         loader: Callable[..., LoadedPipeline] = load_pipeline,
         memory: MemoryOptions | None = None,
         compile: bool = False,
+        max_queued_per_user: int | Callable[[], int] = 2,
     ) -> None:
         self.memory = memory
         self.compile = compile
@@ -298,7 +309,7 @@ class LocalBackend:
         self.dtype = dtype
         self._token_provider = token_provider
         self._loader = loader
-        self.queue = GenerationQueue()
+        self.queue = GenerationQueue(max_queued_per_user)
         self._lock = threading.Lock()  # guards the fields below
         self._loaded: LoadedPipeline | None = None
         self._loading: Future[LoadedPipeline] | None = None
@@ -357,7 +368,7 @@ class LocalBackend:
         except BaseException as exc:  # handed to every waiting session through the future
             with self._lock:
                 self._loading = self._loading_since = None
-                self.last_load_error = str(exc)
+                self.last_load_error = load_error_text(exc)
             future.set_exception(exc)
             return
         with self._lock:
@@ -404,11 +415,13 @@ class LocalBackend:
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = SYSTEM_USER,
         preview: bool = False,
     ) -> GenerationResult:
         """Generate the request's images in order; wait for the shared pipeline first.
 
-        `preview` adds live preview JPEGs to the progress updates (see `run_pipeline`).
+        `user` is whose turn this is in the fair queue (see `core.queue`). `preview` adds
+        live preview JPEGs to the progress updates (see `run_pipeline`).
         """
         import torch
 
@@ -421,7 +434,7 @@ class LocalBackend:
             if on_progress is not None:
                 on_progress(Progress("queued", time.perf_counter() - start, queue_position=ahead))
 
-        with self.queue.slot(on_wait):
+        with fair_slot(self.queue, request, user, on_wait, should_stop) as should_stop:
             if self._loaded is not loaded:  # unloaded while this generation waited
                 loaded = self.ensure_loaded()
             queued_until = time.perf_counter()

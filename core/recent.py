@@ -111,11 +111,12 @@ def entry_for(
 ) -> RecentEntry:
     """A strip entry for the result dict the generator just showed."""
     facts = {k: v for k, v in result.items() if k != "pngs"}
-    saved = all(record_ids) and len(record_ids) == len(result["pngs"])
+    count = len(result["pngs"])
+    ids = (tuple(record_ids) + (None,) * count)[:count]  # a partial save: None for the rest
     return RecentEntry(
         thumbnail=thumbnail,
         facts=facts,
         form_values=form_values_of(result, request),
-        record_ids=tuple(record_ids) or (None,) * len(result["pngs"]),
-        pngs=None if saved else tuple(result["pngs"]),
+        record_ids=ids,
+        pngs=None if all(ids) else tuple(result["pngs"]),
     )

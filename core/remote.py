@@ -30,6 +30,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote, redact, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ RATE_LIMIT_AUTO_WAIT = 10.0  # a 429 asking for at most this long is waited out,
 POLL_SECONDS = 0.1  # how often Stop is checked and progress reported while waiting
 LATENCY_HISTORY = 20  # successful calls kept for the hardware page
 TOKENS_URL = "https://huggingface.co/settings/tokens"
+_BODY_SCAN = 4096  # characters of an error body ever looked at
 
 
 class RemoteStopped(GenerationStopped):
@@ -108,20 +110,32 @@ def _is_network_error(exc: BaseException) -> bool:
     )
 
 
-def _body_hint(response: Any) -> str:
-    """The first line of an error body, if the client read one."""
+def _body_hint(response: Any, token: str | None = None) -> str:
+    """A short excerpt of an error body, if the client read one: plain text, redacted.
+
+    The body is the service's text, not ours: it may echo the request's Authorization
+    header or hold markdown. It is cut to a one-line code span with tokens removed.
+    """
     try:
         text = response.text
     except RuntimeError:  # httpx's ResponseNotRead: a streamed body that was never read
         return ""
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-    return f" The service said: {line[:200]}" if line else ""
+    text = (text or "")[:_BODY_SCAN].strip()
+    return f" The service said: {excerpt(text, secrets=(token,))}" if text else ""
 
 
 def explain_remote_error(
-    exc: BaseException, *, target: str, has_token: bool, timeout: float
+    exc: BaseException,
+    *,
+    target: str,
+    has_token: bool,
+    timeout: float,
+    token: str | None = None,
 ) -> RemoteFailure | None:
-    """Turn a failed `text_to_image` call into the fix a user can apply, or None."""
+    """Turn a failed `text_to_image` call into the fix a user can apply, or None.
+
+    `token` is the configured token: it is redacted from anything the service said.
+    """
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
     from PIL import UnidentifiedImageError
 
@@ -145,7 +159,7 @@ def explain_remote_error(
         )
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
-        hint = _body_hint(exc.response)
+        hint = _body_hint(exc.response, token)
         if status == 401:
             token = "HF_TOKEN is not set" if not has_token else "HF_TOKEN was refused"
             return RemoteFailure(
@@ -198,9 +212,11 @@ def explain_remote_error(
                 f"endpoint's logs.{hint}",
                 status,
             )
-        return None
+        # Any other status: still a message in our words, never the raw exception.
+        return RemoteFailure(f"{target} answered with HTTP status {status}.{hint}", status)
     if _is_network_error(exc):
-        return RemoteFailure(f"Could not connect to {target}: {exc}. Check SD_REMOTE_URL.")
+        detail = excerpt(str(exc), secrets=(token,), limit=QUOTE_LIMIT * 2)
+        return RemoteFailure(f"Could not connect to {target}: {detail}. Check SD_REMOTE_URL.")
     if isinstance(exc, ValueError):
         text = str(exc)
         if "api_key" in text:
@@ -210,7 +226,8 @@ def explain_remote_error(
             )
         if "not supported" in text or "No provider mapping" in text:
             return RemoteFailure(
-                f"{text} Check SD_PROVIDER and SD_MODEL (the model's Hub page lists the "
+                f"{excerpt(text, secrets=(token,))}. Check SD_PROVIDER and SD_MODEL (the "
+                "model's Hub page lists the "
                 "Inference Providers that serve it)."
             )
     return None
@@ -278,9 +295,9 @@ class RemoteBackend:
     @property
     def target(self) -> str:
         """Who answers, in words for messages."""
-        if self.url:
-            return f"The endpoint {self.url}"
-        return f"Inference provider “{self.provider}” for {self.model}"
+        if self.url:  # never the credentials a URL may carry (user-info, query values)
+            return f"The endpoint {quote(display_url(self.url), 120)}"
+        return f"Inference provider {quote(self.provider)} for {quote(self.model)}"
 
     def load_async(self) -> Future[None]:
         """Nothing to load: an already finished future, for callers written for LocalBackend."""
@@ -417,14 +434,19 @@ class RemoteBackend:
                 raise
             except Exception as exc:
                 failure = explain_remote_error(
-                    exc, target=self.target, has_token=bool(token), timeout=self.timeout
+                    exc,
+                    target=self.target,
+                    has_token=bool(token),
+                    timeout=self.timeout,
+                    token=token,
                 )
                 if failure is None:
                     raise
                 delay = self._retry_delay(failure, attempt=attempt, spent=spent)
                 log.info("remote call failed (%s); retry in %s s", failure.status, delay)
-                if delay is None:
-                    raise GenerationError(failure.message) from exc
+                if delay is None:  # a message never repeats what the URL's credentials were
+                    secrets = [token, *url_secrets(self.url)]
+                    raise GenerationError(redact(failure.message, secrets=secrets)) from exc
                 detail = (
                     "The endpoint is starting up (scaling from zero)"
                     if failure.status == 503
@@ -449,8 +471,12 @@ class RemoteBackend:
         *,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        user: str = "",
     ) -> GenerationResult:
         """Make the request's images by one remote call per seed (seed, seed+1, …).
+
+        `user` is who asked (logged; the service runs requests side by side, so there is no
+        queue to share here: the daily limit is what bounds one person's spending).
 
         Progress has no steps here: "requesting" reports the time elapsed, "waiting" a
         countdown before a retry. A failed call raises `GenerationError` with the fix and
@@ -458,6 +484,7 @@ class RemoteBackend:
         """
         start = time.perf_counter()
         token = self._token_provider()
+        log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
         images, per_image, calls = [], [], []
         waited_total = 0.0
         index = 0
@@ -515,8 +542,8 @@ class RemoteBackend:
     def identity(self) -> dict[str, str]:
         """Who made an image, for history records: backend, endpoint or provider, model."""
         facts = {"backend": self.name, "model": self.model}
-        if self.url:
-            facts["endpoint"] = self.url
+        if self.url:  # shown in the sidebar and stored in records and PNGs: no credentials
+            facts["endpoint"] = display_url(self.url)
         else:
             facts["provider"] = str(self.provider)
         # Remote services run their own hardware and software: the same seed usually

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import streamlit as st
 
+from core.auth import Visitor, sign_in_enabled, visitor_from
 from core.device import DeviceError
 from core.generation import Backend, GenerationError
 from core.local import LocalBackend
@@ -35,6 +36,29 @@ def current_settings() -> Settings:
     return load_settings(secrets=_root_secrets())
 
 
+def auth_secrets() -> Mapping[str, object]:
+    """The `[auth]` section of the secrets (empty when sign-in is off)."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:
+        return {}
+    return section if isinstance(section, Mapping) else {}
+
+
+def current_visitor(settings: Settings | None = None) -> Visitor:
+    """Who is running this script: from `st.user` when sign-in is on, else the local user.
+
+    Raise `SettingsError` for a bad SD_ALLOWED_USERS / SD_ADMINS value.
+    """
+    settings = settings or current_settings()
+    on = sign_in_enabled({"auth": auth_secrets()})
+    # Without an [auth] section st.user has no is_logged_in at all: read it only when on.
+    claims = st.user.to_dict() if on else None
+    return visitor_from(
+        claims, sign_in_on=on, allowed_users=settings.allowed_users, admins=settings.admins
+    )
+
+
 @st.cache_resource(show_spinner=False)
 def _local_backend(
     model: str,
@@ -52,6 +76,8 @@ def _local_backend(
         token_provider=lambda: current_settings().hf_token,
         memory=memory,
         compile=compile,
+        # Read at each Generate, so a changed SD_MAX_QUEUED_PER_USER needs no reload.
+        max_queued_per_user=lambda: current_settings().max_queued_per_user,
     )
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from core.safe_text import SHOW_PATHS_CHOICES, display_url, quote
+
 log = logging.getLogger(__name__)
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,9 @@ _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 # 512-pixel tiles decode 1024² in 1.8 GB instead of 4.6 GB, and no slower.
 DEFAULT_VAE_TILE = 512
 BACKENDS = ("local", "remote")
+DEFAULT_MAX_QUEUED_PER_USER = 2
+MAX_QUEUED_PER_USER = 100
+MAX_DAILY_LIMIT = 100_000
 
 
 class SettingsError(ValueError):
@@ -56,6 +61,18 @@ class Settings:
     backend: str = "local"
     remote_url: str | None = None
     provider: str | None = None
+    # Sharing (docs: README "Sharing it with a team"). Emails and "@domain" entries, lower
+    # case; empty = every signed-in user. Only read when sign-in is on (an [auth] secret).
+    allowed_users: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    max_queued_per_user: int = DEFAULT_MAX_QUEUED_PER_USER
+    daily_limit: int = 0  # images per user per day; 0 = unlimited
+    # Seed history database (SD_HISTORY_URL), a SQLAlchemy URL; None = SQLite in data_dir.
+    # It may hold a password: never in repr, logs or messages (see core.history.describe_url).
+    history_url: str | None = field(default=None, repr=False)
+    # Server paths (data/model folders, the HF cache) on the page: "auto" shows them only
+    # to a visitor on this machine (core.safe_text.paths_visible); always in the log.
+    show_paths: str = "auto"
 
     @property
     def has_token(self) -> bool:
@@ -78,6 +95,12 @@ _SETTINGS = {
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
+    "SD_ALLOWED_USERS": ("allowed_users", None),
+    "SD_ADMINS": ("admins", None),
+    "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
+    "SD_DAILY_LIMIT": ("daily_limit", None),
+    "SD_HISTORY_URL": ("history_url", None),
+    "SD_SHOW_PATHS": ("show_paths", SHOW_PATHS_CHOICES),
 }
 
 
@@ -97,10 +120,43 @@ def _vae_tile(text: str) -> int:
         tile = -1
     if tile != 0 and (tile < 128 or tile % 64):
         raise SettingsError(
-            f"SD_VAE_TILE={text!r} is not valid; use 0 (no tiling) or a multiple of 64 "
+            f"SD_VAE_TILE={quote(text)} is not valid; use 0 (no tiling) or a multiple of 64 "
             f"pixels from 128 up, such as {DEFAULT_VAE_TILE}."
         )
     return tile
+
+
+def _count(name: str, text: str, *, low: int, high: int, meaning: str) -> int:
+    """Parse a whole number in [low, high], or say which numbers are valid."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise SettingsError(f"{name}={text!r} is not valid; use a whole number from {meaning}.")
+    return number
+
+
+def _people(name: str, text: str, *, domains: bool) -> tuple[str, ...]:
+    """Parse comma-separated emails (and `@domain` entries where allowed), lower-cased."""
+    entries = []
+    for raw in text.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        local, at, domain = entry.rpartition("@")
+        ok = bool(at) and "." in domain and " " not in entry and entry.count("@") == 1
+        if ok and not local and not domains:
+            ok = False
+        if not ok:
+            kinds = "emails or @domain entries" if domains else "emails"
+            example = "alice@example.com, @example.org" if domains else "alice@example.com"
+            raise SettingsError(
+                f"{name} holds {entry[:80]!r}, which is not an email; use comma-separated "
+                f"{kinds}, e.g. {example}."
+            )
+        entries.append(entry)
+    return tuple(dict.fromkeys(entries))
 
 
 def load_settings(
@@ -127,7 +183,7 @@ def load_settings(
             value = value.lower()
             if value not in allowed:
                 raise SettingsError(
-                    f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}."
+                    f"{name}={quote(value)} is not valid; use one of: {', '.join(allowed)}."
                 )
         values[attr] = value
     if "data_dir" in values:
@@ -137,7 +193,28 @@ def load_settings(
             values[flag] = _BOOLEANS[str(values[flag])]
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
+    for attr, name in (("allowed_users", "SD_ALLOWED_USERS"), ("admins", "SD_ADMINS")):
+        if attr in values:
+            values[attr] = _people(name, str(values[attr]), domains=attr == "allowed_users")
+    if "max_queued_per_user" in values:
+        values["max_queued_per_user"] = _count(
+            "SD_MAX_QUEUED_PER_USER",
+            str(values["max_queued_per_user"]),
+            low=1,
+            high=MAX_QUEUED_PER_USER,
+            meaning=f"1 to {MAX_QUEUED_PER_USER} (waiting requests per user)",
+        )
+    if "daily_limit" in values:
+        values["daily_limit"] = _count(
+            "SD_DAILY_LIMIT",
+            str(values["daily_limit"]),
+            low=0,
+            high=MAX_DAILY_LIMIT,
+            meaning=f"0 (unlimited) to {MAX_DAILY_LIMIT:,} images per user per day",
+        )
     _check_remote(values)
+    if "history_url" in values:
+        values["history_url"] = _history_url(str(values["history_url"]))
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
 
@@ -147,7 +224,8 @@ def _check_remote(values: dict[str, object]) -> None:
     url, provider = values.get("remote_url"), values.get("provider")
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise SettingsError(
-            f"SD_REMOTE_URL={url!r} is not a URL; use the endpoint's address, "
+            f"SD_REMOTE_URL={quote(display_url(str(url)))} is not a URL; use the endpoint's "
+            "address, "
             "e.g. https://xyz.endpoints.huggingface.cloud."
         )
     if url is not None and provider is not None:
@@ -160,3 +238,14 @@ def _check_remote(values: dict[str, object]) -> None:
             "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
             f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
         )
+
+
+def _history_url(text: str) -> str:
+    """Check SD_HISTORY_URL is a SQLite or PostgreSQL URL (the message never echoes it)."""
+    from core.history.errors import parse_url  # SQLAlchemy only when the setting is used
+
+    try:
+        url = parse_url(text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return url.render_as_string(hide_password=False)

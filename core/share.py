@@ -17,12 +17,14 @@ from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
     MIN_IMAGE_SIZE,
     SIZE_MULTIPLE,
     nearest_valid_sizes,
 )
+from core.safe_text import quote
 
 # Query parameter names a shared link may carry (generator field names).
 QUERY_KEYS = (
@@ -35,7 +37,6 @@ QUERY_KEYS = (
     "steps",
     "num_images",
 )
-MAX_PROMPT_CHARS = 10_000
 
 _INTS = {
     "seed": ("Seed", 0, MAX_SEED),
@@ -64,11 +65,11 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
     for key in ("prompt", "negative_prompt"):
         if key in raw:
-            text = str(raw[key])
+            text = raw[key] if isinstance(raw[key], str) else str(raw[key])
             if len(text) > MAX_PROMPT_CHARS:
                 warnings.append(
-                    f"{key.replace('_', ' ').capitalize()} is {len(text)} characters; "
-                    f"at most {MAX_PROMPT_CHARS} are taken. Ignored."
+                    f"{key.replace('_', ' ').capitalize()} is {len(text):,} characters; "
+                    f"the limit is {MAX_PROMPT_CHARS:,}. Ignored."
                 )
             else:
                 values[key] = text
@@ -78,7 +79,7 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         number = _as_int(raw[key])
         if number is None or not low <= number <= high:
             warnings.append(
-                f"{label} {str(raw[key])[:40]!r} is not valid: use a whole number in "
+                f"{label} {quote(raw[key], 40)} is not valid: use a whole number in "
                 f"{low}–{high}. Ignored."
             )
         elif key in ("width", "height") and number % SIZE_MULTIPLE:
@@ -96,7 +97,7 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             guidance = math.nan
         if not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
             warnings.append(
-                f"Guidance scale {str(raw['guidance_scale'])[:40]!r} is not valid: use a number "
+                f"Guidance scale {quote(raw['guidance_scale'], 40)} is not valid: use a number "
                 f"in 0–{MAX_GUIDANCE:g}. Ignored."
             )
         else:

@@ -10,11 +10,14 @@ import logging
 import streamlit as st
 
 from core import form, history, metadata, share
+from core.access import daily_allowance, require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
+from core.safe_text import for_visitor, format_field
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
+from core.sharing_ui import admin_panel, owner_label, whose_filter
 
 log = logging.getLogger(__name__)
 state = st.session_state
@@ -50,7 +53,29 @@ def _excerpt(text: str, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _refuse_invalid(record) -> bool:
+    """Say why a stored record cannot be used as settings; True when it cannot.
+
+    Rows are outside input (an edited database, another app version): they are checked
+    exactly like a shared link before they reach a widget or the pipeline.
+    """
+    problems = record.problems()
+    if problems:
+        st.error(
+            "This record holds settings the generator cannot use, so nothing was run or "
+            "changed. The stored image and its download are unaffected."
+        )
+        st.code("\n".join(problems), language=None, wrap_lines=True)
+    return bool(problems)
+
+
 def _verify(store, record) -> None:
+    if _refuse_invalid(record):
+        return
+    _, over_limit = daily_allowance(settings, visitor)  # a regeneration is spent like any image
+    if over_limit is not None:
+        st.error(over_limit)
+        return
     try:
         backend = get_backend(settings)
         with st.spinner("Loading the model…"):
@@ -63,16 +88,21 @@ def _verify(store, record) -> None:
                 "difference here is not necessarily an error."
             )
         if differences:
-            st.warning(
-                "This image was made in a different setup, so pixels may differ: "
-                + "; ".join(differences)
-            )
+            st.warning("This image was made in a different setup, so pixels may differ:")
+            st.text("\n".join(differences))  # recorded values: plain text, never markup
         with st.spinner("Regenerating…"):
             outcome = history.verify(store, record, backend)
     except (GenerationError, DeviceError) as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
-    (st.success if outcome.identical else st.warning)(f"Regenerated: {outcome.message}")
+    if settings.daily_limit:
+        try:
+            store.note_regenerate(visitor.id, record)
+        except HistoryError as exc:
+            log.warning("regeneration not counted: %s", exc)
+    (st.success if outcome.identical else st.warning)(
+        f"Regenerated: {for_visitor(outcome.message, settings=settings)}"
+    )
     st.image(outcome.png, caption="Regenerated now", width=256)
 
 
@@ -81,6 +111,9 @@ def _details(store, record) -> None:
         top = st.columns([1, 2])
         with top[0]:
             st.image(store.display_image(record.id), width="stretch")
+            problem = store.image_problem(record.id)
+            if problem:
+                st.warning(problem)
         with top[1]:
             st.caption("Prompt")
             st.code(record.prompt or " ", language=None, wrap_lines=True)
@@ -91,6 +124,7 @@ def _details(store, record) -> None:
                 for k, v in dataclasses.asdict(record).items()
                 if k not in ("prompt", "negative_prompt")
             }
+            fields = {k: format_field(k, v) for k, v in fields.items()}
             fields["created_at"] = history.format_time(record.created_at)
             width = max(len(k) for k in fields)
             st.caption("Everything recorded")
@@ -114,22 +148,28 @@ def _details(store, record) -> None:
             key="download_original",
             disabled=png is None,
         )
-        if actions[3].button("Delete", key="delete"):
+        # Only the owner or an admin is offered Delete (and the store refuses anyone else).
+        if visitor.may_delete(record.owner) and actions[3].button(
+            "Delete", key="delete", disabled=store.read_only is not None
+        ):
             state[CONFIRM_DELETE] = record.id
         actions[4].button("Close", key="close", on_click=_select, args=(None,))
         if state.get(CONFIRM_DELETE) == record.id:
-            st.warning("Delete this image and its record for good?")
+            st.warning(
+                "Delete this image? It disappears for everyone; an admin can restore it "
+                f"for {history.RESTORE_DAYS} days, then it is gone for good."
+            )
             yes, no = st.columns(2)
             if yes.button("Yes, delete", key="confirm_delete", type="primary"):
                 try:
-                    store.delete(record.id)
+                    store.delete(record.id, actor=visitor.id, admin=visitor.is_admin)
                 except HistoryError as exc:
-                    st.error(str(exc))
+                    st.error(for_visitor(exc, settings=settings))
                 else:
                     _select(None)
                     st.rerun()
             no.button("Cancel", key="cancel_delete", on_click=state.pop, args=(CONFIRM_DELETE,))
-        if use:
+        if use and not _refuse_invalid(record):
             _use_settings(record.form_values())
         if verify:
             _verify(store, record)
@@ -151,7 +191,7 @@ def _import() -> None:
         try:
             parsed = metadata.parameters_from_png(upload.getvalue())
         except metadata.MetadataError as exc:
-            st.error(str(exc))
+            st.error(str(exc))  # our words; anything from the file in it is quoted
             return
         values, warnings = share.check_values(parsed.values)
         for warning in warnings:
@@ -167,28 +207,54 @@ def _import() -> None:
             _use_settings(values)
 
 
+def _download_all(store, total: int) -> None:
+    from core.history import export
+
+    st.download_button(
+        f"Download the whole history ({total} image(s), zip)",
+        # A callable runs only when clicked, on its own thread: no zip on every rerun.
+        data=lambda: export.zip_bytes(store),
+        file_name="seed-history.zip",
+        mime="application/zip",
+        key="download_all",
+        icon=":material/folder_zip:",
+        disabled=total == 0,
+        help="Every image as stored (PNG with its settings chunks) and metadata.jsonl.",
+    )
+
+
 def _grid(store, page) -> None:
     if not page.records:
         st.info("Nothing here yet. Images you generate are saved here automatically.")
         return
+    thumbnails = store.thumbnails([record.id for record in page.records])  # one query
     for start in range(0, len(page.records), COLUMNS):
         for column, record in zip(
             st.columns(COLUMNS), page.records[start : start + COLUMNS], strict=False
         ):
             with column.container(border=True):
-                st.image(store.thumbnail(record.id), width="stretch")
+                st.image(thumbnails[record.id], width="stretch")
                 st.text(f"Seed {record.seed} · {record.width}×{record.height}")
                 st.text(_excerpt(record.prompt) or "(no prompt)")
+                st.text(f"by {owner_label(record.owner)}")
                 st.button("Details", key=f"open_{record.id}", on_click=_select, args=(record.id,))
 
 
+visitor = require_visitor()
 st.title("Seed history")
 try:
     settings = current_settings()
-    store = history.open_store(settings.data_dir)
+    store = history.open_store(settings)
 except (SettingsError, HistoryError) as exc:
-    st.error(str(exc))
+    # A HistoryError names the data folder: hidden from remote visitors (settings exist then).
+    st.error(for_visitor(exc, settings=globals().get("settings")))
     st.stop()
+if store.read_only is not None:
+    st.warning(
+        "This history is read-only: every record is shown, but new images cannot be saved "
+        "here and nothing can be deleted. The reason:"
+    )
+    st.code(for_visitor(store.read_only, settings=settings), language=None, wrap_lines=True)
 session = history.session_id(state)
 
 selected = state.get(SELECTED)
@@ -197,13 +263,15 @@ if record is not None:
     _details(store, record)
 
 _import()
+admin_panel(store, visitor)
 
-search, seed_box, mine = st.columns([3, 2, 1.5], vertical_alignment="bottom")
+search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
 text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
 seed = seed_box.number_input(
     "Seed", 0, MAX_SEED, value=None, step=1, key="gallery_seed", on_change=_first_page
 )
 only_mine = mine.toggle("This session only", key="gallery_mine", on_change=_first_page)
+made_by_me = whose_filter(whose, on_change=_first_page)
 
 try:
     page = store.page(
@@ -211,14 +279,16 @@ try:
         text=text.strip() or None,
         seed=None if seed is None else int(seed),
         session_id=session if only_mine else None,
+        owner=visitor.id if made_by_me else None,
     )
 except HistoryError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc, settings=settings))
     st.stop()
 state[PAGE] = page.page
 
 st.caption(f"{page.total} image(s) · page {page.page} of {page.pages}")
 _grid(store, page)
+_download_all(store, store.count())
 if page.pages > 1:
     back, where, forward = st.columns([1, 2, 1])
     back.button(

@@ -1,17 +1,18 @@
 """Generator: type a prompt, pick the settings, get images with the seeds that made them."""
 
-import io
 import logging
 
 import streamlit as st
 
 from core import form, recent, share
+from core.access import daily_allowance, require_visitor
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
 from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGE_SIZE,
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
     MIN_IMAGE_SIZE,
@@ -22,6 +23,7 @@ from core.generation import (
     random_seed,
 )
 from core.memory import DROP_T5_NOTE
+from core.safe_text import for_visitor, plural
 from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
@@ -66,18 +68,17 @@ def _wait_for_model(backend) -> float | None:
     return load_with_status(backend)
 
 
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _generate(backend, *, want_preview: bool) -> None:
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
         request = form.build_request(state, seed=seed)
     except InvalidRequest as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
+        return
+    # Counted again at the click: another tab or replica may have spent the allowance.
+    allowance, problem = daily_allowance(settings, visitor, wanted=request.num_images)
+    if problem is not None:
+        st.error(problem)
         return
     load_seconds = _wait_for_model(backend)
     if load_seconds is None:
@@ -105,9 +106,11 @@ def _generate(backend, *, want_preview: bool) -> None:
     state[RUNNING_KEY] = "before the first step"
     try:
         options = {"preview": True} if preview else {}
-        result = backend.generate(request, on_progress=on_progress, **options)
+        result = backend.generate(request, on_progress=on_progress, user=visitor.id, **options)
     except (GenerationError, DeviceError) as exc:
-        st.error(str(exc))
+        # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
+        state.pop(RUNNING_KEY, None)
+        st.error(for_visitor(exc, settings=settings))
         return
     finally:
         bar.empty()
@@ -115,26 +118,17 @@ def _generate(backend, *, want_preview: bool) -> None:
     state.pop(RUNNING_KEY, None)
     from core import history  # the first generation pays for this import, not the first paint
 
-    stored: list[bytes | None] = [None] * len(result.images)
-    record_ids: list[str] = []
-    history_error = None
-    try:  # keep every image in the seed history; a failure must not lose the result
-        store = history.open_store(settings.data_dir)
-        records = history.save_result(
-            result,
-            backend=backend,
-            data_dir=settings.data_dir,
-            session_id=history.session_id(state),
-        )
-        # Downloads carry the stored file: the A1111 parameters chunk and the full record.
-        stored = [store.png_bytes(record.id) for record in records]
-        record_ids = [record.id for record in records]
-    except history.HistoryError as exc:
-        history_error = str(exc)
-    # Encode a plain PNG only where no stored file could be served.
-    pngs = [png or _png_bytes(image) for png, image in zip(stored, result.images, strict=True)]
+    # Keep every image in the seed history. A storage fault must not lose the result:
+    # each image still gets a PNG carrying its settings, and the page says what was kept.
+    kept = history.keep_result(
+        result,
+        backend=backend,
+        target=settings,
+        session_id=history.session_id(state),
+        owner=visitor.id,
+    )
     shown = {
-        "pngs": pngs,
+        "pngs": kept.pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],
         "seeds": list(result.seeds),
         "prompt": request.prompt,
@@ -144,7 +138,7 @@ def _generate(backend, *, want_preview: bool) -> None:
         "load_seconds": load_seconds + result.load_seconds,
         "queue_seconds": result.queue_seconds,
         "generation_seconds": result.generation_seconds,
-        "history_error": history_error,
+        "history_error": kept.error and for_visitor(kept.error, settings=settings),
         "backend": result.backend,
         "details": dict(result.details),
     }
@@ -155,7 +149,7 @@ def _generate(backend, *, want_preview: bool) -> None:
             shown,
             request=request,
             thumbnail=history.encode_thumbnail(result.images[0]),
-            record_ids=record_ids,
+            record_ids=[record.id for record in kept.records],
         ),
     )
     # Write the seed used back into the Seed field; a widget's value can only change
@@ -171,7 +165,7 @@ def _show_result(result: dict) -> None:
         timing += f" + model load {result['load_seconds']:.1f} s"
     if result["queue_seconds"] >= 0.5:
         timing += f" + waited {result['queue_seconds']:.0f} s"
-    st.success(f"Seed {seeds} · {result['size']} · {result['steps']} steps · {timing}")
+    st.success(f"Seed {seeds} · {result['size']} · {plural(result['steps'], 'step')} · {timing}")
     if result.get("history_error"):
         st.warning(result["history_error"], icon=":material/save:")
     if result.get("recalled"):  # shown again from the strip: its settings, as plain text
@@ -212,11 +206,15 @@ def _show_again(entry_id: str) -> None:
     entry = recent.find(state, entry_id)
     if entry is None:
         return
-    try:
-        store = history.open_store(settings.data_dir)
-        load_png = store.png_bytes
-    except history.HistoryError:
-        load_png = lambda _record_id: None  # noqa: E731 - the history is unavailable
+
+    def load_png(record_id: str) -> bytes | None:
+        """The stored PNG while its record is live (a deleted one is not shown again)."""
+        try:
+            store = history.open_store(settings)
+            return store.png_bytes(record_id) if store.get(record_id) is not None else None
+        except history.HistoryError:
+            return None
+
     state[RESULT_KEY] = recent.recall(
         entry, load_png=load_png, missing=lambda: history.placeholder_image(512, "image deleted")
     )
@@ -259,12 +257,13 @@ def _preview_toggle(*, remote: bool) -> bool:
     return bool(state[PREVIEW_KEY])
 
 
+visitor = require_visitor()
 st.title("Generate")
 try:
     settings = current_settings()
     backend = get_backend(settings)
 except SettingsError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 if settings.model == DEMO_MODEL:
     st.info(
@@ -283,6 +282,7 @@ form.prepare(state)
 
 # Wide screens: the form on the left, the output on the right, so the preview and the
 # result are in view without scrolling. Streamlit stacks columns on narrow screens.
+allowance, limit_problem = daily_allowance(settings, visitor)
 form_column, output_column = st.columns(2, gap="large")
 with form_column:
     # A form so that Ctrl+Enter in the prompt submits it, i.e. clicks Generate (Streamlit's
@@ -294,10 +294,24 @@ with form_column:
             key="prompt",
             height=100,
             placeholder="Describe the image…",
+            max_chars=MAX_PROMPT_CHARS,
             help="Ctrl+Enter (⌘+Enter) generates.",
         )
-        st.text_area("Negative prompt", key="negative_prompt", height=68)
-        clicked = st.form_submit_button("Generate", type="primary", key="generate", width="stretch")
+        st.text_area(
+            "Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS
+        )
+        clicked = st.form_submit_button(
+            "Generate",
+            type="primary",
+            key="generate",
+            width="stretch",
+            disabled=limit_problem is not None,
+            help=limit_problem,
+        )
+    if limit_problem is not None:
+        st.warning(limit_problem, icon=":material/hourglass:")
+    elif allowance is not None:
+        st.caption(allowance.summary())
     examples = st.columns(len(form.EXAMPLE_PROMPTS))
     for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
         column.button(

@@ -1,16 +1,20 @@
 """Hardware: what the app runs on, the memory plan it picks, and the model's load state."""
 
 import importlib.util
+import time
 
 import streamlit as st
 
+from core.access import require_visitor
 from core.demo import DEMO_MODEL
 from core.hardware import gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
 from core.remote import remote_facts
+from core.safe_text import for_visitor, inline
 from core.service import current_settings, get_backend, load_with_status
 from core.settings import SettingsError
 
+UNLOADED_KEY = "hardware_unloaded"
 VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
 
 
@@ -26,8 +30,17 @@ def _show_plan(plan, label: str) -> None:
     (st.error if plan.verdict == "won't fit" else st.info)(text, icon=icon or None)
 
 
+class _Ours(str):
+    """A value that is our own markdown (outside parts already quoted)."""
+
+
 def _lines(rows: dict[str, object]) -> None:
-    st.markdown("\n".join(f"- **{name}:** {value}" for name, value in rows.items()))
+    # Values come from outside (OS, CPU and model names, paths): plain or a code span.
+    def show(value: object) -> str:
+        text = for_visitor(value, settings=settings)
+        return text if isinstance(value, _Ours) else inline(text)
+
+    st.markdown("\n".join(f"- **{name}:** {show(value)}" for name, value in rows.items()))
 
 
 def _unload(backend) -> None:
@@ -35,10 +48,9 @@ def _unload(backend) -> None:
     # finishes first, then the weights go.
     with st.spinner("Waiting for running generations to finish, then unloading…"):
         dropped = backend.unload()
-    if dropped:
-        st.success("Model unloaded; the next generation loads it again.")
-    else:
-        st.info("The model was not loaded.")
+    # Draw the page again so the sidebar's status (drawn before this page) says so too.
+    st.session_state[UNLOADED_KEY] = dropped
+    st.rerun()
 
 
 def _pipeline_section(backend) -> None:
@@ -62,7 +74,9 @@ def _pipeline_section(backend) -> None:
         if loaded.plan is not None and loaded.plan.drop_t5:
             rows["T5"] = f"not loaded: {DROP_T5_NOTE}"
     elif backend.last_load_error:
-        st.warning(f"The last load failed: {backend.last_load_error}")
+        st.warning(
+            "The last load failed: " + for_visitor(backend.last_load_error, settings=settings)
+        )
     _lines(rows)
 
 
@@ -90,6 +104,11 @@ def _memory_chart(facts) -> None:
 
 def _model_section(backend) -> None:
     st.subheader("Model")
+    if UNLOADED_KEY in st.session_state:
+        if st.session_state.pop(UNLOADED_KEY):
+            st.success("Model unloaded; the next generation loads it again.")
+        else:
+            st.info("The model was not loaded.")
     load_col, unload_col = st.columns(2)
     if load_col.button(
         "Load model now", key="load_model", icon=":material/download:", width="stretch"
@@ -102,6 +121,35 @@ def _model_section(backend) -> None:
     _pipeline_section(backend)
 
 
+def _cancel(backend, entry_id: int) -> None:
+    if backend.queue.cancel(entry_id, by=visitor.id):
+        st.toast("Cancelled: its owner is told so.", icon=":material/cancel:")
+
+
+@st.fragment(run_every="2s")
+def _queue_section(backend) -> None:
+    """The fair queue: everyone sees how busy it is; admins see who, what, since when."""
+    st.subheader("Queue")
+    entries = backend.queue.entries()
+    running = sum(e.running for e in entries)
+    st.caption(f"{running} running · {len(entries) - running} waiting · refreshed every 2 s")
+    if not visitor.is_admin or not entries:
+        return
+    now = time.time()
+    for entry in entries:
+        where = "running" if entry.running else f"#{entry.place} in line"
+        row, button = st.columns([5, 1], vertical_alignment="center")
+        # Plain text: an email is visitor input.
+        row.text(
+            f"{where} · {entry.user or 'the app'} · {entry.label} · "
+            f"since {time.strftime('%H:%M:%S', time.localtime(entry.since))} "
+            f"({now - entry.since:.0f} s)"
+        )
+        button.button(
+            "Cancel", key=f"cancel_{entry.id}", on_click=_cancel, args=(backend, entry.id)
+        )
+
+
 def _remote_section(backend) -> None:
     st.subheader("Remote backend")
     st.caption("Images are made by the remote service; this machine only sends requests.")
@@ -111,7 +159,7 @@ def _remote_section(backend) -> None:
 def _device_section(facts) -> None:
     st.subheader("Device")
     if facts.choice is None:
-        st.error(facts.choice_error)
+        st.error(for_visitor(facts.choice_error, settings=settings))
         return
     _lines(
         {
@@ -140,12 +188,13 @@ def _plan_section(backend, settings, facts) -> None:
     _memory_chart(facts)
 
 
+visitor = require_visitor()
 st.title("Hardware")
 try:
     settings = current_settings()
     backend = get_backend(settings)
 except SettingsError as exc:
-    st.error(str(exc))
+    st.error(for_visitor(exc))
     st.stop()
 
 if backend.name == "remote":
@@ -156,6 +205,7 @@ if backend.name == "remote":
         st.stop()
 else:
     _model_section(backend)
+    _queue_section(backend)
 
 facts = gather_facts(settings)
 _device_section(facts)
@@ -194,11 +244,13 @@ st.subheader("Hugging Face")
 hub = hub_facts(settings)
 rows = {
     "Token configured": "yes" if hub.token_configured else "no",
-    "Cache": f"`{hub.cache_dir}`",
+    "Cache": hub.cache_dir,
 }
 if hub.cached_bytes is not None:
     rows["Model files"] = f"{_gb(hub.cached_bytes)} in {hub.cached_files} files"
 if hub.revision:
-    rows["Cached revision"] = f"`{hub.revision[:12]}`"
-rows["Model"] = hub.note
+    rows["Cached revision"] = hub.revision[:12]
+rows["Model"] = _Ours(hub.note)
 _lines(rows)
+if hub.problem:
+    st.error(for_visitor(hub.problem, settings=settings))

@@ -26,6 +26,10 @@ for module in torch diffusers transformers; do
   fi
 done
 
+# The seed history's PostgreSQL stack (SD_HISTORY_URL) must import without apt packages:
+# psycopg's binary wheel carries its own libpq.
+"$work/venv/bin/python" -c "import alembic, psycopg, sqlalchemy; print('light install: history drivers', sqlalchemy.__version__, psycopg.__version__, 'libpq', psycopg.pq.version())"
+
 # The server prints its URL on stdout once it listens.
 env -u HF_HUB_OFFLINE .venv/bin/python -m tests.loopback_server >"$work/url" 2>"$work/server.log" &
 server_pid=$!

@@ -18,6 +18,8 @@ BLOCKED = ("torch", "diffusers", "transformers")
 def main() -> None:
     for module in BLOCKED:
         assert importlib.util.find_spec(module) is None, f"{module} is installed"
+    # Sign-in (st.login) needs Authlib: requirements.txt asks for streamlit[auth].
+    assert importlib.util.find_spec("authlib") is not None, "Authlib missing: st.login would fail"
 
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()

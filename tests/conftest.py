@@ -75,3 +75,87 @@ def fill_small(at, *, prompt: str = "a red fox", seed: int = 7):
     at.number_input(key="height").set_value(512)
     at.slider(key="steps").set_value(2)
     return at
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+@pytest.fixture(name="pg_cluster", scope="session")
+def fixture_pg_cluster():
+    """One throwaway PostgreSQL server for the session (skipped only without the binaries)."""
+    import os
+
+    from .pg import Cluster, find_bin
+
+    bindir = find_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    cluster = Cluster(bindir)
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+_databases = iter(range(10**6))
+
+
+@pytest.fixture(name="pg_url")
+def fixture_pg_url(pg_cluster):
+    """A fresh, empty database on the session's server; its URL (with the password)."""
+    from core import history
+
+    name = f"t{next(_databases)}"
+    pg_cluster.admin(f"CREATE DATABASE {name}")
+    url = pg_cluster.url(name)
+    yield url
+    for key, store in list(history._STORES.items()):
+        if key == ("url", url):
+            store.engine.dispose()
+            del history._STORES[key]
+    pg_cluster.admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(name="engine", params=["sqlite", "postgresql"])
+def fixture_engine(request, monkeypatch):
+    """Run a test on each history engine: SQLite under SD_DATA_DIR, or SD_HISTORY_URL."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("SD_HISTORY_URL", request.getfixturevalue("pg_url"))
+    return request.param
+
+
+def current_store(**options):
+    """A store on what the app would open with the current settings (SD_DATA_DIR or URL)."""
+    from core import history
+    from core.settings import load_settings
+
+    settings = load_settings()
+    if settings.history_url:
+        return history.HistoryStore(url=settings.history_url, **options)
+    return history.HistoryStore(settings.data_dir, **options)
+
+
+_GONE = object()
+
+
+def replace_blob(store, record_id, *, png=_GONE, thumb=_GONE):
+    """Overwrite (bytes) or remove (None) a stored image or thumbnail, on either engine:
+    what an edited disk or database does to the history behind the app's back."""
+    from sqlalchemy import update
+
+    from core.history import schema
+
+    if store.local:
+        for data, path in (
+            (png, store.image_path(record_id)),
+            (thumb, store.thumb_path(record_id)),
+        ):
+            if data is None:
+                path.unlink()
+            elif data is not _GONE:
+                path.write_bytes(data)
+        return
+    values = {k: v for k, v in (("png", png), ("thumb", thumb)) if v is not _GONE}
+    if values.get("png", b"") is None:
+        values["png"] = b""  # NOT NULL: an empty value is as gone as a missing file
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.images).where(schema.images.c.id == record_id).values(values))

@@ -50,6 +50,9 @@ class StreamlitServer:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.url = ""
+        self.port: int | None = None  # None: a free port at each start
+        self.extra_args: list[str] = []  # e.g. --secrets.files for the sign-in test
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SD_", "HF_"))}
@@ -62,16 +65,18 @@ class StreamlitServer:
             SD_DTYPE="float32",
             HF_HUB_OFFLINE="1",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
-        port = free_port()
+        port = self.port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [
             *(sys.executable, "-m", "streamlit", "run", "streamlit_app.py"),
             *("--server.address", "127.0.0.1", "--server.port", str(port)),
             *("--server.headless", "true", "--server.fileWatcherType", "none"),
             *("--browser.gatherUsageStats", "false"),
+            *self.extra_args,
         ]
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(
@@ -284,8 +289,9 @@ def _open_gallery(tab: Browser) -> None:
     tab.nav("Seed history")
     tab.assert_no_exception()
     # The count can draw before the cards: wait for this entry's card, not just the run.
-    card = tab.page.get_by_test_id("stMain").get_by_text(f"Seed {SEED} · 512×512").first
-    expect(card).to_be_visible(timeout=TIMEOUT_MS)
+    main = tab.page.get_by_test_id("stMain")
+    expect(main.get_by_text(f"Seed {SEED} · 512×512").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(main.get_by_text(PROMPT[:20]).first).to_be_visible(timeout=TIMEOUT_MS)
 
 
 def test_generate_shows_image_and_seed_then_repeats_the_same_bytes(browser, generated):

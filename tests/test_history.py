@@ -1,4 +1,6 @@
-"""The seed history store: real SQLite and real PNG files in tmp_path."""
+"""The seed history store on both engines: real SQLite + PNG files in tmp_path, and a real
+PostgreSQL server (tests/pg.py). Tests taking `engine` run on each; the others are about the
+local file layout."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from PIL import Image
 
 from core import history, metadata
 from core.generation import GenerationRequest
-from core.history import HistoryError, HistoryStore
+from core.history import HistoryError, HistoryStore, schema
 
-from .conftest import SMALL
+from .conftest import SMALL, current_store, replace_blob
 
 FACTS = {
     "model": "demo",
@@ -46,22 +48,30 @@ def _image(value=0):
     return Image.new("RGB", (64, 64), (value % 256, 10, 20))
 
 
-def test_save_writes_png_thumbnail_and_row(tmp_path):
-    """A save leaves a PNG with both chunks, a WebP thumbnail and a row, named by id."""
-    store = HistoryStore(tmp_path)
+def test_save_stores_png_thumbnail_and_row(engine):
+    """A save keeps a PNG with both chunks, a WebP thumbnail and the row."""
+    store = current_store()
     saved = store.save(_image(), _record(prompt="../../etc/passwd"))
-    png = store.image_path(saved.id)
-    assert png.parent.parent == store.images_dir and png.name == f"{saved.id}.png"
-    assert store.thumb_path(saved.id).read_bytes()[:4] == b"RIFF"
-    chunks = metadata.read_png_text(png.read_bytes())
+    chunks = metadata.read_png_text(store.png_bytes(saved.id))
     assert set(chunks) >= {metadata.PARAMETERS_KEY, metadata.RECORD_KEY}
+    assert store.thumbnail(saved.id)[:4] == b"RIFF"
     assert store.get(saved.id) == saved
     assert saved.image_sha256 == history.pixel_sha256(_image())
 
 
-def test_record_png_parse_round_trip(tmp_path):
-    """Record → PNG → parse of the `parameters` chunk gives the record's form settings."""
+def test_local_files_are_named_by_id(tmp_path):
+    """Locally the PNG and thumbnail are files named by the record id, never the prompt."""
     store = HistoryStore(tmp_path)
+    saved = store.save(_image(), _record(prompt="../../etc/passwd"))
+    png = store.image_path(saved.id)
+    assert png.parent.parent == store.images_dir and png.name == f"{saved.id}.png"
+    assert png.read_bytes() == store.png_bytes(saved.id)
+    assert store.thumb_path(saved.id).read_bytes()[:4] == b"RIFF"
+
+
+def test_record_png_parse_round_trip(engine):
+    """Record → PNG → parse of the `parameters` chunk gives the record's form settings."""
+    store = current_store()
     record = _record(
         prompt='odd, "prompt": here\nline 2',
         negative_prompt="blur, noise",
@@ -78,25 +88,25 @@ def test_record_png_parse_round_trip(tmp_path):
     assert history.HistoryRecord.from_mapping(json.loads(full)) == saved
 
 
-def test_restart_keeps_everything(tmp_path):
-    """A new store object on the same dir sees every record and file."""
-    first = HistoryStore(tmp_path)
+def test_restart_keeps_everything(engine):
+    """A new store object on the same dir or URL sees every record and image."""
+    first = current_store()
     ids = {first.save(_image(i), _record(seed=i)).id for i in range(3)}
-    second = HistoryStore(tmp_path)
+    second = current_store()
     assert {r.id for r in second.page().records} == ids
     assert all(second.png_bytes(i) for i in ids)
 
 
-def test_eight_threads_saving_at_once_lose_nothing(tmp_path):
-    """Eight threads saving concurrently leave 8 rows and 8 PNG files."""
-    store = HistoryStore(tmp_path)
+def test_eight_threads_saving_at_once_lose_nothing(engine):
+    """Eight threads saving concurrently, each with its own store, leave 8 rows and 8 PNGs."""
+    store = current_store()
     barrier = threading.Barrier(8)
     errors = []
 
     def work(i):
         try:
             barrier.wait()
-            HistoryStore(tmp_path, repair=False).save(_image(i), _record(seed=i))
+            current_store(repair=False).save(_image(i), _record(seed=i))
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -107,7 +117,9 @@ def test_eight_threads_saving_at_once_lose_nothing(tmp_path):
         t.join()
     assert errors == []
     assert store.count() == 8
-    assert len(list(store.images_dir.glob("*/*.png"))) == 8
+    assert all(store.png_bytes(r.id) for r in store.page().records)
+    if store.local:
+        assert len(list(store.images_dir.glob("*/*.png"))) == 8
     assert sorted(r.seed for r in store.page().records) == list(range(8))
 
 
@@ -120,8 +132,8 @@ def test_orphan_png_with_record_gets_its_row_back(tmp_path):
     """A PNG whose row never committed is restored from its JSON chunk at start-up."""
     store = HistoryStore(tmp_path)
     saved = store.save(_image(), _record())
-    with store._connect() as conn:  # simulate a crash between rename and commit
-        conn.execute("DELETE FROM records")
+    with store.engine.begin() as conn:  # simulate a crash between rename and commit
+        conn.execute(schema.records.delete())
     _age(store.image_path(saved.id))
     restarted = HistoryStore(tmp_path)
     assert restarted.repair_report["rows_restored"] == 1
@@ -146,14 +158,14 @@ def test_orphan_files_without_record_and_old_temps_are_removed(tmp_path):
     assert fresh.exists()  # young: may be another process's save in progress
 
 
-def test_row_without_image_shows_a_placeholder(tmp_path):
+def test_row_without_image_shows_a_placeholder(engine):
     """A row whose PNG is gone is kept; its thumbnail and image are placeholders."""
-    store = HistoryStore(tmp_path)
+    store = current_store()
     saved = store.save(_image(), _record())
-    store.image_path(saved.id).unlink()
-    store.thumb_path(saved.id).write_bytes(b"RIFF\0\0garbage")  # looks like WebP, is not
-    restarted = HistoryStore(tmp_path)
-    assert restarted.repair_report["rows_without_image"] == 1
+    replace_blob(store, saved.id, png=None, thumb=b"RIFF\0\0garbage")  # looks like WebP
+    restarted = current_store()
+    if restarted.local:
+        assert restarted.repair_report["rows_without_image"] == 1
     assert restarted.get(saved.id) is not None
     placeholder = history.placeholder_image()
     assert restarted.thumbnail(saved.id)[:8] == metadata.PNG_SIGNATURE
@@ -163,14 +175,14 @@ def test_row_without_image_shows_a_placeholder(tmp_path):
     assert placeholder[:8] == metadata.PNG_SIGNATURE
 
 
-def test_corrupt_image_shows_a_placeholder(tmp_path):
+def test_corrupt_image_shows_a_placeholder(engine):
     """A truncated PNG is replaced by a placeholder for display instead of raising."""
-    store = HistoryStore(tmp_path)
+    store = current_store()
     saved = store.save(_image(), _record())
-    path = store.image_path(saved.id)
-    path.write_bytes(path.read_bytes()[:40])
+    replace_blob(store, saved.id, png=store.png_bytes(saved.id)[:40])
     shown = store.display_image(saved.id)
-    assert shown != path.read_bytes()
+    assert shown != store.png_bytes(saved.id)
+    assert "damaged" in store.image_problem(saved.id)
     Image.open(io.BytesIO(shown)).verify()
 
 
@@ -183,21 +195,28 @@ def test_missing_thumbnail_is_redrawn(tmp_path):
     assert store.thumb_path(saved.id).exists()
 
 
-def test_delete_removes_row_and_files(tmp_path):
-    """Delete removes the row, the PNG and the thumbnail, and leaves the others."""
-    store = HistoryStore(tmp_path)
+def test_delete_hides_the_record_and_purge_removes_row_and_image(engine):
+    """Delete hides the record (bytes kept for a restore); the purge 7 days later removes the
+    row, the PNG and the thumbnail, and leaves the others."""
+    store = current_store()
     keep = store.save(_image(1), _record(seed=1))
     gone = store.save(_image(2), _record(seed=2))
     assert store.delete(gone.id)
-    assert store.get(gone.id) is None
-    assert not store.image_path(gone.id).exists() and not store.thumb_path(gone.id).exists()
-    assert store.get(keep.id) is not None
+    assert store.get(gone.id) is None and store.count() == 1
+    assert store.get(gone.id, include_deleted=True) is not None
+    assert store.png_bytes(gone.id) is not None  # kept until the purge
     assert not store.delete(gone.id)
+    assert store.purge() == 0  # not 7 days yet
+    assert store.purge(now=time.time() + 7 * 86_400 + 60) == 1
+    assert store.get(gone.id, include_deleted=True) is None and store.png_bytes(gone.id) is None
+    if store.local:
+        assert not store.image_path(gone.id).exists() and not store.thumb_path(gone.id).exists()
+    assert store.get(keep.id) is not None and store.png_bytes(keep.id) is not None
 
 
-def test_pagination_newest_first_and_filters(tmp_path):
+def test_pagination_newest_first_and_filters(engine):
     """Pages hold 24 newest first; prompt search, seed and session filters narrow them."""
-    store = HistoryStore(tmp_path)
+    store = current_store()
     for i in range(30):
         prompt = "a 100% red_fox" if i % 10 == 0 else f"cat number {i}"
         store.save(
@@ -255,7 +274,7 @@ def test_model_revision_fingerprints_a_local_folder(demo_dir):
     assert history.model_revision("demo") == "demo"
 
 
-def test_reproduce_and_verify_is_identical_for_the_tiny_pipeline(tmp_path, demo_pipe):
+def test_reproduce_and_verify_is_identical_for_the_tiny_pipeline(engine, demo_pipe):
     """Regenerating a stored record with the same seed gives identical pixels."""
     from core.local import run_pipeline
 
@@ -266,7 +285,7 @@ def test_reproduce_and_verify_is_identical_for_the_tiny_pipeline(tmp_path, demo_
             images, seconds = run_pipeline(demo_pipe, request)
             return type("R", (), {"images": images})()
 
-    store = HistoryStore(tmp_path)
+    store = current_store()
     request = GenerationRequest(prompt="a red fox", seed=11, **SMALL)
     images, _ = run_pipeline(demo_pipe, request)
     saved = store.save(
@@ -297,3 +316,96 @@ def test_full_disk_message_says_to_free_space(tmp_path):
     error = history._explain(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert "No space left on device" in str(error) and "Free some disk space" in str(error)
     assert "still shown" in str(error)
+
+
+def test_schema_head_matches_migrations():
+    """schema.HEAD names the newest migration file (update both when adding one)."""
+    assert schema.newest_revision() == schema.HEAD
+
+
+def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
+    """A history.sqlite3 made by the pre-SQLAlchemy app opens with every row and file."""
+    import sqlite3
+
+    # The old app's columns: every field but `owner` (added by migration 0002).
+    fields = [f for f in history.record.FIELDS if f != "owner"]
+    columns = ", ".join(f + (" TEXT PRIMARY KEY" if f == "id" else "") for f in fields)
+    with sqlite3.connect(tmp_path / history.DB_NAME) as conn:  # the old app's exact DDL
+        conn.executescript(
+            f"CREATE TABLE records ({columns});"
+            "CREATE INDEX records_created_at ON records (created_at);"
+        )
+    old = _record(seed=5)
+    png = history.encode_png(_image(5), old)
+    path = tmp_path / "images" / old.id[:2] / f"{old.id}.png"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(png)
+    with sqlite3.connect(tmp_path / history.DB_NAME) as conn:
+        conn.execute(
+            f"INSERT INTO records VALUES ({', '.join('?' * len(fields))})",
+            [getattr(old, f) for f in fields],
+        )
+    store = HistoryStore(tmp_path)
+    assert store.get(old.id) == old and store.png_bytes(old.id) == png
+    assert store.repair_report["thumbs_rebuilt"] == 1
+    with store.engine.connect() as conn:
+        assert schema.current_version(conn) == schema.HEAD
+    store.save(_image(6), _record(seed=6))
+    assert store.count() == 2
+
+
+def test_history_url_setting_hides_its_password_and_refuses_other_databases(monkeypatch):
+    """SD_HISTORY_URL: postgres:// uses psycopg 3, the password stays out of repr and errors."""
+    from core.settings import SettingsError, load_settings
+
+    url = "postgres://app:s3cret-pw@db.example:5432/hist"
+    settings = load_settings(environ={"SD_HISTORY_URL": url}, secrets={})
+    assert settings.history_url.startswith("postgresql+psycopg://app:s3cret-pw@")
+    assert "s3cret-pw" not in repr(settings)
+    assert history.describe_url(history.parse_url(url)).count("***") == 1
+    with pytest.raises(SettingsError, match="PostgreSQL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "mysql://u:topsecret@h/db"}, secrets={})
+    assert "topsecret" not in str(info.value)
+    with pytest.raises(SettingsError, match="not a database URL") as info:
+        load_settings(environ={"SD_HISTORY_URL": "just words with pw9"}, secrets={})
+    assert "pw9" not in str(info.value)
+
+
+# The next migration after HEAD (0002 added owner, soft delete and audit): what a later
+# schema change looks like, upgrading a history that holds records.
+NEXT = f"{int(schema.HEAD) + 1:04d}"
+MIGRATION_NEXT = f'''"""Example migration {NEXT}: a note column (a later schema change)."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{NEXT}"
+down_revision = "{schema.HEAD}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("records") as batch:
+        batch.add_column(sa.Column("example_note", sa.Text, nullable=True))
+'''
+
+
+def test_a_next_migration_upgrades_an_existing_history_in_place(engine, tmp_path):
+    """Adding migrations/versions/<next>_*.py upgrades a HEAD history, keeping every record."""
+    import shutil
+
+    from sqlalchemy import inspect, text
+
+    store = current_store()
+    saved = store.save(_image(), _record())
+    migrations = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS, migrations)
+    (migrations / "versions" / f"{NEXT}_note.py").write_text(MIGRATION_NEXT)
+    schema.ensure_schema(store.engine, migrations=migrations, head=NEXT)
+    schema.ensure_schema(store.engine, migrations=migrations, head=NEXT)  # a no-op now
+    with store.engine.connect() as conn:
+        assert schema.current_version(conn) == NEXT
+        assert "example_note" in {c["name"] for c in inspect(conn).get_columns("records")}
+        assert conn.execute(text("SELECT prompt FROM records")).scalar() == saved.prompt
+    assert store.get(saved.id) == saved and store.png_bytes(saved.id)

@@ -1,5 +1,7 @@
 """This session's recent results: bounded, newest first, PNGs read back from the history."""
 
+from types import SimpleNamespace
+
 from core import recent
 
 
@@ -44,3 +46,27 @@ def test_recall_reads_pngs_back_and_marks_missing_ones():
     assert shown["downloadable"] == [True, False]
     assert shown["recalled"] == entry.id
     assert entry.label == "Seed 1 +1"
+
+
+def test_a_partly_saved_result_keeps_its_pngs_and_pads_the_ids():
+    """When only some images were saved, the entry keeps every PNG and marks the rest unsaved."""
+    entry = recent.entry_for(
+        {"pngs": [b"a", b"b"], "seeds": [3, 4]},
+        request=SimpleNamespace(
+            prompt="p",
+            negative_prompt="",
+            seed=3,
+            width=512,
+            height=512,
+            guidance_scale=4.5,
+            num_inference_steps=2,
+            num_images=2,
+        ),
+        thumbnail=b"t",
+        record_ids=["id3"],
+    )
+    assert entry.record_ids == ("id3", None)
+    assert entry.pngs == (b"a", b"b")
+    assert entry.form_values["seed"] == 3 and entry.form_values["randomize_seed"] is False
+    shown = recent.recall(entry, load_png={"id3": b"stored"}.get, missing=lambda: b"x")
+    assert shown["pngs"] == [b"stored", b"b"]

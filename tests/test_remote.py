@@ -22,6 +22,7 @@ from core.remote import (
     remote_facts,
     summarize_latencies,
 )
+from core.safe_text import display_url
 from core.settings import SettingsError, load_settings
 from tests.conftest import APP_ROOT, SMALL, fill_small
 from tests.loopback_server import TextToImageServer
@@ -116,7 +117,7 @@ def test_batch_is_one_call_per_seed_with_timings(server):
     assert result.details == {
         "backend": "remote",
         "model": "demo",
-        "endpoint": url,
+        "endpoint": display_url(url),
         "reproducible": "not guaranteed",
     }
     assert [(c.width, c.steps) for c in backend.recent_calls()] == [(512, 2), (512, 2)]
@@ -317,7 +318,7 @@ def test_generate_page_runs_remotely(server, monkeypatch, app, demo_pipe):
     result = at.session_state["last_result"]
     local, _ = run_pipeline(demo_pipe, small(seed=7))
     assert result["sha256"] == [pixel_sha256(local[0])]
-    assert result["backend"] == "remote" and result["details"]["endpoint"] == url
+    assert result["backend"] == "remote" and result["details"]["endpoint"] == display_url(url)
 
 
 def test_sidebar_names_the_remote_service(monkeypatch, app):
@@ -326,7 +327,7 @@ def test_sidebar_names_the_remote_service(monkeypatch, app):
     monkeypatch.setenv("SD_REMOTE_URL", "http://127.0.0.1:9/")
     at = app()
     assert not at.exception
-    assert "Remote: http://127.0.0.1:9/" in [c.value for c in at.sidebar.caption]
+    assert "Remote: `http://127.0.0.1:9/`" in [c.value for c in at.sidebar.caption]
 
 
 def test_generate_page_shows_remote_error_and_keeps_nothing(server, monkeypatch, app):
@@ -398,7 +399,7 @@ def test_hardware_page_shows_the_remote_service(server, monkeypatch, app):
     assert not at.exception
     assert "Remote backend" in [h.value for h in at.subheader]
     assert not [b for b in at.button if b.key == "load_model"]
-    assert any(url in m.value for m in at.markdown)
+    assert any(f"`{display_url(url)}`" in m.value for m in at.markdown)
 
 
 def test_history_records_which_service_made_the_image(server, monkeypatch, app, tmp_path):
@@ -413,4 +414,4 @@ def test_history_records_which_service_made_the_image(server, monkeypatch, app, 
     at.button(key="generate").click().run()
     (record,) = open_store(load_settings().data_dir).page(1).records
     assert (record.backend, record.seed) == ("remote", 3)
-    assert record.model_revision == f"remote {url}"
+    assert record.model_revision == f"remote {display_url(url)}"

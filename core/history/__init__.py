@@ -1,0 +1,93 @@
+"""The seed history: every generated image with everything needed to make it again.
+
+The pages use this small surface: `open_store(settings)` → `HistoryStore` (`page`, `get`,
+`thumbnails`, `display_image`, `image_problem`, `png_bytes`, `delete`, `read_only`),
+`keep_result` after a generation, `verify`, and the record helpers. Modules:
+
+- `record`  — `HistoryRecord`, the facts it keeps, and the check of rows read back;
+- `store`   — `HistoryStore` on SQLAlchemy Core (SQLite locally, PostgreSQL by URL);
+- `engine`  — the SQLAlchemy engines (transactions, read-only opening, timeouts);
+- `errors`  — `HistoryError` in plain words, URLs shown without their password;
+- `keep`    — `keep_result`: save a generation's images and say exactly what was kept;
+- `blobs`   — image bytes: files beside a local SQLite, a table in PostgreSQL;
+- `schema`  — tables and versioned migrations (Alembic, in `migrations/`);
+- `copy`    — `python -m core.history.copy SRC DST`, moving a history between stores;
+- `export`  — the whole history as a zip of PNGs with their metadata;
+- `verify`  — regenerate a record and compare pixels.
+"""
+
+from core.history.blobs import (
+    THUMB_SIZE,
+    encode_png,
+    encode_thumbnail,
+    pixel_sha256,
+    placeholder_image,
+)
+from core.history.errors import (
+    HistoryError,
+    PartialSaveError,
+    _explain,
+    describe_url,
+    parse_url,
+)
+from core.history.keep import Kept, keep_result, save_result
+from core.history.record import (
+    HistoryRecord,
+    environment,
+    environment_differences,
+    format_time,
+    model_revision,
+    new_record,
+    package_version,
+    session_id,
+)
+from core.history.store import (
+    _STORES,
+    DB_NAME,
+    PAGE_SIZE,
+    RESTORE_DAYS,
+    AuditEntry,
+    DeletedRecord,
+    HistoryStore,
+    NotAllowed,
+    Page,
+    open_store,
+)
+from core.history.verify import Verification, compare_png, verify
+
+__all__ = [
+    "DB_NAME",
+    "PAGE_SIZE",
+    "RESTORE_DAYS",
+    "AuditEntry",
+    "DeletedRecord",
+    "NotAllowed",
+    "THUMB_SIZE",
+    "_STORES",
+    "HistoryError",
+    "HistoryRecord",
+    "HistoryStore",
+    "Kept",
+    "Page",
+    "PartialSaveError",
+    "Verification",
+    "_explain",
+    "compare_png",
+    "describe_url",
+    "encode_png",
+    "encode_thumbnail",
+    "environment",
+    "environment_differences",
+    "format_time",
+    "keep_result",
+    "model_revision",
+    "new_record",
+    "open_store",
+    "package_version",
+    "parse_url",
+    "pixel_sha256",
+    "placeholder_image",
+    "save_result",
+    "session_id",
+    "verify",
+]

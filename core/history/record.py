@@ -1,0 +1,284 @@
+"""The history record: one stored image and everything needed to make it again.
+
+Also the facts a record keeps about the environment that made it, and the check that a
+record read back from storage is still a valid generator request (rows are outside
+input: an edited database or another app version sharing it may hold anything).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from core import metadata
+from core.auth import LOCAL_USER
+from core.demo import DEMO_MODEL
+from core.generation import GenerationRequest
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryRecord:
+    """One stored image and everything needed to make it again."""
+
+    id: str
+    created_at: float  # Unix time, UTC
+    session_id: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    model: str
+    model_revision: str
+    scheduler: str
+    device: str
+    dtype: str
+    torch_version: str
+    diffusers_version: str
+    transformers_version: str
+    backend: str
+    duration_seconds: float
+    image_sha256: str = ""  # of the RGB pixels, so it survives any lossless re-encode
+    owner: str = LOCAL_USER  # the signed-in email who made it; LOCAL_USER without sign-in
+
+    def request(self) -> GenerationRequest:
+        """The one-image request that reproduces this record.
+
+        Raises `core.generation.InvalidRequest` when a stored value is out of range; call
+        `problems()` first to show why.
+        """
+        return GenerationRequest(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+            guidance_scale=self.guidance_scale,
+            num_inference_steps=self.steps,
+            num_images=1,
+        )
+
+    def form_values(self) -> dict[str, Any]:
+        """The generator form's fields (`core.form.DEFAULTS` keys) for this record."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "randomize_seed": False,
+            "width": self.width,
+            "height": self.height,
+            "guidance_scale": self.guidance_scale,
+            "steps": self.steps,
+            "num_images": 1,
+        }
+
+    def problems(self) -> list[str]:
+        """What makes this record unusable as generator settings ([] when it is usable).
+
+        The same checks as a shared link or an imported PNG (`core.share.check_values`),
+        then the request's own checks (e.g. sizes must be multiples of 16).
+        """
+        from core.generation import InvalidRequest
+        from core.share import check_values
+
+        _, warnings = check_values(self.form_values())
+        if warnings:
+            return warnings
+        try:
+            self.request()
+        except InvalidRequest as exc:
+            return [str(exc)]
+        return []
+
+    def infotext(self) -> str:
+        """A1111 `parameters` text for this record."""
+        return metadata.build_infotext(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.steps,
+            sampler=self.scheduler,
+            guidance_scale=self.guidance_scale,
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+            model=self.model,
+            extra={
+                "Model revision": self.model_revision,
+                "Device": self.device,
+                "Dtype": self.dtype,
+                "Version": f"diffusers {self.diffusers_version}",
+            },
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> HistoryRecord:
+        """A record from a stored row or JSON, whatever it holds.
+
+        Text fields become text ("" for NULL) and times numbers (0 when unreadable), so
+        any row can be listed and shown; the generator values (seed, size, steps,
+        guidance) are kept as stored, and `problems()` says when they are unusable.
+        """
+        values = {}
+        for name, kind in _KINDS.items():
+            value = data.get(name)
+            if kind is str:
+                value = "" if value is None else str(value)
+            elif kind is float and name in ("created_at", "duration_seconds"):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    value = 0.0
+            values[name] = value
+        return cls(**values)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(HistoryRecord))
+_KINDS = {
+    f.name: {"str": str, "float": float, "int": int}[str(f.type)]
+    for f in dataclasses.fields(HistoryRecord)
+}
+FACT_KEYS = (
+    "model",
+    "model_revision",
+    "scheduler",
+    "device",
+    "dtype",
+    "torch_version",
+    "diffusers_version",
+    "transformers_version",
+    "backend",
+)
+
+
+def new_record(
+    request: GenerationRequest,
+    *,
+    seed: int,
+    facts: Mapping[str, str],
+    session_id: str,
+    duration_seconds: float,
+    created_at: float | None = None,
+    owner: str = LOCAL_USER,
+) -> HistoryRecord:
+    """The record of one image of `request` made with `seed` in environment `facts`."""
+    return HistoryRecord(
+        owner=owner,
+        id=uuid.uuid4().hex,
+        created_at=time.time() if created_at is None else created_at,
+        session_id=session_id,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=seed,
+        width=request.width,
+        height=request.height,
+        steps=request.num_inference_steps,
+        guidance_scale=float(request.guidance_scale),
+        duration_seconds=float(duration_seconds),
+        **{key: str(facts.get(key, "")) for key in FACT_KEYS},
+    )
+
+
+# --- facts about the running environment ----------------------------------------------------
+def package_version(name: str) -> str:
+    """Installed version of a distribution, read without importing it ("" when absent)."""
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return ""
+
+
+def model_revision(model: str) -> str:
+    """Say exactly which weights `model` names.
+
+    "demo" for the demo; for a local folder "local:" plus a SHA-256 over its
+    model_index.json and every component's config; for a Hub id the commit hash of
+    the cached snapshot (`refs/main`) or "unknown" when nothing is cached.
+    """
+    if model == DEMO_MODEL:
+        return DEMO_MODEL
+    path = Path(model).expanduser()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        configs = [path / "model_index.json", *sorted(path.glob("*/*config.json"))]
+        for config in configs:
+            if config.is_file():
+                digest.update(config.relative_to(path).as_posix().encode())
+                digest.update(config.read_bytes())
+        return f"local:{digest.hexdigest()[:16]}"
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" / "refs" / "main"
+        return ref.read_text().strip() or "unknown"
+    except (OSError, ImportError):
+        return "unknown"
+
+
+def environment(backend: Any) -> dict[str, str]:
+    """Facts a record keeps about how images are made now (backend must be loaded)."""
+    facts = dict(backend.describe())
+    loaded = getattr(backend, "loaded", None)
+    scheduler = ""
+    if loaded is not None:
+        scheduler = type(loaded.pipe.scheduler).__name__
+    model = facts.get("model", "")
+    revision = model_revision(model) if model else ""
+    if facts.get("backend") == "remote":  # which service made it: an endpoint or a provider
+        revision = "remote " + (facts.get("endpoint") or f"provider {facts.get('provider')}")
+    return {
+        "model": model,
+        "model_revision": revision,
+        "scheduler": scheduler,
+        "device": facts.get("device", ""),
+        "dtype": facts.get("dtype", ""),
+        "torch_version": package_version("torch"),
+        "diffusers_version": package_version("diffusers"),
+        "transformers_version": package_version("transformers"),
+        "backend": facts.get("backend", getattr(backend, "name", "")),
+    }
+
+
+def environment_differences(record: HistoryRecord, now: Mapping[str, str]) -> list[str]:
+    """Name what differs between the record's environment and `now` (see `environment`)."""
+    labels = {
+        "model": "model",
+        "model_revision": "model revision",
+        "scheduler": "scheduler",
+        "device": "device",
+        "dtype": "dtype",
+        "torch_version": "torch",
+        "diffusers_version": "diffusers",
+        "transformers_version": "transformers",
+    }
+    return [
+        f"{label}: recorded {getattr(record, key) or '?'}, now {now.get(key) or '?'}"
+        for key, label in labels.items()
+        if now.get(key) and getattr(record, key) != now.get(key)
+    ]
+
+
+def format_time(timestamp: float) -> str:
+    """A record's Unix time as readable UTC, e.g. "2026-11-26 10:48:18 UTC"."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def session_id(state: Any) -> str:
+    """This browser session's id, kept in `st.session_state` (made on first use)."""
+    if "history_session_id" not in state:
+        state["history_session_id"] = uuid.uuid4().hex
+    return state["history_session_id"]

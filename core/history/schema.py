@@ -1,0 +1,179 @@
+"""The history's tables and how they are created and upgraded (Alembic).
+
+The schema is versioned with Alembic: `migrations/versions/` holds one file per version,
+each with `upgrade()`; the database remembers the version it is at in `alembic_version`.
+`ensure_schema` runs on every store open. When the database is already at `HEAD` it costs
+one small query and does not import Alembic; otherwise it upgrades under a lock, so two
+processes starting at once never run a migration twice:
+
+- PostgreSQL: `pg_advisory_xact_lock(LOCK_KEY)` in the migration's transaction (DDL is
+  transactional there: a failed migration leaves the old schema whole);
+- SQLite: `BEGIN IMMEDIATE` (the database's one write lock) around the migration.
+
+A history made before versioning (a `records` table without `alembic_version`) is
+upgraded in place by migration 0001, which creates only what is missing.
+
+Adding a migration (0002, owner + soft delete + audit, was added this way; next is 0003)
+---------------------------------------------------------------------------------------
+1. Add `migrations/versions/0003_<what>.py` with ``revision = "0003"``,
+   ``down_revision = "0002"`` and an `upgrade()` using `alembic.op` (use
+   ``with op.batch_alter_table("records") as batch:`` for column changes, so SQLite works;
+   spell the columns out there rather than importing the tables below, which describe
+   only the newest schema). `alembic revision -m "..."` with
+   ``script_location=core/history/migrations`` writes the skeleton.
+2. Change the `Table` definitions below to the new newest schema.
+3. Set `HEAD = "0003"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
+   until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
+   `test_a_next_migration_upgrades_an_existing_history_in_place` shows such a file (a
+   note column) upgrading a history with records on both engines; move its text into
+   `versions/` as the starting point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    inspect,
+    text,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+HEAD = "0002"  # the newest migration's `revision`; see "Adding a migration" above
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# pg_advisory_xact_lock key: any constant shared by every process of this app.
+LOCK_KEY = 0x5D35_4157
+
+metadata = MetaData()
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("created_at", Float(53), nullable=False),
+    Column("session_id", Text),
+    Column("prompt", Text),
+    Column("negative_prompt", Text),
+    Column("seed", BigInteger),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("steps", Integer),
+    Column("guidance_scale", Float(53)),
+    Column("model", Text),
+    Column("model_revision", Text),
+    Column("scheduler", Text),
+    Column("device", Text),
+    Column("dtype", Text),
+    Column("torch_version", Text),
+    Column("diffusers_version", Text),
+    Column("transformers_version", Text),
+    Column("backend", Text),
+    Column("duration_seconds", Float(53)),
+    Column("image_sha256", Text),
+    # 0002: who made it (LOCAL_USER without sign-in) and the soft delete.
+    Column("owner", Text, nullable=False, server_default="local"),
+    Column("deleted_at", Float(53)),
+    Column("deleted_by", Text),
+    Index("records_created_at", "created_at"),
+    Index("records_seed", "seed", "created_at"),
+    Index("records_session", "session_id", "created_at"),
+    Index("records_owner", "owner", "created_at"),
+    Index("records_deleted", "deleted_at"),
+)
+
+# 0002: who deleted, restored, purged or regenerated which record, when (admins read it in
+# the gallery; the daily limit counts regenerations).
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float(53), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("record_id", Text, nullable=False),
+    Column("owner", Text),
+    Column("detail", Text),
+    Index("audit_at", "at"),
+    Index("audit_actor", "actor", "action", "at"),
+)
+
+# Image bytes, for databases that hold them (not the local SQLite layout, which keeps files).
+images = Table(
+    "images",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("png", LargeBinary, nullable=False),
+    Column("thumb", LargeBinary),
+)
+
+
+def current_version(conn: Any) -> str | None:
+    """The version the database is at, or None before versioning (or when empty)."""
+    try:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:  # no such table yet; the caller's connection rolls back
+        return None
+
+
+def has_records_table(conn: Any) -> bool:
+    return inspect(conn).has_table("records")
+
+
+def ensure_schema(engine: Any, *, migrations: Path = MIGRATIONS, head: str = HEAD) -> None:
+    """Create or upgrade the schema to `head` (safe when several processes start at once)."""
+    with engine.connect() as conn:
+        if current_version(conn) == head:
+            return
+    if engine.dialect.name == "sqlite":
+        # WAL lets readers go on during a save; the mode is stored in the file, and can
+        # only be changed outside a transaction.
+        raw = engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            raw.close()
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            # Another process may have upgraded while this one waited for the lock.
+            if _version_in(conn) != head:
+                _upgrade(conn, migrations)
+
+
+def _version_in(conn: Any) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _upgrade(conn: Any, migrations: Path = MIGRATIONS) -> None:
+    """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
+
+
+def newest_revision() -> str:
+    """The head revision according to the migration files (for the HEAD check in tests)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
