@@ -236,7 +236,11 @@ def _fill_small(tab: Browser) -> None:
 
 
 def _click_generate(tab: Browser):
-    """Click Generate and wait for a newly drawn image; return its locator."""
+    """Click Generate and wait for a newly drawn result image; return its locator.
+
+    The result is the image captioned with its seed: the live preview (captioned with its
+    step) and the strip's thumbnails (no caption) are drawn too.
+    """
     from playwright.sync_api import expect
 
     page = tab.page
@@ -245,7 +249,8 @@ def _click_generate(tab: Browser):
         "imgs => imgs.forEach(img => img.dataset.e2eOld = '1')"
     )
     page.get_by_role("button", name="Generate").click()
-    image = page.locator("[data-testid=stImage] img:not([data-e2e-old])").first
+    result = page.locator("[data-testid=stImage]", has_text=re.compile(r"^Seed \d+$"))
+    image = result.locator("img:not([data-e2e-old])").first
     expect(image).to_be_visible(timeout=TIMEOUT_MS)
     tab.settle()
     tab.assert_no_exception()
