@@ -162,6 +162,8 @@ class Progress:
     retry_in: float = 0.0
     detail: str = ""
     tiles: int = 0  # VAE tiles per image while decoding (0: untiled)
+    # Live preview of the image at `step`: JPEG bytes at latent size (core.preview), or None.
+    preview: bytes | None = field(default=None, repr=False)
 
     @property
     def fraction(self) -> float:

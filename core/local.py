@@ -377,6 +377,7 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     started: float | None = None,
+    preview: bool = False,
     cache: PromptCache | None = None,
     model: str = "",
     device: str = "",
@@ -387,8 +388,12 @@ def run_pipeline(
     The prompt is encoded once (or taken from `cache`) and every seed reuses it. Progress
     goes through the phases encoding → denoising (step k/n) → decoding, and with `model`
     and `device` set the step and decode times are recorded for estimates.
+    With `preview`, progress updates carry a live preview JPEG when one is due
+    (`core.preview`); it only reads the latents, so the images are the same either way.
     """
     import torch
+
+    from core.preview import StepPreview
 
     started = time.perf_counter() if started is None else started
     total = request.num_inference_steps
@@ -424,13 +429,23 @@ def run_pipeline(
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
         last_step_at: list[float] = []
+        previewer = StepPreview(total_steps=total) if preview and on_progress else None
 
         def on_step(
-            _pipe: Any, step: int, _t: Any, _kwargs: dict, index=index, marks=last_step_at
+            _pipe: Any,
+            step: int,
+            _t: Any,
+            _kwargs: dict,
+            index=index,
+            marks=last_step_at,
+            previewer=previewer,
         ) -> dict:
             if should_stop is not None and should_stop():
                 raise GenerationStopped(step + 1, total)
-            report("denoising", image_index=index, step=step + 1)
+            jpeg = None
+            if previewer is not None:
+                jpeg = previewer.update(_pipe.scheduler, step + 1, _kwargs["latents"])
+            report("denoising", image_index=index, step=step + 1, preview=jpeg)
             if step + 1 == total:  # the pipeline decodes right after the last step
                 marks.append(time.perf_counter())
                 report("decoding", image_index=index, step=total, tiles=tiles)
@@ -462,6 +477,7 @@ class LocalBackend:
     """The shared pipeline of this process: loaded once, used by one generation at a time."""
 
     name = "local"
+    supports_preview = True  # progress carries live previews (a remote service has no steps)
 
     def __init__(
         self,
@@ -603,10 +619,12 @@ class LocalBackend:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
         user: str = SYSTEM_USER,
+        preview: bool = False,
     ) -> GenerationResult:
         """Generate the request's images in order; wait for the shared pipeline first.
 
-        `user` is whose turn this is in the fair queue (see `core.queue`).
+        `user` is whose turn this is in the fair queue (see `core.queue`). `preview` adds
+        live preview JPEGs to the progress updates (see `run_pipeline`).
         """
         import torch
 
@@ -630,6 +648,7 @@ class LocalBackend:
                     on_progress=on_progress,
                     should_stop=should_stop,
                     started=queued_until,
+                    preview=preview,
                     cache=self.prompt_cache,
                     model=loaded.model,
                     device=loaded.choice.device,
