@@ -160,6 +160,8 @@ class Progress:
     queue_position: int = 0
     retry_in: float = 0.0
     detail: str = ""
+    # Live preview of the image at `step`: JPEG bytes at latent size (core.preview), or None.
+    preview: bytes | None = field(default=None, repr=False)
 
     @property
     def fraction(self) -> float:

@@ -231,19 +231,32 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     started: float | None = None,
+    preview: bool = False,
 ) -> tuple[list[Any], list[float]]:
-    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`."""
+    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
+
+    With `preview`, progress updates carry a live preview JPEG when one is due
+    (`core.preview`); it only reads the latents, so the images are the same either way.
+    """
     import torch
+
+    from core.preview import StepPreview
 
     started = time.perf_counter() if started is None else started
     total = request.num_inference_steps
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
+        previewer = StepPreview(total_steps=total) if preview and on_progress else None
 
-        def on_step(_pipe: Any, step: int, _timestep: Any, _kwargs: dict, index=index) -> dict:
+        def on_step(
+            _pipe: Any, step: int, _timestep: Any, _kwargs: dict, index=index, previewer=previewer
+        ) -> dict:
             if should_stop is not None and should_stop():
                 raise GenerationStopped(step + 1, total)
             if on_progress is not None:
+                jpeg = None
+                if previewer is not None:
+                    jpeg = previewer.update(_pipe.scheduler, step + 1, _kwargs["latents"])
                 elapsed = time.perf_counter() - started
                 on_progress(
                     Progress(
@@ -253,6 +266,7 @@ def run_pipeline(
                         num_images=request.num_images,
                         step=step + 1,
                         total_steps=total,
+                        preview=jpeg,
                     )
                 )
             return {}
@@ -274,6 +288,7 @@ class LocalBackend:
     """The shared pipeline of this process: loaded once, used by one generation at a time."""
 
     name = "local"
+    supports_preview = True  # progress carries live previews (a remote service has no steps)
 
     def __init__(
         self,
@@ -401,10 +416,12 @@ class LocalBackend:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
         user: str = SYSTEM_USER,
+        preview: bool = False,
     ) -> GenerationResult:
         """Generate the request's images in order; wait for the shared pipeline first.
 
-        `user` is whose turn this is in the fair queue (see `core.queue`).
+        `user` is whose turn this is in the fair queue (see `core.queue`). `preview` adds
+        live preview JPEGs to the progress updates (see `run_pipeline`).
         """
         import torch
 
@@ -428,6 +445,7 @@ class LocalBackend:
                     on_progress=on_progress,
                     should_stop=should_stop,
                     started=queued_until,
+                    preview=preview,
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()

@@ -54,6 +54,8 @@ class Settings:
     # torch.compile the transformer at load (SD_COMPILE): slower first image, faster after.
     compile: bool = False
     vae_tile: int = DEFAULT_VAE_TILE
+    # Live preview while denoising (SD_PREVIEW): the generator's toggle starts in this state.
+    preview: bool = True
     # Remote mode: an endpoint URL, or an Inference Providers name with `model` as the id
     # (neither: Hugging Face picks a provider for `model`).
     backend: str = "local"
@@ -89,6 +91,7 @@ _SETTINGS = {
     "SD_DROP_T5": ("drop_t5", tuple(_BOOLEANS)),
     "SD_COMPILE": ("compile", tuple(_BOOLEANS)),
     "SD_VAE_TILE": ("vae_tile", None),
+    "SD_PREVIEW": ("preview", tuple(_BOOLEANS)),
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
@@ -185,7 +188,7 @@ def load_settings(
         values[attr] = value
     if "data_dir" in values:
         values["data_dir"] = Path(str(values["data_dir"])).expanduser()
-    for flag in ("drop_t5", "compile"):
+    for flag in ("drop_t5", "compile", "preview"):
         if flag in values:
             values[flag] = _BOOLEANS[str(values[flag])]
     if "vae_tile" in values:

@@ -4,7 +4,7 @@ import logging
 
 import streamlit as st
 
-from core import form, share
+from core import form, recent, share
 from core.access import daily_allowance, require_visitor
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.device import DeviceError
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 state = st.session_state
 RESULT_KEY = "last_result"
 RUNNING_KEY = "generation_running"
+PREVIEW_KEY = "live_preview"  # the toggle; its value is kept under PREVIEW_CHOICE across pages
+PREVIEW_CHOICE = "live_preview_choice"
+NO_REMOTE_PREVIEW = "No live preview with a remote service: it sends only the finished image."
 
 
 def _use_example(prompt: str) -> None:
@@ -65,7 +68,7 @@ def _wait_for_model(backend) -> float | None:
     return load_with_status(backend)
 
 
-def _generate(backend) -> None:
+def _generate(backend, *, want_preview: bool) -> None:
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
         request = form.build_request(state, seed=seed)
@@ -84,14 +87,26 @@ def _generate(backend) -> None:
     # update, which ends the pipeline call within one step (the lock is freed in finally).
     st.button("Stop", key="stop", icon=":material/stop_circle:")
     bar = st.progress(0.0, text="Starting…")
+    preview = want_preview and getattr(backend, "supports_preview", False)
+    preview_slot = st.empty()
+    if preview:  # remote mode: the note under the toggle says why there is none
+        preview_slot.caption("The preview appears from step 2.")
 
     def on_progress(p: Progress) -> None:
         state[RUNNING_KEY] = _progress_text(p)
         bar.progress(p.fraction, text=state[RUNNING_KEY])
+        if p.preview is not None:
+            image = f"image {p.image_index + 1}/{p.num_images} · " if p.num_images > 1 else ""
+            preview_slot.image(
+                p.preview,
+                caption=f"Preview · {image}step {p.step}/{p.total_steps}",
+                width="stretch",
+            )
 
     state[RUNNING_KEY] = "before the first step"
     try:
-        result = backend.generate(request, on_progress=on_progress, user=visitor.id)
+        options = {"preview": True} if preview else {}
+        result = backend.generate(request, on_progress=on_progress, user=visitor.id, **options)
     except (GenerationError, DeviceError) as exc:
         # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
         state.pop(RUNNING_KEY, None)
@@ -99,6 +114,7 @@ def _generate(backend) -> None:
         return
     finally:
         bar.empty()
+        preview_slot.empty()
     state.pop(RUNNING_KEY, None)
     from core import history  # the first generation pays for this import, not the first paint
 
@@ -111,7 +127,7 @@ def _generate(backend) -> None:
         session_id=history.session_id(state),
         owner=visitor.id,
     )
-    state[RESULT_KEY] = {
+    shown = {
         "pngs": kept.pngs,
         "sha256": [history.pixel_sha256(image) for image in result.images],
         "seeds": list(result.seeds),
@@ -126,6 +142,16 @@ def _generate(backend) -> None:
         "backend": result.backend,
         "details": dict(result.details),
     }
+    state[RESULT_KEY] = shown
+    recent.add(
+        state,
+        recent.entry_for(
+            shown,
+            request=request,
+            thumbnail=history.encode_thumbnail(result.images[0]),
+            record_ids=[record.id for record in kept.records],
+        ),
+    )
     # Write the seed used back into the Seed field; a widget's value can only change
     # before it is drawn, so hand it over and draw the page again.
     form.hand_over(state, {"seed": result.seeds[0], "randomize_seed": state.randomize_seed})
@@ -142,17 +168,93 @@ def _show_result(result: dict) -> None:
     st.success(f"Seed {seeds} · {result['size']} · {plural(result['steps'], 'step')} · {timing}")
     if result.get("history_error"):
         st.warning(result["history_error"], icon=":material/save:")
+    if result.get("recalled"):  # shown again from the strip: its settings, as plain text
+        values = result["form_values"]
+        st.caption("Shown again from this session")
+        st.text(
+            f"{values['prompt'] or '(no prompt)'}\n"
+            f"Guidance {values['guidance_scale']:g} · {values['num_images']} image(s)"
+        )
+        st.button(
+            "Use these settings",
+            key="recent_use",
+            type="primary",
+            on_click=form.hand_over,
+            args=(state, values),
+        )
+    downloadable = result.get("downloadable") or [True] * len(result["pngs"])
     columns = st.columns(min(len(result["pngs"]), 2))
     for i, (png, seed) in enumerate(zip(result["pngs"], result["seeds"], strict=True)):
         with columns[i % len(columns)]:
-            st.image(png, caption=f"Seed {seed}")
-            st.download_button(
-                "Download PNG",
-                data=png,
-                file_name=f"sd35-{seed}.png",
-                mime="image/png",
-                key=f"download_{i}",
+            st.image(png, caption=f"Seed {seed}", width="stretch")
+            if downloadable[i]:
+                st.download_button(
+                    "Download PNG",
+                    data=png,
+                    file_name=f"sd35-{seed}.png",
+                    mime="image/png",
+                    key=f"download_{i}",
+                )
+            else:
+                st.caption("No longer in the seed history: nothing to download.")
+
+
+def _show_again(entry_id: str) -> None:
+    """Strip click: show that result again, its PNGs read back from the seed history."""
+    from core import history
+
+    entry = recent.find(state, entry_id)
+    if entry is None:
+        return
+
+    def load_png(record_id: str) -> bytes | None:
+        """The stored PNG while its record is live (a deleted one is not shown again)."""
+        try:
+            store = history.open_store(settings)
+            return store.png_bytes(record_id) if store.get(record_id) is not None else None
+        except history.HistoryError:
+            return None
+
+    state[RESULT_KEY] = recent.recall(
+        entry, load_png=load_png, missing=lambda: history.placeholder_image(512, "image deleted")
+    )
+
+
+def _strip() -> None:
+    """This session's recent results as thumbnails; a click shows one again."""
+    entries = recent.entries(state)
+    if not entries:
+        return
+    st.caption("This session")
+    shown = state.get(RESULT_KEY, {}).get("recalled")
+    columns = st.columns(recent.LIMIT // 2)
+    for i, entry in enumerate(entries):
+        with columns[i % len(columns)]:
+            st.image(entry.thumbnail, width="stretch")
+            st.button(
+                entry.label,
+                key=f"recent_{entry.id}",
+                on_click=_show_again,
+                args=(entry.id,),
+                type="secondary" if entry.id == shown else "tertiary",
+                width="stretch",
             )
+
+
+def _preview_toggle(*, remote: bool) -> bool:
+    """The Live preview toggle; its choice survives page changes. Remote: off by default."""
+    state.setdefault(PREVIEW_CHOICE, settings.preview and not remote)
+    if PREVIEW_KEY not in state:  # Streamlit dropped the widget's value on a page change
+        state[PREVIEW_KEY] = state[PREVIEW_CHOICE]
+    st.toggle(
+        "Live preview",
+        key=PREVIEW_KEY,
+        help="Show the image forming while it denoises (a quick approximation).",
+        on_change=lambda: state.__setitem__(PREVIEW_CHOICE, state[PREVIEW_KEY]),
+    )
+    if remote and state[PREVIEW_KEY]:  # said only to someone who asked for it
+        st.caption(NO_REMOTE_PREVIEW)
+    return bool(state[PREVIEW_KEY])
 
 
 visitor = require_visitor()
@@ -178,59 +280,78 @@ for warning in share.take_query(state, st.query_params.to_dict()):
     st.warning(warning)
 form.prepare(state)
 
-with st.container(border=True):
-    st.text_area(
-        "Prompt",
-        key="prompt",
-        height=100,
-        placeholder="Describe the image…",
-        max_chars=MAX_PROMPT_CHARS,
-    )
+# Wide screens: the form on the left, the output on the right, so the preview and the
+# result are in view without scrolling. Streamlit stacks columns on narrow screens.
+allowance, limit_problem = daily_allowance(settings, visitor)
+form_column, output_column = st.columns(2, gap="large")
+with form_column:
+    # A form so that Ctrl+Enter in the prompt submits it, i.e. clicks Generate (Streamlit's
+    # own binding for text areas in forms). Only the two prompts live in it: widgets with
+    # callbacks (examples, aspect presets) cannot be inside a form.
+    with st.form("prompt_form", enter_to_submit=True):
+        st.text_area(
+            "Prompt",
+            key="prompt",
+            height=100,
+            placeholder="Describe the image…",
+            max_chars=MAX_PROMPT_CHARS,
+            help="Ctrl+Enter (⌘+Enter) generates.",
+        )
+        st.text_area(
+            "Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS
+        )
+        clicked = st.form_submit_button(
+            "Generate",
+            type="primary",
+            key="generate",
+            width="stretch",
+            disabled=limit_problem is not None,
+            help=limit_problem,
+        )
+    if limit_problem is not None:
+        st.warning(limit_problem, icon=":material/hourglass:")
+    elif allowance is not None:
+        st.caption(allowance.summary())
     examples = st.columns(len(form.EXAMPLE_PROMPTS))
     for i, (column, example) in enumerate(zip(examples, form.EXAMPLE_PROMPTS, strict=True)):
         column.button(
             example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
         )
-    st.text_area("Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS)
 
-left, right = st.columns(2)
-with left:
     st.segmented_control("Aspect ratio", form.ASPECT_RATIOS, key="aspect", on_change=_apply_aspect)
-    w, h = st.columns(2)
     size_help = f"{MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE}, a multiple of {SIZE_MULTIPLE}"
+    w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
     w.number_input(
         "Width", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="width", help=size_help
     )
     h.number_input(
         "Height", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="height", help=size_help
     )
-    s, r = st.columns([3, 2], vertical_alignment="bottom")
     s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
     r.checkbox("Randomize seed", key="randomize_seed")
-with right:
-    st.slider("Guidance scale", 0.0, MAX_GUIDANCE, step=0.5, key="guidance_scale")
-    st.slider("Steps", 1, MAX_STEPS, key="steps")
-    st.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
+    left, right = st.columns(2)
+    left.slider("Guidance scale", 0.0, MAX_GUIDANCE, step=0.5, key="guidance_scale")
+    right.slider("Steps", 1, MAX_STEPS, key="steps")
+    left.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
+    with right:
+        want_preview = _preview_toggle(remote=not getattr(backend, "supports_preview", False))
 
 form.remember(state)
-allowance, limit_problem = daily_allowance(settings, visitor)
-clicked = st.button(
-    "Generate",
-    type="primary",
-    key="generate",
-    width="stretch",
-    disabled=limit_problem is not None,
-    help=limit_problem,
-)
-if limit_problem is not None:
-    st.warning(limit_problem, icon=":material/hourglass:")
-elif allowance is not None:
-    st.caption(allowance.summary())
 
-if RUNNING_KEY in state and not clicked:
-    # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
-    st.warning(f"Stopped ({state.pop(RUNNING_KEY)}). Nothing was kept; Generate to run again.")
-if clicked:
-    _generate(backend)
-elif RESULT_KEY in state:
-    _show_result(state[RESULT_KEY])
+with output_column:
+    # One slot for the output: a new generation replaces the last result at once, rather
+    # than leaving it greyed out below the progress until the run ends.
+    output = st.empty()
+    _strip()
+    with output.container():
+        if RUNNING_KEY in state and not clicked:
+            # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
+            st.warning(
+                f"Stopped ({state.pop(RUNNING_KEY)}). Nothing was kept; Generate to run again."
+            )
+        if clicked:
+            _generate(backend, want_preview=want_preview)
+        elif RESULT_KEY in state:
+            _show_result(state[RESULT_KEY])
+        else:
+            st.caption("Your images appear here.")

@@ -150,13 +150,14 @@ class Browser:
 
         expect(self.page.get_by_test_id("stException")).to_have_count(0)
 
-    def shoot(self, name: str, *, height: int = 1000) -> Path:
+    def shoot(self, name: str, *, height: int = 1000, width: int = 1280) -> Path:
         """Screenshot the tab; Streamlit scrolls inside its main area, so grow the viewport."""
         path = self.shots / f"{name}.png"
-        self.page.set_viewport_size({"width": 1280, "height": height})
+        before = self.page.viewport_size
+        self.page.set_viewport_size({"width": width, "height": height})
         self.page.wait_for_timeout(300)  # let the layout follow the new size
         self.page.screenshot(path=str(path))
-        self.page.set_viewport_size({"width": 1280, "height": 1000})
+        self.page.set_viewport_size(before)
         return path
 
     def fetch(self, url: str) -> bytes:
@@ -211,12 +212,13 @@ def fixture_browser(tmp_path_factory, pytestconfig):
 
 
 def _fill_small(tab: Browser) -> None:
-    """Fill the generator for a fixed-seed 512×512, 2-step image, as a user would type it."""
+    """Fill the generator for a fixed-seed 512×512, 2-step image, as a user would type it.
+
+    The prompt is typed and left there: it sits in a form with Generate, so it reaches the
+    app with the click (Ctrl+Enter in it would generate at once).
+    """
     page = tab.page
-    prompt = page.get_by_label("Prompt", exact=True)
-    prompt.fill(PROMPT)
-    prompt.press("Control+Enter")  # a text area sends its value on Ctrl+Enter or blur
-    tab.settle()
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
     randomize = page.get_by_label("Randomize seed", exact=True)
     if randomize.is_checked():
         randomize.uncheck(force=True)  # the real input sits under Streamlit's styled box
@@ -234,7 +236,11 @@ def _fill_small(tab: Browser) -> None:
 
 
 def _click_generate(tab: Browser):
-    """Click Generate and wait for a newly drawn image; return its locator."""
+    """Click Generate and wait for a newly drawn result image; return its locator.
+
+    The result is the image captioned with its seed: the live preview (captioned with its
+    step) and the strip's thumbnails (no caption) are drawn too.
+    """
     from playwright.sync_api import expect
 
     page = tab.page
@@ -243,7 +249,8 @@ def _click_generate(tab: Browser):
         "imgs => imgs.forEach(img => img.dataset.e2eOld = '1')"
     )
     page.get_by_role("button", name="Generate").click()
-    image = page.locator("[data-testid=stImage] img:not([data-e2e-old])").first
+    result = page.locator("[data-testid=stImage]", has_text=re.compile(r"^Seed \d+$"))
+    image = result.locator("img:not([data-e2e-old])").first
     expect(image).to_be_visible(timeout=TIMEOUT_MS)
     tab.settle()
     tab.assert_no_exception()
@@ -274,7 +281,6 @@ def fixture_generated(browser) -> Generated:
     browser.open()
     _fill_small(browser)
     image = _click_generate(browser)
-    browser.shoot("generate", height=1800)
     return Generated(
         image_sha256=hashlib.sha256(browser.fetch(image.get_attribute("src"))).hexdigest(),
         png_pixels_sha256=_pixels_sha256(_download_png(browser)),
@@ -346,6 +352,51 @@ def test_hardware_page_shows_the_device(browser, generated):
     main = browser.main_text()
     assert main.startswith("Hardware"), main
     assert re.search(r"\bcpu\b", main, re.IGNORECASE), main
+
+
+def test_ctrl_enter_shows_a_live_preview_then_the_result_in_the_first_viewport(browser, generated):
+    """At 1400×1000, Ctrl+Enter in the prompt starts a 1024², 40-step image: a preview image
+    with its step count shows while it runs, then the result, beside the form, unscrolled."""
+    from playwright.sync_api import expect
+
+    page = browser.page
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    seed = 4321
+    # A shared link fills the form (a new session, the same loaded model).
+    page.goto(
+        f"{browser.server.url}/?prompt=preview+check&seed={seed}&width=1024&height=1024&steps=40"
+    )
+    page.get_by_role("button", name="Generate").wait_for()
+    browser.settle()
+    expect(page.get_by_role("switch", name="Live preview")).to_be_checked()
+    prompt = page.get_by_label("Prompt", exact=True)
+    expect(prompt).to_have_value("preview check")
+    prompt.focus()
+    prompt.press("Control+Enter")
+
+    preview_caption = page.get_by_text(re.compile(r"^Preview · step \d+/40$"))
+    expect(preview_caption).to_be_visible(timeout=TIMEOUT_MS)
+    final_caption = page.get_by_text(f"Seed {seed}", exact=True)
+    assert final_caption.count() == 0  # the preview came before the result
+    preview = page.locator("[data-testid=stImage]", has=preview_caption).locator("img")
+    expect(preview).to_be_visible()
+    assert preview.evaluate("img => img.naturalWidth") == 128  # latent size, shown upscaled
+    assert preview.bounding_box()["width"] > 300
+    browser.shoot("generate-preview", width=1400)
+
+    result = page.locator("[data-testid=stImage]", has=final_caption).locator("img")
+    # 40 steps at 1024²: ~10 s on a quiet 2-core machine, minutes on a busy one.
+    expect(result).to_be_visible(timeout=4 * TIMEOUT_MS)
+    browser.settle()
+    browser.assert_no_exception()
+    expect(preview_caption).to_have_count(0)
+    box = result.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 1000, box  # no scrolling needed
+    generate = page.get_by_role("button", name="Generate").bounding_box()
+    assert box["x"] > generate["x"] + generate["width"], (box, generate)  # beside the form
+    assert result.evaluate("img => img.naturalWidth") == 1024
+    browser.shoot("generate", width=1400)
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 @pytest.fixture(name="restarted", scope="module")

@@ -173,8 +173,10 @@ def test_shared_link_fills_the_generator_and_names_bad_values(fresh_cache):
     assert at.number_input(key="seed").value == 321
     assert at.number_input(key="width").value == 768
     assert any("Steps" in w.value and "1–100" in w.value for w in at.warning)
-    at.text_area(key="prompt").input("edited").run()
-    assert at.text_area(key="prompt").value == "edited"  # the link applies only once
+    # The link applies only once (the prompt sits in a form, so edit a field outside it).
+    at.number_input(key="seed").set_value(5).run()
+    assert at.number_input(key="seed").value == 5
+    assert at.text_area(key="prompt").value == "a shared <b>link</b>"
 
 
 def test_regenerate_and_verify_reports_identical(app, engine):

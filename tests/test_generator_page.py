@@ -45,7 +45,7 @@ def test_generate_shows_image_seed_and_download(app):
     assert not at.exception
     assert not at.error
     assert "Seed 7" in at.success[0].value
-    assert len(at.get("image")) == 1
+    assert [i.captions for i in at.get("image") if i.captions != [""]] == [["Seed 7"]]
     assert at.get("download_button")
     result = at.session_state["last_result"]
     assert result["pngs"][0].startswith(b"\x89PNG")
@@ -129,9 +129,9 @@ def test_aspect_preset_sets_a_valid_size(app):
 
 
 def test_settings_survive_a_page_change(app):
-    """The form keeps its values after visiting another page."""
+    """The form keeps its values after visiting another page (the prompt once generated)."""
     at = fill_small(app(), prompt="kept", seed=5)
-    at.run()
+    at.button(key="generate").click().run()
     at.switch_page("pages/gallery.py").run()
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="prompt").value == "kept"

@@ -10,7 +10,14 @@ import sys
 from tests.conftest import APP_FILE, APP_ROOT
 
 # What `streamlit_app.py` and the pages import at the top, before any generation.
-PAGE_IMPORTS = ["core.service", "core.form", "core.generation", "core.demo", "core.settings"]
+PAGE_IMPORTS = [
+    "core.service",
+    "core.form",
+    "core.generation",
+    "core.demo",
+    "core.settings",
+    "core.recent",
+]
 HEAVY = ["torch", "diffusers", "transformers"]
 
 
