@@ -11,7 +11,9 @@ PORT ?= 8501
 # not in .streamlit/config.toml: Community Cloud sets the address itself.
 HOST ?= 127.0.0.1
 
-.PHONY: run test install lint
+OIDC := tests/oidc
+
+.PHONY: run test install lint oidc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +28,17 @@ install: $(VENV)/.installed
 run: install
 	SD_MODEL="$(SD_MODEL)" $(BIN)/streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT)
 
-test: install
+# The sign-in browser test's OpenID Connect provider (npm oidc-provider, pinned by its lock),
+# installed again only when the lock changes. Without npm that test is skipped, saying why.
+$(OIDC)/node_modules/.package-lock.json: $(OIDC)/package-lock.json
+	cd $(OIDC) && npm ci --no-audit --no-fund
+
+oidc:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(OIDC)/node_modules/.package-lock.json; \
+	else echo "npm not found: tests/test_e2e_signin.py will be skipped"; fi
+
+test: install oidc
 	$(BIN)/python -m pytest
 
 lint: install

@@ -111,5 +111,8 @@ def daily_allowance(
     except limits.LimitReached as exc:
         return allowance, str(exc)
     except history.HistoryError as exc:
-        return None, f"The daily limit cannot be counted, so nothing can be generated now: {exc}"
+        from core.safe_text import for_visitor  # server paths only for a visitor on this machine
+
+        reason = for_visitor(exc, settings=settings)
+        return None, f"The daily limit cannot be counted, so nothing can be generated now: {reason}"
     return allowance, None

@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from core.auth import LOCAL_USER, Visitor
+from core.safe_text import for_visitor
 
 WHOSE_KEY = "gallery_whose"
 EVERYONE, MINE = "Everyone", "Mine"
@@ -34,19 +35,22 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(at)) + " UTC"
 
 
-def _restore(store: Any, visitor: Visitor, record_id: str) -> None:
+def _restore(store: Any, visitor: Visitor, record_id: str, settings: Any) -> None:
     from core.history import HistoryError
 
     try:
         restored = store.restore(record_id, actor=visitor.id, admin=visitor.is_admin)
     except HistoryError as exc:
-        st.session_state["gallery_restore_error"] = str(exc)
+        st.session_state["gallery_restore_error"] = for_visitor(exc, settings=settings)
         return
     st.toast("Restored." if restored else "Already restored or purged.")
 
 
-def admin_panel(store: Any, visitor: Visitor) -> None:
-    """For admins: images deleted in the last days (Restore) and the audit trail."""
+def admin_panel(store: Any, visitor: Visitor, settings: Any = None) -> None:
+    """For admins: images deleted in the last days (Restore) and the audit trail.
+
+    `settings` lets error messages hide server paths from remote visitors (`for_visitor`).
+    """
     if not visitor.is_admin:
         return
     from core.history import RESTORE_DAYS, HistoryError
@@ -58,7 +62,7 @@ def admin_panel(store: Any, visitor: Visitor) -> None:
         deleted = store.deleted()
         trail = store.audit_trail()
     except HistoryError as exc:
-        st.error(str(exc))
+        st.error(for_visitor(exc, settings=settings))
         return
     if not deleted and not trail:
         return  # nothing to show yet (and no clutter for the local dashboard's one user)
@@ -79,7 +83,7 @@ def admin_panel(store: Any, visitor: Visitor) -> None:
                 "Restore",
                 key=f"restore_{record.id}",
                 on_click=_restore,
-                args=(store, visitor, record.id),
+                args=(store, visitor, record.id, settings),
             )
     with st.expander(f"Audit trail ({len(trail)} latest: deletes, restores, purges)"):
         st.dataframe(

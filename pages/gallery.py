@@ -263,7 +263,7 @@ if record is not None:
     _details(store, record)
 
 _import()
-admin_panel(store, visitor)
+admin_panel(store, visitor, settings)
 
 search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
 text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
