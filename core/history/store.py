@@ -654,14 +654,6 @@ class HistoryStore:
             data, placeholder_image(512, f"image {problem}"), _IMAGE_MESSAGES[problem]
         )
 
-    def image_problem(self, record_id: str) -> str | None:
-        """Why the stored image cannot be shown, in words for the page; None when it can."""
-        return self.stored_image(record_id).problem
-
-    def display_image(self, record_id: str) -> bytes:
-        """The full PNG if it is safe to draw, else a placeholder (never raises)."""
-        return self.stored_image(record_id).shown
-
     # repair -------------------------------------------------------------------------------
     def repair(self, *, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> dict[str, int]:
         """Make files and rows agree after a crash (local files only); return counts.
