@@ -133,7 +133,9 @@ def _count(name: str, text: str, *, low: int, high: int, meaning: str) -> int:
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise SettingsError(f"{name}={text!r} is not valid; use a whole number from {meaning}.")
+        raise SettingsError(
+            f"{name}={quote(text)} is not valid; use a whole number from {meaning}."
+        )
     return number
 
 
@@ -152,7 +154,7 @@ def _people(name: str, text: str, *, domains: bool) -> tuple[str, ...]:
             kinds = "emails or @domain entries" if domains else "emails"
             example = "alice@example.com, @example.org" if domains else "alice@example.com"
             raise SettingsError(
-                f"{name} holds {entry[:80]!r}, which is not an email; use comma-separated "
+                f"{name} holds {quote(entry)}, which is not an email; use comma-separated "
                 f"{kinds}, e.g. {example}."
             )
         entries.append(entry)

@@ -110,10 +110,10 @@ def _details(store, record) -> None:
     with st.container(border=True, key="details"):
         top = st.columns([1, 2])
         with top[0]:
-            st.image(store.display_image(record.id), width="stretch")
-            problem = store.image_problem(record.id)
-            if problem:
-                st.warning(problem)
+            image = store.stored_image(record.id)  # one read of the PNG for all three uses
+            st.image(image.shown, width="stretch")
+            if image.problem:
+                st.warning(image.problem)
         with top[1]:
             st.caption("Prompt")
             st.code(record.prompt or " ", language=None, wrap_lines=True)
@@ -139,7 +139,7 @@ def _details(store, record) -> None:
         actions = st.columns(5)
         use = actions[0].button("Use these settings", key="use_settings", type="primary")
         verify = actions[1].button("Regenerate & verify", key="verify")
-        png = store.png_bytes(record.id)
+        png = image.png
         actions[2].download_button(
             "Download PNG",
             data=png or b"",

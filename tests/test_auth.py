@@ -6,6 +6,7 @@ import pytest
 
 from core.auth import LOCAL_USER, is_listed, sign_in_enabled, visitor_from
 from core.settings import SettingsError, load_settings
+from tests.hostile import outside_code_spans
 
 PAGES = [None, "pages/gallery.py", "pages/hardware.py"]  # None: the default page, Generate
 AUTH = {
@@ -162,6 +163,25 @@ def test_bad_sharing_settings_name_the_fix(tmp_path, name, value, message):
     """A bad list entry or number is refused with what would be valid."""
     with pytest.raises(SettingsError, match=message):
         load_settings(environ={name: value}, dotenv_path=tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SD_ALLOWED_USERS", "![x](http://127.0.0.1:9/px.png)"),
+        ("SD_ADMINS", "**boss**"),
+        ("SD_MAX_QUEUED_PER_USER", "![x](http://127.0.0.1:9/px.png)"),
+        ("SD_DAILY_LIMIT", "**ten**"),
+    ],
+)
+def test_bad_sharing_setting_is_quoted_not_rendered(tmp_path, name, value):
+    """The refused value is named as a code span: pages show the message as markdown (and
+    a broken SD_ALLOWED_USERS is shown to every visitor of a signed-in app)."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ={name: value}, dotenv_path=tmp_path / "none")
+    message = str(refused.value)
+    assert name in message and value in message
+    assert value not in outside_code_spans(message)
 
 
 # --- the gate on every page ----------------------------------------------------------------

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,15 +192,11 @@ def _say(config, text: str) -> None:
         reporter.write_line(text)
 
 
-@pytest.fixture(name="browser", scope="module")
-def fixture_browser(tmp_path_factory, pytestconfig):
-    """A running app on the demo model with a fresh data dir, and a Chromium tab on it."""
+@contextmanager
+def serving_tab(server: StreamlitServer, shots: Path) -> Iterator[Browser]:
+    """Start `server` and open one Chromium tab for it; close the browser, stop the server."""
     from playwright.sync_api import sync_playwright
 
-    root = tmp_path_factory.mktemp("e2e")
-    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
-    shots = _screenshot_dir(tmp_path_factory)
-    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
     server.start()
     try:
         with sync_playwright() as playwright:
@@ -209,6 +207,17 @@ def fixture_browser(tmp_path_factory, pytestconfig):
             chromium.close()
     finally:
         server.stop()
+
+
+@pytest.fixture(name="browser", scope="module")
+def fixture_browser(tmp_path_factory, pytestconfig):
+    """A running app on the demo model with a fresh data dir, and a Chromium tab on it."""
+    root = tmp_path_factory.mktemp("e2e")
+    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
+    shots = _screenshot_dir(tmp_path_factory)
+    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
+    with serving_tab(server, shots) as tab:
+        yield tab
 
 
 def _fill_small(tab: Browser) -> None:

@@ -17,9 +17,8 @@ from urllib.parse import quote as url_quote
 
 import pytest
 
-from bench.common import CHROMIUM_ARGS
 from tests.hostile import SLOW_REGEX_INFOTEXT, bomb_png, png_with_text, ztxt_bomb_png
-from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, Browser, StreamlitServer
+from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, StreamlitServer, serving_tab
 
 pytestmark = [
     pytest.mark.slow,
@@ -77,20 +76,10 @@ class PixelServer(BaseHTTPRequestHandler):
 
 @pytest.fixture(name="tab", scope="module")
 def fixture_tab(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
     root = tmp_path_factory.mktemp("e2e-hostile")
     server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
-    server.start()
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield Browser(page=page, server=server, shots=root)
-            chromium.close()
-    finally:
-        server.stop()
+    with serving_tab(server, root) as tab:
+        yield tab
 
 
 UPLOADS = {

@@ -170,7 +170,7 @@ def test_row_without_image_shows_a_placeholder(engine):
     placeholder = history.placeholder_image()
     assert restarted.thumbnail(saved.id)[:8] == metadata.PNG_SIGNATURE
     assert Image.open(io.BytesIO(restarted.thumbnail(saved.id))).size == (256, 256)
-    assert restarted.display_image(saved.id)[:8] == metadata.PNG_SIGNATURE
+    assert restarted.stored_image(saved.id).shown[:8] == metadata.PNG_SIGNATURE
     assert restarted.png_bytes(saved.id) is None
     assert placeholder[:8] == metadata.PNG_SIGNATURE
 
@@ -180,9 +180,9 @@ def test_corrupt_image_shows_a_placeholder(engine):
     store = current_store()
     saved = store.save(_image(), _record())
     replace_blob(store, saved.id, png=store.png_bytes(saved.id)[:40])
-    shown = store.display_image(saved.id)
+    shown = store.stored_image(saved.id).shown
     assert shown != store.png_bytes(saved.id)
-    assert "damaged" in store.image_problem(saved.id)
+    assert "damaged" in store.stored_image(saved.id).problem
     Image.open(io.BytesIO(shown)).verify()
 
 

@@ -281,7 +281,7 @@ def test_decompression_bomb_image_shows_a_placeholder_and_a_message(app, engine)
     at.button(key=f"open_{saved.id}").click().run()
     assert not at.exception
     assert any("decompression bomb" in w.value for w in at.warning)
-    shown = Image.open(io.BytesIO(store.display_image(saved.id)))
+    shown = Image.open(io.BytesIO(store.stored_image(saved.id).shown))
     assert shown.size == (512, 512)  # the placeholder, not 24000²
     assert store.png_bytes(saved.id) == bomb  # still there to download and inspect
 

@@ -1,7 +1,7 @@
 """The seed history: every generated image with everything needed to make it again.
 
 The pages use this small surface: `open_store(settings)` → `HistoryStore` (`page`, `get`,
-`thumbnails`, `display_image`, `image_problem`, `png_bytes`, `delete`, `read_only`),
+`thumbnails`, `stored_image`, `png_bytes`, `delete`, `read_only`),
 `keep_result` after a generation, `verify`, and the record helpers. Modules:
 
 - `record`  — `HistoryRecord`, the facts it keeps, and the check of rows read back;

@@ -114,6 +114,19 @@ class Page:
         return max(1, -(-self.total // self.page_size))
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """A record's stored PNG, read once: the bytes to download, what to draw, and why not.
+
+    `png` is None when the image is gone or unreachable; `shown` is the PNG itself when it
+    is safe to draw, else a placeholder; `problem` says why it is not drawn, in words.
+    """
+
+    png: bytes | None
+    shown: bytes
+    problem: str | None
+
+
 _IMAGE_MESSAGES = {
     "missing": "The stored image is missing; its settings below still reproduce it.",
     "unreadable": "The stored image is damaged and cannot be shown; its settings below "
@@ -629,21 +642,17 @@ class HistoryStore:
         """Thumbnail bytes for the grid, or a placeholder when missing or unreadable."""
         return self.thumbnails([record_id])[record_id]
 
-    def image_problem(self, record_id: str) -> str | None:
-        """Why the stored image cannot be shown, in words for the page; None when it can."""
+    def stored_image(self, record_id: str) -> StoredImage:
+        """The stored PNG with what to draw for it, from one read (never raises)."""
         data = self.png_bytes(record_id)
         if data is None:
-            return _IMAGE_MESSAGES["missing"]
+            return StoredImage(None, placeholder_image(512), _IMAGE_MESSAGES["missing"])
         problem = blob_store.image_problem(data, expected_format="PNG", verify=True)
-        return None if problem is None else _IMAGE_MESSAGES[problem]
-
-    def display_image(self, record_id: str) -> bytes:
-        """The full PNG if it is safe to draw, else a placeholder (never raises)."""
-        data = self.png_bytes(record_id)
-        if data is None:
-            return placeholder_image(512)
-        problem = blob_store.image_problem(data, expected_format="PNG", verify=True)
-        return data if problem is None else placeholder_image(512, f"image {problem}")
+        if problem is None:
+            return StoredImage(data, data, None)
+        return StoredImage(
+            data, placeholder_image(512, f"image {problem}"), _IMAGE_MESSAGES[problem]
+        )
 
     # repair -------------------------------------------------------------------------------
     def repair(self, *, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> dict[str, int]:
