@@ -14,7 +14,7 @@ from core.access import daily_allowance, require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
-from core.safe_text import for_visitor, format_field
+from core.safe_text import for_visitor, format_field, plural
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
 from core.sharing_ui import admin_panel, owner_label, whose_filter
@@ -211,7 +211,7 @@ def _download_all(store, total: int) -> None:
     from core.history import export
 
     st.download_button(
-        f"Download the whole history ({total} image(s), zip)",
+        f"Download the whole history ({plural(total, 'image')}, zip)",
         # A callable runs only when clicked, on its own thread: no zip on every rerun.
         data=lambda: export.zip_bytes(store),
         file_name="seed-history.zip",
@@ -286,7 +286,7 @@ except HistoryError as exc:
     st.stop()
 state[PAGE] = page.page
 
-st.caption(f"{page.total} image(s) · page {page.page} of {page.pages}")
+st.caption(f"{plural(page.total, 'image')} · page {page.page} of {page.pages}")
 _grid(store, page)
 _download_all(store, store.count())
 if page.pages > 1:

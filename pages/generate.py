@@ -204,7 +204,7 @@ def _show_result(result: dict) -> None:
         st.caption("Shown again from this session")
         st.text(
             f"{values['prompt'] or '(no prompt)'}\n"
-            f"Guidance {values['guidance_scale']:g} · {values['num_images']} image(s)"
+            f"Guidance {values['guidance_scale']:g} · {plural(values['num_images'], 'image')}"
         )
         st.button(
             "Use these settings",

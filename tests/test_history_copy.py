@@ -47,11 +47,11 @@ def test_copy_folder_to_postgresql_and_back_is_exact_and_idempotent(tmp_path, pg
     saved = _fill(local, 7)
     first = _copy_cli(str(tmp_path / "local"), pg_url)
     assert first.returncode == 0, first.stderr
-    assert "Copied 7 record(s)" in first.stdout and "0 already there" in first.stdout
+    assert "Copied 7 records" in first.stdout and "0 already there" in first.stdout
     assert "record" in first.stderr  # the progress bar
     assert PASSWORD not in first.stdout + first.stderr and "***" in first.stdout
     again = _copy_cli(str(tmp_path / "local"), pg_url)
-    assert "Copied 0 record(s)" in again.stdout and "7 already there" in again.stdout
+    assert "Copied 0 records" in again.stdout and "7 already there" in again.stdout
     back = _copy_cli(pg_url, str(tmp_path / "backup"))
     assert back.returncode == 0, back.stderr
     remote = history.HistoryStore(url=pg_url)
@@ -104,4 +104,4 @@ def test_gallery_offers_the_whole_history_download(app, engine):
     at = app("pages/gallery.py")
     assert not at.exception
     (button,) = [b for b in at.get("download_button") if "whole history" in b.proto.label]
-    assert "2 image(s)" in button.proto.label and not button.proto.disabled
+    assert "2 images" in button.proto.label and not button.proto.disabled

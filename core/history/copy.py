@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.history.store import HistoryError, HistoryStore
+from core.safe_text import plural
 
 BATCH = 200
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"Copied {report.copied} record(s) from {source.where} to {destination.where}; "
+        f"Copied {plural(report.copied, 'record')} from {source.where} to {destination.where}; "
         f"{report.skipped} already there"
         + (
             f"; {report.without_image} without an image in the source"
