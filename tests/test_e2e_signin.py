@@ -243,7 +243,7 @@ def test_bob_sees_alices_image_under_everyone_but_cannot_delete_it(people):
     tab.settle()
     page.get_by_role("radio", name="Mine", exact=True).first.click()
     tab.settle()
-    expect(page.get_by_test_id("stMain").get_by_text("0 image(s)")).to_be_visible()
+    expect(page.get_by_test_id("stMain").get_by_text("0 images")).to_be_visible()
     expect(page.get_by_text(f"by {ALICE}")).to_have_count(0)
 
 
