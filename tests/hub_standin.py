@@ -22,10 +22,12 @@ import logging
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from tests.loopback_server import LoopbackHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ COMMIT = "a" * 40
 CHUNK = 64 * 1024
 
 
-class HubStandIn:
+class HubStandIn(LoopbackHTTPServer):
     """Serve `folder` as `repo_id` on 127.0.0.1 at a free port."""
 
     def __init__(
@@ -57,7 +59,6 @@ class HubStandIn:
         self._released = threading.Event()
         if not stall:
             self._released.set()
-        self._closing = threading.Event()
         self.files = {
             p.relative_to(self.folder).as_posix(): p
             for p in sorted(self.folder.rglob("*"))
@@ -66,28 +67,15 @@ class HubStandIn:
         self._etags = {
             name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in self.files.items()
         }
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> HubStandIn:
-        self._thread.start()
-        return self
+        super().__init__()
 
     def release(self) -> None:
         self._released.set()
 
     def stop(self) -> None:
         self._closing.set()
-        self._released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._released.set()  # a held file body lets go, so shutdown does not wait on it
+        super().stop()
 
     def paths_requested(self, method: str = "GET") -> list[str]:
         return [path for m, path, _ in self.requests if m == method]

@@ -27,7 +27,39 @@ from urllib.parse import parse_qs, urlsplit
 log = logging.getLogger(__name__)
 
 
-class TextToImageServer:
+class LoopbackHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 at a free port, started and stopped by the test.
+
+    Subclasses give `_handler_class()`; `_closing` is set on `stop()`, so handlers that
+    wait can give up.
+    """
+
+    def __init__(self) -> None:
+        self._closing = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class TextToImageServer(LoopbackHTTPServer):
     """Serve `pipe` on 127.0.0.1 at a free port; `requests` records what arrived."""
 
     def __init__(self, pipe: Any) -> None:
@@ -37,25 +69,7 @@ class TextToImageServer:
         self._pipe_lock = threading.Lock()  # one pipeline call at a time (it is not re-entrant)
         self._hits: Counter[str] = Counter()
         self._hits_lock = threading.Lock()
-        self._closing = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> TextToImageServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._closing.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        super().__init__()
 
     def hit(self, key: str) -> int:
         """Count a request for `key`; return how many came before it."""
