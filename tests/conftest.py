@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = str(APP_ROOT / "streamlit_app.py")
 SMALL = {"width": 512, "height": 512, "num_inference_steps": 2}  # the smallest valid image
+
+
+def run_script(code: str, payload: Any, env: Mapping[str, str]) -> Any:
+    """Run `code` in a fresh Python (in the app root, with `env`), `payload` as JSON in argv[1];
+    return the JSON it printed after `RESULT` (a fresh process: no cache, no imported state)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(payload)],
+        cwd=APP_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core import download
-from tests.conftest import APP_ROOT
+from tests.conftest import APP_ROOT, run_script
 from tests.hub_standin import REPO_ID, HubStandIn
 
 LOAD = """
@@ -74,17 +74,7 @@ def run_load(hub, hf_home, *, offline: bool = False, **args) -> dict:
     if offline:
         environ["HF_HUB_OFFLINE"] = "1"
     args.setdefault("model", REPO_ID)
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD, json.dumps(args)],
-        cwd=APP_ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    assert line, proc.stderr[-3000:]
-    return json.loads(line[len("RESULT") :])
+    return run_script(LOAD, args, environ)
 
 
 def partials(hf_home: Path) -> list[Path]:

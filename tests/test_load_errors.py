@@ -5,17 +5,14 @@ X-Error-Code headers); huggingface_hub reads HF_ENDPOINT at import, so each scen
 runs the real loader in a fresh subprocess.
 """
 
-import json
 import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from core.local import LocalBackend
-from tests.conftest import APP_ROOT
+from tests.conftest import run_script
 
 LOAD_ALL = """
 import json, sys
@@ -59,18 +56,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 
 def load_in_subprocess(cases, tmp_path, **env) -> dict[str, str]:
-    environ = {**os.environ, "HF_HOME": str(tmp_path / "hf"), **env}
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD_ALL, json.dumps(cases)],
-        cwd=APP_ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    assert line, proc.stderr[-3000:]
-    return json.loads(line[len("RESULT") :])
+    return run_script(LOAD_ALL, cases, {**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
 
 
 @pytest.fixture(name="fake_hub", scope="module")
