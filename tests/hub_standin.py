@@ -218,13 +218,7 @@ def main() -> None:
     folder = Path(sys.argv[1])
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else None
     server = HubStandIn(folder, bytes_per_second=rate).start()
-    print(server.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until_killed()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,16 @@ class LoopbackHTTPServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
+    def serve_until_killed(self) -> None:
+        """Print the URL first (for scripts and benchmarks), then serve until interrupted."""
+        print(self.url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
 
 class TextToImageServer(LoopbackHTTPServer):
     """Serve `pipe` on 127.0.0.1 at a free port; `requests` records what arrived."""
@@ -169,13 +179,7 @@ def main() -> None:
     pipe = build_demo_pipeline()
     pipe.set_progress_bar_config(disable=True)
     server = TextToImageServer(pipe).start()
-    print(server.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until_killed()
 
 
 if __name__ == "__main__":
