@@ -104,7 +104,7 @@ SPEEDS = SpeedLog()
 
 def describe_estimate(estimate: Estimate, *, width: int, height: int, steps: int) -> str:
     """E.g. "≈ 35 min at 1024², 40 steps on this CPU"."""
-    from core.download import human_duration
+    from core.units import human_duration
 
     size = f"{width}²" if width == height else f"{width}×{height}"
     where = {"cpu": "this CPU", "cuda": "this GPU", "mps": "this Apple GPU"}.get(

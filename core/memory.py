@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.settings import DEFAULT_VAE_TILE
+from core.units import human_bytes as _gb  # the app's one byte formatter
 
 GB = 1_000_000_000
 
@@ -103,10 +104,6 @@ def components_from_sizes(sizes: Mapping[str, int], dtype: str) -> dict[str, int
         if folder in out and name.endswith(".safetensors") and "/" not in name:
             out[folder] += int(size * factor)
     return out
-
-
-def _gb(n: int | float) -> str:
-    return f"{n / 1e6:.1f} MB" if n < GB / 10 else f"{n / GB:.1f} GB"
 
 
 def choose_memory_plan(
