@@ -12,9 +12,12 @@ import platform
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.demo import DEMO_MODEL
+
+if TYPE_CHECKING:
+    from core.generation import Backend
 
 REFERENCE_PIXELS = 1024 * 1024
 # Step time grows faster than the pixel count (attention over 4× the tokens): 512² steps
@@ -128,13 +131,13 @@ def likely_device(requested: str) -> str:
 
 
 def estimate_for(
-    backend: Any, settings: Any, *, width: int, height: int, steps: int, images: int
+    backend: Backend, settings: Any, *, width: int, height: int, steps: int, images: int
 ) -> Estimate | None:
     """The estimate for the form's values on this backend (None for remote ones)."""
-    if getattr(backend, "name", "") != "local":
+    facts = backend.describe()
+    if facts.backend != "local":
         return None
-    loaded = getattr(backend, "loaded", None)
-    device = loaded.choice.device if loaded is not None else likely_device(settings.device)
+    device = facts.device or likely_device(settings.device)  # the device it loaded on, if any
     return SPEEDS.estimate(
         model=settings.model, device=device, width=width, height=height, steps=steps, images=images
     )

@@ -29,10 +29,14 @@ from core.download import (
 from core.errors import explain_load_error, explain_local_load_error, explain_local_path
 from core.estimate import SPEEDS
 from core.generation import (
+    BackendFacts,
+    BackendState,
     GenerationError,
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    LoadFacts,
+    LoadProgress,
     Progress,
     ProgressCallback,
     StopCheck,
@@ -73,6 +77,22 @@ class LoadedPipeline:
     @property
     def is_demo(self) -> bool:
         return self.model == DEMO_MODEL
+
+    def facts(self) -> LoadFacts:
+        """How this pipeline was set up, for the Hardware page and records."""
+        vae = self.vae_state
+        return LoadFacts(
+            device=self.choice.device,
+            dtype=self.choice.dtype,
+            load_seconds=self.load_seconds,
+            plan=self.plan,
+            scheduler=type(self.pipe.scheduler).__name__,
+            held_bytes=self.held_bytes,
+            compiled=self.compiled,
+            vae_slicing=bool(vae["slicing"]),
+            vae_tiling=bool(vae["tiling"]),
+            vae_tile_px=int(vae["tile_px"]),
+        )
 
     @property
     def vae_state(self) -> dict[str, object]:
@@ -474,10 +494,14 @@ def run_pipeline(
 
 
 class LocalBackend:
-    """The shared pipeline of this process: loaded once, used by one generation at a time."""
+    """The shared pipeline of this process: loaded once, used by one generation at a time.
+
+    Implements `core.generation.Backend`.
+    """
 
     name = "local"
     supports_preview = True  # progress carries live previews (a remote service has no steps)
+    modes = ("txt2img",)
 
     def __init__(
         self,
@@ -515,17 +539,26 @@ class LocalBackend:
         return self._loaded
 
     @property
-    def state(self) -> str:
-        """Return "loaded", "loading" or "not loaded"."""
+    def state(self) -> BackendState:
+        """Loaded, loading or not loaded."""
         with self._lock:
             if self._loaded is not None:
-                return "loaded"
-            return "loading" if self._loading is not None else "not loaded"
+                return BackendState.LOADED
+            return BackendState.LOADING if self._loading is not None else BackendState.NOT_LOADED
 
     @property
-    def loading_elapsed(self) -> float:
+    def loaded_facts(self) -> LoadFacts | None:
+        loaded = self._loaded
+        return None if loaded is None else loaded.facts()
+
+    def load_progress(self) -> LoadProgress:
+        """The running load's share done, its words (download bytes, reading weights), and
+        seconds since it started; all zeros when none runs."""
         since = self._loading_since
-        return 0.0 if since is None else time.perf_counter() - since
+        if since is None:
+            return LoadProgress()
+        status = self.load_status
+        return LoadProgress(status.fraction, status.text(), time.perf_counter() - since)
 
     def load_async(self) -> Future[LoadedPipeline]:
         """Start loading in a background thread, or join the load already running.
@@ -671,15 +704,21 @@ class LocalBackend:
             generation_seconds=done - queued_until,
             per_image_seconds=tuple(per_image),
             backend=self.name,
-            details=self.describe(),
+            details=self.describe().identity(),
         )
 
-    def describe(self) -> dict[str, str]:
-        """Facts for the sidebar and history: model, device, dtype, state."""
-        facts = {"backend": "local", "model": self.model, "state": self.state}
-        if facts["state"] == "loading" and self.load_status.phase != "idle":
-            facts["activity"] = self.load_status.text()
+    def describe(self) -> BackendFacts:
+        """Facts for the sidebar and history: model, state, and device and dtype once loaded."""
+        state = self.state
+        activity = ""
+        if state is BackendState.LOADING and self.load_status.phase != "idle":
+            activity = self.load_status.text()
         loaded = self._loaded
-        if loaded is not None:
-            facts.update(device=loaded.choice.device, dtype=loaded.choice.dtype)
-        return facts
+        return BackendFacts(
+            backend=self.name,
+            model=self.model,
+            state=state,
+            device=loaded.choice.device if loaded is not None else "",
+            dtype=loaded.choice.dtype if loaded is not None else "",
+            activity=activity,
+        )

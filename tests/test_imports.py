@@ -17,6 +17,12 @@ PAGE_IMPORTS = [
     "core.demo",
     "core.settings",
     "core.recent",
+    "core.usecases",
+    "ui.page",
+    "ui.sidebar",
+    "ui.generator",
+    "ui.results",
+    "ui.load",
 ]
 HEAVY = ["torch", "diffusers", "transformers"]
 
