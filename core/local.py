@@ -411,6 +411,9 @@ def run_pipeline(
     With `preview`, progress updates carry a live preview JPEG when one is due
     (`core.preview`); it only reads the latents, so the images are the same either way.
     """
+    # Why this is long: the step callback is a closure over one image's progress, preview
+    # and timing state; split into functions, that state would travel through a dozen
+    # parameters and the order of encode → denoise → decode would no longer read in one place.
     import torch
 
     from core.preview import StepPreview

@@ -123,6 +123,8 @@ def choose_memory_plan(
     (same images, slower), then dropping T5 (fast, weaker prompt following), then both,
     then sequential offload (very slow). CPU and Apple GPUs (unified memory) budget RAM.
     """
+    # Why this is long: one ordered search over the plans (the docstring's order, quality
+    # first), whose small helpers share the sizes it computes first; it reads top to bottom.
     sizes = dict(components) if components is not None else component_bytes(dtype)
     factor = DTYPE_FACTOR.get(dtype, 2.0)
     working = int(WORKING_GB_BF16 * factor * GB)

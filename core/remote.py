@@ -140,6 +140,8 @@ def explain_remote_error(
 
     `token` is the configured token: it is redacted from anything the service said.
     """
+    # Why this is long: one branch per failure a user can fix (offline, timeout, not an
+    # image, each HTTP status, network, token); each says its own remedy in its own words.
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
     from PIL import UnidentifiedImageError
 
