@@ -158,8 +158,9 @@ def _components(
     folder = Path(model).expanduser()
     if folder.is_dir():
         return components_in_folder(folder, dtype)
-    if explain_local_path(model):
-        return None  # explained by the loader
+    problem = explain_local_path(model)
+    if problem:  # a missing or broken folder: say so, not a verdict on sizes nobody knows
+        raise GenerationError(problem)
     from huggingface_hub import constants
     from huggingface_hub import errors as hub_errors
 
