@@ -27,7 +27,12 @@ from core.download import (
     read_in,
     weight_files,
 )
-from core.errors import explain_load_error, explain_local_load_error, explain_local_path
+from core.errors import (
+    explain_load_error,
+    explain_local_load_error,
+    explain_local_path,
+    known_family,
+)
 from core.estimate import SPEEDS
 from core.generation import (
     GenerationError,
@@ -46,7 +51,7 @@ from core.memory import (
     components_in_folder,
     plan_for,
 )
-from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class, resolve_family
+from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
@@ -172,7 +177,7 @@ def _components(
         sizes = hub_file_sizes(model, token=token)
     except Exception as exc:  # re-raised below unless a cached copy or an explanation exists
         for skip in ((), T5_COMPONENTS):
-            cached = _cached_folder(model, skip=skip, family=family or DEFAULT_FAMILY)
+            cached = _cached_folder(model, skip=skip, family=family)
             if cached is not None:
                 return components_in_folder(cached, dtype)
         message = explain_load_error(exc, model=model, has_token=bool(token), family=family)
@@ -252,8 +257,8 @@ def load_pipeline(
     so "loaded" means the first image does not pay for reading them (`read_weights=False`
     skips that, for the benchmark that compares both).
     `compile` wraps the transformer in `torch.compile` (compiled on the first image).
-    `family` (SD_MODEL_FAMILY) names the model family; None works it out from `model`
-    (`core.models.resolve_family`): its text-to-image pipeline class loads the weights.
+    `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
+    the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
     plan that cannot work here, such as CPU offload without a GPU).
     """
@@ -263,29 +268,13 @@ def load_pipeline(
     _require_torch()
     quiet_library_noise()
     choice = choose_device(device, dtype)
-    resolution = resolve_family(model)
-    # Named in messages (gated, licence, size) only when known, not when guessed.
-    named = family or (resolution.family if resolution.known else None)
-    family = family or resolution.family
-    plan = _plan(model, choice, memory or MemoryOptions(), token, named)
+    family = family or known_family(model)  # never a guess: messages name it
+    plan = _plan(model, choice, memory or MemoryOptions(), token, family)
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
     without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
-    if model == DEMO_MODEL:
-        status.start("building")
-        pipe = build_demo_pipeline(dtype=choice.torch_dtype)
-        if without_t5:
-            pipe = type(pipe)(**{**pipe.components, **without_t5})
-    else:
-        pipe = _from_pretrained(
-            model,
-            choice,
-            token=token,
-            without_t5=without_t5,
-            status=status,
-            read=read_weights,
-            family=family,
-            named=named,
-        )
+    pipe = _make_pipe(
+        model, choice, family, without_t5=without_t5, token=token, status=status, read=read_weights
+    )
     # Offloading installs hooks that move each component to the GPU when it runs; a
     # `.to(device)` afterwards would undo them, so it is one or the other.
     if plan.offload == "model":
@@ -315,8 +304,34 @@ def load_pipeline(
         load_seconds=seconds,
         plan=plan,
         held_bytes=pipeline_bytes(pipe),
-        family=family,
+        family=family or DEFAULT_FAMILY,
     )
+
+
+def _make_pipe(
+    model: str,
+    choice: DeviceChoice,
+    family: Family | None,
+    *,
+    without_t5: dict,
+    token: str | None,
+    status: LoadStatus,
+    read: bool,
+) -> Any:
+    """The demo built in memory, or the model's weights through the family's pipeline."""
+    if model != DEMO_MODEL:
+        return _from_pretrained(
+            model,
+            choice,
+            token=token,
+            without_t5=without_t5,
+            status=status,
+            read=read,
+            family=family,
+        )
+    status.start("building")
+    pipe = build_demo_pipeline(dtype=choice.torch_dtype)
+    return type(pipe)(**{**pipe.components, **without_t5}) if without_t5 else pipe
 
 
 def _from_pretrained(
@@ -327,20 +342,17 @@ def _from_pretrained(
     without_t5: dict,
     status: LoadStatus,
     read: bool = True,
-    family: Family = DEFAULT_FAMILY,
-    named: Family | None = None,
+    family: Family | None = None,
 ) -> Any:
     """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder
-    with the family's text-to-image pipeline class (`named`: the family messages name)."""
-    pipeline = pipeline_class(family)
+    with the family's text-to-image pipeline class (None: an unknown model, Medium's)."""
+    pipeline = pipeline_class(family or DEFAULT_FAMILY)
     problem = explain_local_path(model)
     if problem:
         raise GenerationError(problem)
     source = model
     if not Path(model).expanduser().exists():
-        source = _download(
-            model, token=token, skip=tuple(without_t5), status=status, family=family, named=named
-        )
+        source = _download(model, token=token, skip=tuple(without_t5), status=status, family=family)
     if read and Path(source).is_dir():
         skip = tuple(without_t5)
         files = [f for f in weight_files(source) if f.relative_to(source).parts[0] not in skip]
@@ -352,7 +364,7 @@ def _from_pretrained(
         )
     except Exception as exc:  # re-raised below unless it is a failure we can explain
         message = explain_load_error(
-            exc, model=model, has_token=bool(token), family=named
+            exc, model=model, has_token=bool(token), family=family
         ) or explain_local_load_error(exc, model=model)
         if message is None:
             raise
@@ -365,8 +377,7 @@ def _download(
     token: str | None,
     skip: tuple[str, ...],
     status: LoadStatus,
-    family: Family = DEFAULT_FAMILY,
-    named: Family | None = None,
+    family: Family | None = None,
 ) -> str:
     """Fetch a hub id into the cache with byte progress; return the folder to load from.
 
@@ -380,7 +391,7 @@ def _download(
         return _cached_folder(model, skip=skip, family=family) or model
     status.start("checking")
     try:
-        plan = plan_download(model, token=token, skip=skip, family=family)
+        plan = plan_download(model, token=token, skip=skip, family=family or DEFAULT_FAMILY)
         return fetch(plan, token=token, status=status)
     except DownloadCancelled:
         raise GenerationError(
@@ -390,7 +401,7 @@ def _download(
     except DownloadError as exc:
         raise GenerationError(str(exc)) from exc
     except Exception as exc:  # a hub refusal or no network: explained, unless cached
-        message = explain_load_error(exc, model=model, has_token=bool(token), family=named)
+        message = explain_load_error(exc, model=model, has_token=bool(token), family=family)
         if message is None:
             raise
         cached = _cached_folder(model, skip=skip, family=family)
@@ -401,12 +412,12 @@ def _download(
 
 
 def _cached_folder(
-    model: str, *, skip: tuple[str, ...], family: Family = DEFAULT_FAMILY
+    model: str, *, skip: tuple[str, ...], family: Family | None = None
 ) -> str | None:
     """The complete cached snapshot of `model` for the family's pipeline, or None."""
     try:
         return str(
-            pipeline_class(family).download(
+            pipeline_class(family or DEFAULT_FAMILY).download(
                 model, local_files_only=True, use_safetensors=True, **dict.fromkeys(skip)
             )
         )
