@@ -101,6 +101,8 @@ def form_values_of(seeds: Sequence[int], request: Any) -> dict[str, Any]:
         "guidance_scale": float(request.guidance_scale),
         "steps": request.num_inference_steps,
         "num_images": request.num_images,
+        "mode": request.mode,
+        **request.mode_options,
     }
 
 

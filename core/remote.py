@@ -34,6 +34,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.modes import MODES, get_mode
 from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote, redact, url_secrets
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ POLL_SECONDS = 0.1  # how often Stop is checked and progress reported while wait
 LATENCY_HISTORY = 20  # successful calls kept for the hardware page
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _BODY_SCAN = 4096  # characters of an error body ever looked at
+TEXT_TO_IMAGE = "text_to_image"  # the inference task `_call` runs (InferenceClient)
 # The largest image an answer may hold, checked from its header before any pixel is decoded.
 # A correct answer has the requested size (at most 1440², about 2 MP); 4096² leaves room for
 # a service that upscales, and stays far below Pillow's bomb threshold (89 MP warns, 179 MP
@@ -293,6 +295,16 @@ def remote_facts(description: dict[str, str]) -> list[tuple[str, str]]:
     return [(label, description[key]) for key, label in _FACT_LABELS.items() if key in description]
 
 
+def _require_text_to_image(request: GenerationRequest) -> None:
+    """Refuse a mode whose remote task this client does not speak (text-to-image only)."""
+    mode = get_mode(request.mode)
+    if mode.remote_task != TEXT_TO_IMAGE:
+        raise GenerationError(
+            f"{mode.label} is not available with a remote service here; it makes text "
+            "to image only. Use the local backend (SD_BACKEND=local) for it."
+        )
+
+
 class RemoteBackend:
     """Generation on a remote text-to-image service; many sessions may call it at once.
 
@@ -303,7 +315,8 @@ class RemoteBackend:
 
     name = "remote"
     supports_preview = False  # the service sends only the finished image
-    modes = ("txt2img",)  # the text-to-image task
+    # The modes whose remote task this client speaks (text-to-image).
+    modes = tuple(m.id for m in MODES if m.remote_task == TEXT_TO_IMAGE)
     state = BackendState.NOTHING_TO_LOAD
     last_load_error = None
     loaded_facts: LoadFacts | None = None
@@ -532,6 +545,7 @@ class RemoteBackend:
         countdown before a retry. A failed call raises `GenerationError` with the fix and
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
+        _require_text_to_image(request)
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)

@@ -17,6 +17,7 @@ import streamlit as st
 from core.generation import Backend
 from core.local import LocalBackend
 from core.memory import MemoryOptions
+from core.models import AUTO, get_family
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def _local_backend(
     dtype: str,
     memory: MemoryOptions | None = None,
     compile: bool = False,
+    family: str = AUTO,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -54,6 +56,8 @@ def _local_backend(
         compile=compile,
         # Read at each Generate, so a changed SD_MAX_QUEUED_PER_USER needs no reload.
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
+        # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
+        family=None if family == AUTO else get_family(family),
     )
 
 
@@ -81,4 +85,5 @@ def get_backend(settings: Settings | None = None) -> Backend:
         settings.dtype,
         MemoryOptions.from_settings(settings),
         settings.compile,
+        settings.model_family,
     )

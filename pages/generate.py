@@ -20,7 +20,7 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
     settings, backend = start.settings, start.backend
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
-        request = form.build_request(state, seed=seed)
+        request = form.build_request(state, seed=seed, family=start.family.id)
     except InvalidRequest as exc:
         st.error(for_visitor(exc, settings=settings))
         return
@@ -81,6 +81,8 @@ def _output(start: page.PageStart, *, clicked: bool, want_preview: bool) -> None
 
 
 start = page.start("Generate")
+if start.family_note:  # which model family's rules apply, when they were guessed
+    st.info(start.family_note, icon=":material/help:")
 if start.settings.model == DEMO_MODEL:
     st.info(
         f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon=":material/science:"
@@ -93,9 +95,9 @@ if loaded is not None and loaded.plan is not None and loaded.plan.drop_t5:
     )
 
 # A shared link (?prompt=…&seed=…) fills the form once; bad values are named and skipped.
-for warning in share.take_query(state, st.query_params.to_dict()):
+for warning in share.take_query(state, st.query_params.to_dict(), family=start.family):
     st.warning(warning)
-form.prepare(state)
+form.prepare(state, start.family)
 
 # Wide screens: the form on the left, the output on the right, so the preview and the
 # result are in view without scrolling. Streamlit stacks columns on narrow screens.
@@ -109,7 +111,7 @@ with form_column:
     elif allowance.allowance is not None:
         st.caption(allowance.allowance.summary())
     generator.examples()
-    want_preview = generator.settings_widgets(start.settings, start.backend)
+    want_preview = generator.settings_widgets(start.settings, start.backend, start.family)
 
 form.remember(state)
 

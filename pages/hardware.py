@@ -82,6 +82,8 @@ def _hub_section(settings: Settings) -> None:
 
 start = page.start("Hardware")
 settings, backend = start.settings, start.backend
+if start.family_note:  # which model family's rules apply, when they were guessed
+    st.info(start.family_note)
 remote = backend.name == "remote"
 if remote:
     hardware.remote_section(backend, settings)

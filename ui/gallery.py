@@ -15,6 +15,7 @@ from core import form, history, metadata, share
 from core.auth import Visitor
 from core.generation import Backend
 from core.history import HistoryError, HistoryRecord, HistoryStore, Page
+from core.models import Family
 from core.safe_text import format_field, plural
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
@@ -178,8 +179,9 @@ def details(
             _show_verified(outcome, settings)
 
 
-def import_png() -> None:
-    """Import the settings of a PNG from this app or another one, shown as plain text."""
+def import_png(family: Family) -> None:
+    """Import the settings of a PNG from this app or another one (checked against `family`'s
+    rules), shown as plain text."""
     with st.expander("Import settings from a PNG"):
         upload = st.file_uploader(
             "PNG from this app, A1111, Forge, Fooocus or SD.Next", type=None, key="import_png"
@@ -197,7 +199,7 @@ def import_png() -> None:
         except metadata.MetadataError as exc:
             st.error(str(exc))  # our words; anything from the file in it is quoted
             return
-        values, warnings = share.check_values(parsed.values)
+        values, warnings = share.check_values(parsed.values, family=family)
         for warning in warnings:
             st.warning(warning)
         st.caption("Prompt")

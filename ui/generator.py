@@ -13,15 +13,13 @@ from core import form
 from core.estimate import DRAFT, describe_estimate, estimate_for
 from core.generation import (
     MAX_GUIDANCE,
-    MAX_IMAGE_SIZE,
     MAX_IMAGES,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
-    MIN_IMAGE_SIZE,
-    SIZE_MULTIPLE,
     Backend,
 )
+from core.models import Family
 from core.settings import Settings
 
 PREVIEW_KEY = "live_preview"  # the toggle; its value is kept under PREVIEW_CHOICE across pages
@@ -33,11 +31,11 @@ def _use_example(prompt: str) -> None:
     st.session_state.prompt = prompt
 
 
-def _apply_aspect() -> None:
+def _apply_aspect(family: Family) -> None:
     state = st.session_state
     ratio = state.get("aspect")
     if ratio:
-        state.width, state.height = form.aspect_size(ratio)
+        state.width, state.height = form.aspect_size(ratio, family)
 
 
 def _use_draft() -> None:
@@ -84,17 +82,21 @@ def examples() -> None:
         )
 
 
-def settings_widgets(settings: Settings, backend: Backend) -> bool:
-    """Aspect, size, seed, guidance, steps, images, live preview and the estimate under
-    them; return whether the live preview is wanted."""
-    st.segmented_control("Aspect ratio", form.ASPECT_RATIOS, key="aspect", on_change=_apply_aspect)
-    size_help = f"{MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE}, a multiple of {SIZE_MULTIPLE}"
-    w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
-    w.number_input(
-        "Width", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="width", help=size_help
+def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bool:
+    """Aspect, size (the family's rules), seed, guidance, steps, images, live preview and
+    the estimate under them; return whether the live preview is wanted."""
+    st.segmented_control(
+        "Aspect ratio",
+        form.ASPECT_RATIOS,
+        key="aspect",
+        on_change=_apply_aspect,
+        args=(family,),
     )
+    sizes, size_help = family.sizes, family.sizes.describe()
+    w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
+    w.number_input("Width", sizes.min, sizes.max, step=sizes.multiple, key="width", help=size_help)
     h.number_input(
-        "Height", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="height", help=size_help
+        "Height", sizes.min, sizes.max, step=sizes.multiple, key="height", help=size_help
     )
     s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
     r.checkbox("Randomize seed", key="randomize_seed")

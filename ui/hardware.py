@@ -10,7 +10,7 @@ import streamlit as st
 from core.auth import Visitor
 from core.demo import DEMO_MODEL
 from core.generation import Backend, BackendState
-from core.hardware import HardwareFacts, memory_plan
+from core.hardware import HardwareFacts, full_size_label, memory_plan
 from core.memory import DROP_T5_NOTE, MemoryPlan
 from core.safe_text import inline
 from core.settings import Settings
@@ -154,7 +154,7 @@ def plan_section(backend: Backend, settings: Settings, facts: HardwareFacts) -> 
     elif plan is not None:
         _show_plan(plan, "Demo model: " if is_demo else "")
     if plan is not None and is_demo:
-        _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
+        _show_plan(memory_plan(settings, facts, sd35=True), f"{full_size_label(settings)} here: ")
         st.caption(
             f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
             f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "

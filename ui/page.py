@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.auth import Visitor
 from core.generation import Backend
+from core.models import Family, family_for
 from core.service import current_settings, get_backend
 from core.settings import Settings, SettingsError
 from ui.access import require_visitor
@@ -16,15 +17,19 @@ from ui.text import for_visitor
 
 @dataclass(frozen=True)
 class PageStart:
-    """What every page starts from: who is looking, the settings, and the shared backend."""
+    """What every page starts from: who is looking, the settings, the shared backend, and
+    the model family whose rules apply (with a note when they were guessed)."""
 
     visitor: Visitor
     settings: Settings
     backend: Backend
+    family: Family
+    family_note: str = ""  # which family's rules apply and why, when that deserves a word
 
 
 def start(title: str) -> PageStart:
-    """Gate the visitor, draw the page title, read the settings and get the backend.
+    """Gate the visitor, draw the page title, read the settings, get the backend and the
+    model family (SD_MODEL_FAMILY, else worked out from SD_MODEL).
 
     Stops the run after the sign-in screen (not allowed) or a settings error (drawn with
     its fix): the rest of the page needs both.
@@ -37,4 +42,11 @@ def start(title: str) -> PageStart:
     except SettingsError as exc:
         st.error(for_visitor(exc))
         st.stop()
-    return PageStart(visitor=visitor, settings=settings, backend=backend)
+    resolution = family_for(settings)
+    return PageStart(
+        visitor=visitor,
+        settings=settings,
+        backend=backend,
+        family=resolution.family,
+        family_note=resolution.note,
+    )
