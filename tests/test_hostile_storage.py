@@ -110,12 +110,12 @@ class Disk:
         if self.real:
             subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
             return
-        from core.history import store
+        from core.history import engine
 
         def read_only(folder):
             raise OSError(errno.EROFS, "Read-only file system", str(folder))
 
-        self.monkeypatch.setattr(store, "_probe_writable", read_only)
+        self.monkeypatch.setattr(engine, "_probe_writable", read_only)
 
     def remove(self) -> None:
         if self.real:

@@ -65,7 +65,7 @@ def _copy_batch(source, destination, batch, report: CopyReport) -> None:
             report.skipped += 1
             continue
         png = source.png_bytes(record.id)
-        thumb = source.blobs.thumbs([record.id]).get(record.id) if png else None
+        thumb = source.storage.thumbs([record.id]).get(record.id) if png else None
         destination.put(record, png, thumb)
         report.copied += 1
         report.without_image += png is None
