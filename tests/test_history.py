@@ -1,5 +1,5 @@
 """The seed history store on both engines: real SQLite + PNG files in tmp_path, and a real
-PostgreSQL server (tests/pg.py). Tests taking `engine` run on each; the others are about the
+PostgreSQL server (testkit/pg.py). Tests taking `engine` run on each; the others are about the
 local file layout."""
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from PIL import Image
 from core import history, metadata
 from core.generation import GenerationRequest
 from core.history import copy, export
+from testkit.pg import PASSWORD
 
 from .conftest import APP_ROOT, SMALL, current_store, replace_blob
-from .pg import PASSWORD
 
 FACTS = {"model": "demo", "model_revision": "demo", "device": "cpu", "dtype": "float32"}
 

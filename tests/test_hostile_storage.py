@@ -378,7 +378,7 @@ def test_row_with_null_and_text_values_is_listed_and_refused(app):
 @pytest.fixture(name="own_pg")
 def fixture_own_pg(pg_cluster):
     """A PostgreSQL server of this test's own, free to stop and start."""
-    from .pg import Cluster
+    from testkit.pg import Cluster
 
     cluster = Cluster(pg_cluster.bindir)
     cluster.start()
@@ -392,7 +392,7 @@ def fixture_own_pg(pg_cluster):
 
 def test_database_stopped_mid_session_keeps_the_image_then_saves_again(app, own_pg, monkeypatch):
     """Server stopped: image shown and downloadable, 'not saved' and why; back: saves again."""
-    from .pg import PASSWORD
+    from testkit.pg import PASSWORD
 
     monkeypatch.setenv("SD_HISTORY_URL", own_pg.url())
     at = app()
@@ -438,7 +438,7 @@ def test_database_server_disk_full_keeps_the_image_then_saves_again(
     app, pg_cluster, tmpfs, monkeypatch
 ):
     """The PostgreSQL server's disk fills up: 'not saved', free space; the next save works."""
-    from .pg import Cluster
+    from testkit.pg import Cluster
 
     disk = tmpfs("96m")
     if not disk.real:
