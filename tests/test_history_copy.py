@@ -73,6 +73,22 @@ def test_copy_keeps_a_record_whose_image_is_gone(tmp_path, pg_url):
     assert history.HistoryStore(url=pg_url).get(saved[0].id) == saved[0]
 
 
+def test_copy_refuses_a_record_whose_id_would_name_a_file_outside_the_folder(tmp_path, pg_url):
+    """A PostgreSQL row edited to id '../../x' is not copied into a folder (no file outside
+    it); the other records are, and the report counts the refused one."""
+    remote = history.HistoryStore(url=pg_url)
+    saved = _fill(remote, 2)
+    with remote.engine.begin() as conn:
+        for table in ("records", "images"):
+            conn.exec_driver_sql(f"UPDATE {table} SET id = '../../x' WHERE id = %s", (saved[0].id,))
+    report = copy.copy_history(
+        remote, history.HistoryStore(tmp_path / "d" / "data"), progress=False
+    )
+    assert (report.copied, report.refused) == (1, 1)
+    assert not (tmp_path / "x.png").exists() and not list(tmp_path.glob("d/*.png"))
+    assert history.HistoryStore(tmp_path / "d" / "data").ids([saved[1].id]) == {saved[1].id}
+
+
 def test_copy_to_a_wrong_password_fails_clearly_without_showing_it(tmp_path, pg_url):
     """A wrong destination password: exit 1, a message naming the fix, not the password."""
     history.HistoryStore(tmp_path / "local")

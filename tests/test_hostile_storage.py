@@ -374,6 +374,100 @@ def test_row_with_null_and_text_values_is_listed_and_refused(app):
     assert store.png_bytes(saved.id)  # the image is still there
 
 
+# --- rows whose times or names are impossible (issue 21) -----------------------------------------
+def _edit_raw(store, record_id, column, value):
+    """Set one column as another program would (no SQLAlchemy types, any value)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE records SET {column} = {'?' if store.local else '%s'} WHERE id = "
+            f"{'?' if store.local else '%s'}",
+            (value, record_id),
+        )
+
+
+def test_rows_with_impossible_times_open_in_details_and_export(app, engine):
+    """created_at 1e15, -1e15, infinity (and NaN on PostgreSQL): Details opens for each, and
+    the whole-history zip holds every record, the bad ones marked, saying so."""
+    import json
+    import zipfile
+
+    from core.history import export
+
+    store = current_store()
+    good = _add(store, seed=1, prompt="a sound row")
+    bad_times = [1e15, -1e15, float("inf")] + ([] if store.local else [float("nan")])
+    bad = [_add(store, seed=10 + i, prompt=f"odd time {i}") for i in range(len(bad_times))]
+    for record, value in zip(bad, bad_times, strict=True):
+        _edit_raw(store, record.id, "created_at", value)
+    at = app(GALLERY)
+    assert not at.exception
+    for record in bad:
+        at.button(key=f"open_{record.id}").click().run()
+        assert not at.exception, record.id
+        details = next(c.value for c in at.code if c.value.lstrip().startswith("id"))
+        assert "unknown (not a valid time)" in details
+    with zipfile.ZipFile(io.BytesIO(export.zip_bytes(store))) as archive:
+        lines = [json.loads(x) for x in archive.read("metadata.jsonl").splitlines()]
+        readme = archive.read("README.txt").decode()
+        assert {line["id"] for line in lines} == {good.id} | {r.id for r in bad}
+        marked = {line["id"] for line in lines if line.get("problems")}
+        assert marked == {r.id for r in bad}
+        assert all("created_at" in " ".join(x["problems"]) for x in lines if x["id"] in marked)
+        assert all(archive.read(line["file"]) for line in lines)  # every image is there
+        assert f"{len(bad)} records hold values" in readme
+
+
+def test_export_builds_file_names_only_from_checked_values(engine):
+    """A row whose seed (SQLite) or id (PostgreSQL) is '../../evil' cannot name a file
+    outside images/ in the zip (a zip slip when unpacked)."""
+    import zipfile
+
+    from core.history import export
+
+    store = current_store()
+    saved = _add(store, seed=3)
+    if store.local:  # the files are named by id: edit the seed
+        _edit_raw(store, saved.id, "seed", "../../../evil")
+    else:  # the bytes are found by id: edit it in both tables
+        with store.engine.begin() as conn:
+            for table in ("records", "images"):
+                conn.exec_driver_sql(
+                    f"UPDATE {table} SET id = '../../../evil' WHERE id = %s", (saved.id,)
+                )
+    with zipfile.ZipFile(io.BytesIO(export.zip_bytes(store))) as archive:
+        names = [n for n in archive.namelist() if n.startswith("images/")]
+    assert len(names) == 1 and ".." not in names[0] and names[0].count("/") == 1
+
+
+def test_every_record_is_read_once_past_a_row_whose_time_is_text(tmp_path):
+    """Batched reads (export, copy) page past a row whose created_at is text: each record
+    once, none twice, no endless loop."""
+    import itertools
+
+    store = history.HistoryStore(tmp_path)
+    saved = [_add(store, seed=i) for i in range(4)]
+    _edit_raw(store, saved[2].id, "created_at", "yesterday")
+    read = [r.id for r in itertools.islice(store.iter_records(batch=2), 20)]
+    assert sorted(read) == sorted(r.id for r in saved)
+
+
+def test_admin_panel_draws_when_audit_and_delete_times_are_impossible(app, engine):
+    """An audit line and a delete whose times are text (SQLite) or NaN (PostgreSQL): the
+    admins' panel still lists them."""
+    store = current_store()
+    gone = _add(store, seed=4, prompt="deleted, oddly")
+    store.delete(gone.id)
+    odd = "soon" if store.local else float("nan")
+    _edit_raw(store, gone.id, "deleted_at", odd)
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.audit).values(at=0.0))
+        conn.exec_driver_sql(f"UPDATE audit SET at = {'?' if store.local else '%s'}", (odd,))
+    at = app(GALLERY)
+    assert not at.exception
+    assert any(e.label.startswith("Deleted images (1)") for e in at.expander)
+    assert [e.record_id for e in store.audit_trail()] == [gone.id]
+
+
 # --- the database server goes away (PostgreSQL) -----------------------------------------------
 @pytest.fixture(name="own_pg")
 def fixture_own_pg(pg_cluster):

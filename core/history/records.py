@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.history import blobs as blob_store
 from core.history import schema
 from core.history.blobs import placeholder_image
-from core.history.record import HistoryRecord
+from core.history.errors import HistoryError, quote
+from core.history.record import HistoryRecord, valid_id
 from core.history.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,10 @@ class Records:
         """
         storage = self.storage
         storage.check_writable()
+        if not valid_id(record.id):  # it names files: nothing outside the history's folders
+            raise HistoryError(
+                f"Not saved: {quote(record.id[:80])} is not a record id this app makes."
+            )
         if png is not None and thumb is None:
             try:
                 with blob_store.open_checked(png) as image:
@@ -165,7 +170,9 @@ class Records:
         export holds what the gallery shows.
         """
         records = schema.records
-        after: tuple[float, str] | None = None
+        # The key of the last row read, as stored: a time that reads as 0.0 (text, NaN, …)
+        # must still sort where the database sorts it, or a batch would start over.
+        after: tuple[Any, Any] | None = None
         while True:
             query = (
                 select(records)
@@ -182,13 +189,13 @@ class Records:
                 )
             try:
                 with self.storage.engine.connect() as conn:
-                    rows = [HistoryRecord.from_mapping(r) for r in conn.execute(query).mappings()]
+                    rows = conn.execute(query).mappings().all()
             except SQLAlchemyError as exc:
                 raise self.storage.read_error(exc) from exc
-            yield from rows
+            yield from (HistoryRecord.from_mapping(row) for row in rows)
             if len(rows) < batch:
                 return
-            after = (rows[-1].created_at, rows[-1].id)
+            after = (rows[-1]["created_at"], rows[-1]["id"])
 
     def ids(self, record_ids: Sequence[str]) -> set[str]:
         """Which of `record_ids` are stored."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.auth import LOCAL_USER
 from core.history import schema
 from core.history.errors import HistoryError
-from core.history.record import HistoryRecord
+from core.history.record import HistoryRecord, readable_time
 from core.history.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,14 @@ class DeletedRecord:
     @property
     def purge_at(self) -> float:
         return self.deleted_at + RESTORE_SECONDS
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def write_audit(
@@ -185,7 +193,15 @@ class Trash:
                     select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
                 ).mappings()
                 return [
-                    AuditEntry(**{k: row[k] for k in AuditEntry.__annotations__}) for row in rows
+                    AuditEntry(
+                        at=readable_time(row["at"]),  # rows are outside input: 0.0 if not a time
+                        actor=_text(row["actor"]),
+                        action=_text(row["action"]),
+                        record_id=_text(row["record_id"]),
+                        owner=_text_or_none(row["owner"]),
+                        detail=_text_or_none(row["detail"]),
+                    )
+                    for row in rows
                 ]
         except SQLAlchemyError as exc:
             raise self.storage.read_error(exc) from exc
@@ -205,8 +221,8 @@ class Trash:
                 return [
                     DeletedRecord(
                         record=HistoryRecord.from_mapping(row),
-                        deleted_at=row["deleted_at"],
-                        deleted_by=row["deleted_by"] or "",
+                        deleted_at=readable_time(row["deleted_at"]),
+                        deleted_by=_text(row["deleted_by"]),
                     )
                     for row in rows
                 ]

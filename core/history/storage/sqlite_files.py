@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from core.history import blobs
 from core.history import engine as engines
 from core.history.errors import HistoryError, _reason, quote
+from core.history.record import valid_id
 from core.history.repair import repair_files
 from core.history.storage.base import Storage, looks_damaged
 
@@ -112,6 +113,8 @@ class SqliteFiles(Storage):
             self.discard(record_id)
 
     def png(self, record_id: str) -> bytes | None:
+        if not valid_id(record_id):  # a file name is only ever built from a checked id
+            return None
         try:
             return self.image_path(record_id).read_bytes()
         except OSError:
@@ -119,7 +122,7 @@ class SqliteFiles(Storage):
 
     def thumbs(self, record_ids: list[str]) -> dict[str, bytes]:
         found = {}
-        for record_id in record_ids:
+        for record_id in filter(valid_id, record_ids):
             try:
                 found[record_id] = self.thumb_path(record_id).read_bytes()
             except OSError:
