@@ -244,6 +244,75 @@ def test_corrupt_database_file_is_explained_and_left_untouched(app, monkeypatch,
     assert (data / history.DB_NAME).read_bytes() == garbage  # nothing lost
 
 
+def _zero_version_row(path: Path) -> None:
+    """Zero the cell holding the schema version (the last bytes of its page): the damage
+    that made a history read as 'read-only … (table images already exists)'."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'alembic_version'"
+        ).fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[root * page_size - 64 : root * page_size] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_database_is_reported_as_damaged_not_read_only(app, monkeypatch, tmp_path):
+    """A history.sqlite3 damaged inside (its version row zeroed): the gallery and the
+    generator say damaged and what to do, not read-only; the file is left as it was."""
+    data = tmp_path / "data"
+    store = history.HistoryStore(data)
+    _add(store, seed=1)
+    store.engine.dispose()
+    _zero_version_row(data / history.DB_NAME)
+    damaged = (data / history.DB_NAME).read_bytes()
+    monkeypatch.setenv("SD_DATA_DIR", str(data))
+    at = app(GALLERY)
+    assert not at.exception
+    assert not any("read-only" in m for m in _messages(at))
+    assert any("damaged" in e.value and "move history.sqlite3 aside" in e.value for e in at.error)
+    at.switch_page("pages/generate.py").run()
+    fill_small(at)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    warning = next(w.value for w in at.warning if "Not saved to the history" in w.value)
+    assert "damaged" in warning and "read-only" not in warning
+    assert (data / history.DB_NAME).read_bytes() == damaged  # nothing written
+
+
+def test_a_history_a_newer_app_upgraded_is_browsed_read_only_saying_why(engine):
+    """A schema version no migration here knows (a newer replica upgraded the database):
+    every record is readable, saving is refused, and the reason says to update the app."""
+    store = current_store()
+    saved = _add(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    store.engine.dispose()
+    reopened = current_store()
+    assert "'0099'" in reopened.read_only and "update the app" in reopened.read_only
+    assert reopened.get(saved.id) == saved
+    with pytest.raises(history.HistoryError, match="read-only"):
+        _add(reopened, seed=6)
+
+
+def test_a_row_whose_text_is_not_utf8_is_listed(app):
+    """A prompt stored as bytes that are not UTF-8 (another program, a damaged page): the
+    gallery lists every record, the bad bytes shown as U+FFFD, instead of failing."""
+    store = current_store()
+    _add(store, seed=1, prompt="a sound one")
+    odd = _add(store, seed=2)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE records SET prompt = CAST(X'6F6464FF20E9' AS TEXT) WHERE id = ?", (odd.id,)
+        )
+    at = app(GALLERY)
+    assert not at.exception and not at.error
+    texts = [t.value for t in at.text]
+    assert "a sound one" in texts and "odd\ufffd \ufffd" in texts
+
+
 # --- stored images that are gone, garbage or bombs (issue 10, item 3) -------------------------
 def test_missing_image_is_explained_in_details(app, engine):
     """A record whose image is gone: placeholder, a message, download disabled, page goes on."""

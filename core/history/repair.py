@@ -47,8 +47,12 @@ def repair_files(files: SqliteFiles, *, grace_seconds: float) -> dict[str, int]:
     if files.read_only is not None:
         return report
     now = time.time()
-    with files.engine.connect() as conn:
-        ids = set(conn.execute(select(schema.records.c.id)).scalars())
+    try:
+        with files.engine.connect() as conn:
+            ids = set(conn.execute(select(schema.records.c.id)).scalars())
+    except SQLAlchemyError as exc:  # a damaged file: the next real call says so
+        log.warning("history repair skipped: %s", files.read_error(exc))
+        return report
     try:
         # One directory listing per folder, no stat per file: start-up stays fast at
         # tens of thousands of records. Only temporaries and orphans are looked at.
@@ -80,6 +84,8 @@ def repair_files(files: SqliteFiles, *, grace_seconds: float) -> dict[str, int]:
         report["rows_without_image"] = len(ids - png_ids)
     except OSError as exc:  # a read-only dir can still be browsed
         log.warning("history repair skipped: %s", exc)
+    except SQLAlchemyError as exc:  # a damaged file: the next real call says so
+        log.warning("history repair stopped: %s", files.read_error(exc))
     if any(report.values()):
         log.info("history repair in %s: %s", files.where, report)
     return report

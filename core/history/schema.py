@@ -117,6 +117,16 @@ images = Table(
 )
 
 
+class UnknownVersion(Exception):  # noqa: N818 - reads as what was found
+    """The database is at a schema version no migration here knows (a newer app made it)."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(
+            f"the database is at schema version {str(version)[:40]!r}, which this version of "
+            "the app has no migration for (a newer version upgraded it?): update the app"
+        )
+
+
 def current_version(conn: Any) -> str | None:
     """The version the database is at, or None before versioning (or when empty)."""
     try:
@@ -159,13 +169,21 @@ def _version_in(conn: Any) -> str | None:
 
 
 def _upgrade(conn: Any, migrations: Path = MIGRATIONS) -> None:
-    """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction."""
+    """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction.
+
+    Raise `UnknownVersion` when the database is at a version no migration file names.
+    """
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = conn
+    version = _version_in(conn)
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if version is not None and version not in known:
+        raise UnknownVersion(version)
     command.upgrade(config, "head")
 
 

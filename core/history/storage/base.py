@@ -33,7 +33,7 @@ from core.history.errors import HistoryError, _explain, _reason, _scrub, quote
 log = logging.getLogger(__name__)
 
 # What SQLite says about a file that is not (or no longer) a sound database.
-DAMAGE_WORDS = ("not a database", "malformed")
+DAMAGE_WORDS = ("not a database", "malformed", "file is encrypted")
 
 
 def looks_damaged(reason: str) -> bool:
@@ -74,7 +74,9 @@ class Storage(ABC):
         engine = make_engine(self.url)
         try:
             schema.ensure_schema(engine)
-        except (OSError, SQLAlchemyError) as exc:
+        # UnicodeError: sqlite3 decoding a damaged file's header; UnknownVersion: a newer
+        # app (or damage) left a schema version this one has no migration for.
+        except (OSError, SQLAlchemyError, UnicodeError, schema.UnknownVersion) as exc:
             engine.dispose()
             self._refuse_unusable(exc)
             # Saving is impossible; browsing may still work (a database user with read
@@ -93,7 +95,7 @@ class Storage(ABC):
         try:
             with reader.connect() as conn:
                 usable = schema.has_records_table(conn)
-        except (OSError, SQLAlchemyError):
+        except (OSError, SQLAlchemyError, UnicodeError):
             usable = False
         if not usable:
             reader.dispose()

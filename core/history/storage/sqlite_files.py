@@ -10,12 +10,14 @@ A save writes both files to temporary names, fsyncs and renames them, and only t
 commits the row; when the row does not commit the files are removed at once. A crash in
 between leaves an orphan, which start-up repair (`core.history.repair`) turns back into a
 row from the record JSON the PNG carries. Files of a purged record go after the purge
-commits.
+commits. A damaged file is reported as damaged, with what to do, and never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,26 +58,59 @@ class SqliteFiles(Storage):
     def _reader(self) -> Engine:
         return engines.make_engine(self.url, read_only=True)
 
-    def _refuse_unusable(self, exc: BaseException) -> None:
-        """A write that failed leaves a file that may still be browsed."""
-
     def _after_open(self) -> None:
         # The same layout as always, even before the first image.
         self.images_dir.mkdir(exist_ok=True)
         self.thumbs_dir.mkdir(exist_ok=True)
 
+    def _refuse_unusable(self, exc: BaseException) -> None:
+        # A write that failed on a sound file is a read-only file, folder or disk: browse
+        # it. On a damaged one a migration fails in odd ways ("table images already
+        # exists" once the version row reads as NULL): say damaged, not read-only.
+        if looks_damaged(_reason(exc)) or isinstance(exc, UnicodeError) or self._damage():
+            raise self.damaged(exc) from exc
+
+    def _damage(self) -> str | None:
+        """What SQLite's own check finds wrong with the file (None when it looks sound).
+
+        Runs only after an open failed; `quick_check` reads the file once, read-only.
+        """
+        if not self._has_database():
+            return None
+        uri = f"file:{urllib.parse.quote(str(self.db_path))}?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.OperationalError as exc:  # locked, unreadable: not known damaged
+            return str(exc) if looks_damaged(str(exc)) else None
+        except (sqlite3.DatabaseError, UnicodeError) as exc:
+            return str(exc) or type(exc).__name__
+        return None if found == ["ok"] else "; ".join(found)
+
     # errors ----------------------------------------------------------------------------------
-    def explain_open(self, exc: BaseException) -> HistoryError:
+    def damaged(self, exc: BaseException) -> HistoryError:
+        """The file is damaged: say so, that nothing was changed, and what to do."""
         reason = _reason(exc)
-        if looks_damaged(reason):
-            return HistoryError(
-                f"The history database in {quote(self.where)} is damaged ({quote(reason)}). "
-                "Nothing was changed: move "
-                f"{self.db_path.name if self.db_path else 'it'} aside (or restore a backup) to "
-                "start a new history; images are still generated and can be downloaded, but "
-                "not saved."
-            )
+        if not looks_damaged(reason):
+            reason += f"; SQLite's check: {self._damage() or 'database disk image is malformed'}"
+        name = self.db_path.name if self.db_path else "the database file"
+        return HistoryError(
+            f"The history database in {quote(self.where)} is damaged ({quote(reason)}). "
+            f"Nothing was changed: move {name} aside (or restore a backup) to start a new "
+            "history; start-up repair then lists the images in this folder again from the "
+            "records they carry. Until then images are still generated and can be "
+            "downloaded, but not saved."
+        )
+
+    def explain_open(self, exc: BaseException) -> HistoryError:
+        if looks_damaged(_reason(exc)) or isinstance(exc, UnicodeError):
+            return self.damaged(exc)
         return super().explain_open(exc)
+
+    def read_error(self, exc: BaseException) -> HistoryError:
+        if looks_damaged(_reason(exc)):
+            return self.damaged(exc)
+        return super().read_error(exc)
 
     # rows ------------------------------------------------------------------------------------
     def insert_ignore(
