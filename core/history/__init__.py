@@ -55,6 +55,7 @@ from core.history.store import (
     HistoryStore,
     NotAllowed,
     Page,
+    Reservation,
     open_store,
 )
 from core.history.verify import Verification, compare_png, verify
@@ -74,6 +75,7 @@ __all__ = [
     "Kept",
     "Page",
     "PartialSaveError",
+    "Reservation",
     "Verification",
     "_explain",
     "compare_png",

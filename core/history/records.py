@@ -21,6 +21,7 @@ from core.history import schema
 from core.history.blobs import placeholder_image
 from core.history.errors import HistoryError, quote
 from core.history.record import HistoryRecord, valid_id
+from core.history.spending import Reservation, spend
 from core.history.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -95,21 +96,35 @@ class Records:
         self.storage = storage
 
     # writing ---------------------------------------------------------------------------------
-    def save(self, image: Any, record: HistoryRecord) -> HistoryRecord:
+    def save(
+        self, image: Any, record: HistoryRecord, *, reservation: Reservation | None = None
+    ) -> HistoryRecord:
         """Store `image` with `record` (image and row, all or nothing).
 
         Return the record with its image hash filled in; raise `HistoryError` when it
-        cannot be stored.
+        cannot be stored. See `put` for `reservation`.
         """
         record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
-        self.put(record, blob_store.encode_png(image, record), blob_store.encode_thumbnail(image))
+        png, thumb = blob_store.encode_png(image, record), blob_store.encode_thumbnail(image)
+        self.put(record, png, thumb, reservation=reservation)
         return record
 
-    def put(self, record: HistoryRecord, png: bytes | None, thumb: bytes | None) -> None:
+    def put(
+        self,
+        record: HistoryRecord,
+        png: bytes | None,
+        thumb: bytes | None,
+        *,
+        reservation: Reservation | None = None,
+    ) -> None:
         """Store encoded bytes with their row in one step; nothing stays when it fails.
 
-        A missing thumbnail is drawn from the PNG; a missing PNG stores the row alone.
+        A missing thumbnail is drawn from the PNG; a missing PNG stores the row alone. With
+        a `reservation` (of the record's owner) one of its places becomes this record in
+        the same transaction: the daily limit counts it once, as made.
         """
+        if reservation is not None and reservation.owner != record.owner:
+            raise ValueError("a record is saved against its own owner's reservation only")
         storage = self.storage
         storage.check_writable()
         if not valid_id(record.id):  # it names files: nothing outside the history's folders
@@ -126,6 +141,7 @@ class Records:
             with storage.engine.begin() as conn:
                 storage.put_images(conn, record.id, png, thumb)
                 conn.execute(insert(schema.records).values(dataclasses.asdict(record)))
+                spend(conn, reservation)
         except (OSError, SQLAlchemyError) as exc:
             storage.discard(record.id)
             raise storage.explain(exc) from exc

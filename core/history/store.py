@@ -9,7 +9,8 @@ each seam is its own module and none asks which engine it runs on:
   opens the database (read-only when writing is impossible) and words every error;
 - `records`  — save, get, page, search, count, and the images of records;
 - `trash`    — delete, restore, purge, the audit trail and the deleted list;
-- `spending` — what each owner made today (the daily limit's counts);
+- `spending` — what each owner made today and holds: the daily limit's counts and its
+  atomic reservations (`reserve`, `release`; saving against a reservation converts it);
 - `repair`   — start-up repair of a local history after a crash.
 
 One `HistoryStore` per database URL and process (`open_store`), thread-safe: every call
@@ -39,7 +40,7 @@ from core.history.errors import (  # re-exported: the store's public names stay 
 from core.history.record import HistoryRecord
 from core.history.records import PAGE_SIZE, Page, Records, StoredImage
 from core.history.repair import ORPHAN_GRACE_SECONDS, REPAIR_DELAY_SECONDS
-from core.history.spending import Spending
+from core.history.spending import Reservation, Spending
 from core.history.storage import Storage, open_storage
 from core.history.trash import (
     RESTORE_DAYS,
@@ -50,6 +51,7 @@ from core.history.trash import (
     NotAllowed,
     Trash,
 )
+from core.limits import HOLD_SECONDS
 
 DB_NAME = "history.sqlite3"
 
@@ -68,6 +70,7 @@ __all__ = [
     "NotAllowed",
     "Page",
     "PartialSaveError",
+    "Reservation",
     "StoredImage",
     "describe_url",
     "open_store",
@@ -153,13 +156,24 @@ class HistoryStore:
         return self.storage.thumb_path(record_id)  # type: ignore[attr-defined]
 
     # records (core.history.records) ----------------------------------------------------------
-    def save(self, image: Any, record: HistoryRecord) -> HistoryRecord:
-        """Store `image` with `record`, all or nothing; return it with its image hash."""
-        return self.records.save(image, record)
+    def save(
+        self, image: Any, record: HistoryRecord, *, reservation: Reservation | None = None
+    ) -> HistoryRecord:
+        """Store `image` with `record`, all or nothing; return it with its image hash.
+        A `reservation` of the record's owner gives up one place in the same step."""
+        return self.records.save(image, record, reservation=reservation)
 
-    def put(self, record: HistoryRecord, png: bytes | None, thumb: bytes | None) -> None:
-        """Store encoded bytes with their row in one step; nothing stays when it fails."""
-        self.records.put(record, png, thumb)
+    def put(
+        self,
+        record: HistoryRecord,
+        png: bytes | None,
+        thumb: bytes | None,
+        *,
+        reservation: Reservation | None = None,
+    ) -> None:
+        """Store encoded bytes with their row in one step; nothing stays when it fails.
+        A `reservation` of the record's owner gives up one place in the same step."""
+        self.records.put(record, png, thumb, reservation=reservation)
 
     def page(
         self,
@@ -234,9 +248,42 @@ class HistoryStore:
         """Images `owner` made since `since`: saved (deleted too) plus regenerations."""
         return self.spending.made_since(owner, since)
 
-    def note_regenerate(self, actor: str, record: HistoryRecord) -> None:
-        """Count a Regenerate & verify of `record` by `actor` (and audit it)."""
-        self.spending.note_regenerate(actor, record)
+    def usage(self, owner: str, since: float, *, now: float | None = None) -> tuple[int, int]:
+        """(made since `since`, places held now by `owner`'s running requests), one read."""
+        return self.spending.usage(owner, since, now=now)
+
+    def held(self, owner: str, *, now: float | None = None) -> int:
+        """Places `owner`'s running requests hold now (live reservations)."""
+        return self.spending.held(owner, now=now)
+
+    def reserve(
+        self,
+        owner: str,
+        count: int,
+        limit: int,
+        day_start: float,
+        *,
+        now: float | None = None,
+        hold_seconds: float = HOLD_SECONDS,
+    ) -> Reservation:
+        """Hold `count` of `owner`'s `limit` places for the day from `day_start`, atomically
+        across threads and processes, or raise `core.limits.LimitReached` naming the
+        numbers. Made today (deleted and regenerated included) plus live reservations
+        count. Convert places by saving with `reservation=`; `release` the rest."""
+        return self.spending.reserve(
+            owner, count, limit, day_start, now=now, hold_seconds=hold_seconds
+        )
+
+    def release(self, reservation: Reservation | None) -> bool:
+        """Give back what `reservation` still holds; never raises (it expires anyway)."""
+        return self.spending.release(reservation)
+
+    def note_regenerate(
+        self, actor: str, record: HistoryRecord, *, reservation: Reservation | None = None
+    ) -> None:
+        """Count a Regenerate & verify of `record` by `actor` (and audit it); a
+        `reservation` gives up one place in the same step."""
+        self.spending.note_regenerate(actor, record, reservation=reservation)
 
     # repair (core.history.repair) ------------------------------------------------------------
     def repair(self, *, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> dict[str, int]:

@@ -17,6 +17,7 @@ and keeps the image bytes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -158,6 +159,11 @@ class Storage(ABC):
         """Insert `rows`, skipping any whose key is already there."""
 
     @abstractmethod
+    @abstractmethod
+    def owner_transaction(self, owner: str) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction no other one for `owner` runs beside, in any process: what
+        the daily allowance needs to count and reserve in one step."""
+
     # image bytes -----------------------------------------------------------------------------
     @abstractmethod
     def put_images(

@@ -7,10 +7,12 @@ a crash. Several app processes (replicas) may share it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -18,6 +20,16 @@ from core.history import schema
 from core.history.engine import make_engine
 from core.history.errors import _reason
 from core.history.storage.base import Storage
+
+# pg_advisory_xact_lock(class, key) of the daily allowance: the class is a constant of this
+# app, the key a hash of the owner. The two-key space never meets the one-key lock of
+# schema upgrades (`schema.LOCK_KEY`).
+OWNER_LOCK_CLASS = 0x5D35_0DA7
+
+
+def owner_lock_key(owner: str) -> int:
+    """A signed 32-bit key for `owner`, the same in every process (unlike `hash`)."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:4], "big", signed=True)
 
 
 class PostgresTables(Storage):
@@ -49,6 +61,19 @@ class PostgresTables(Storage):
         self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]
     ) -> None:
         conn.execute(postgresql_insert(table).on_conflict_do_nothing(), list(rows))
+
+    @contextlib.contextmanager
+    def owner_transaction(self, owner: str) -> Iterator[Connection]:
+        # A transaction-level advisory lock per owner: one person's requests queue for a
+        # moment, other people's never wait, and the lock goes with the commit or rollback
+        # (also through PgBouncer-style poolers in transaction mode). SERIALIZABLE would
+        # need a retry loop for its serialization failures under exactly this contention.
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:kind, :key)"),
+                {"kind": OWNER_LOCK_CLASS, "key": owner_lock_key(owner)},
+            )
+            yield conn
 
     # image bytes -----------------------------------------------------------------------------
     def put_images(

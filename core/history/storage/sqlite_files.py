@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,16 @@ class SqliteFiles(Storage):
         self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]
     ) -> None:
         conn.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
+
+    @contextlib.contextmanager
+    def owner_transaction(self, owner: str) -> Iterator[Connection]:
+        # BEGIN IMMEDIATE takes SQLite's one write lock at the start: every process and
+        # thread writing this file waits for it (busy_timeout), so what is counted inside
+        # cannot change before the insert. Coarser than per owner, and as short.
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
 
     # image files -----------------------------------------------------------------------------
     def image_path(self, record_id: str) -> Path:
