@@ -163,7 +163,7 @@ class TextToImageServer(LoopbackHTTPServer):
                     self._send(200, b"<html><body>Sign in</body></html>", "text/html")
                     return
                 if "bomb" in query:  # bomb=side<N>: an N×N PNG of a few hundred kB
-                    from tests.hostile import bomb_png
+                    from testkit.hostile import bomb_png
 
                     side = int(query["bomb"].removeprefix("side"))
                     self._send(200, bomb_png(side, text=None), "image/png")
