@@ -82,14 +82,15 @@ class Allowance:
         if self.unlimited or wanted <= self.left:
             return
         running = (
-            f" ({self.held} of them still being made, in another tab or request)"
+            f"; {self.held} {'is' if self.held == 1 else 'are'} still being made in another "
+            "tab or request"
             if self.held
             else ""
         )
         if self.left == 0:
             raise LimitReached(
                 f"You have {'made or started' if self.held else 'made'} your {self.limit} "
-                f"image{'s' if self.limit != 1 else ''} for today (the daily limit){running}. "
+                f"image{'s' if self.limit != 1 else ''} for today (the daily limit{running}). "
                 f"Generate works again at {self.resets_in(now)}.",
                 allowance=self,
                 wanted=wanted,

@@ -71,8 +71,8 @@ def test_threads_racing_for_the_last_places_get_exactly_the_limit(engine):
     assert store.held(ALICE) == 2 and store.usage(ALICE, _today()) == (3, 2)
     numbers = refused[0].allowance
     assert (numbers.limit, numbers.used, numbers.held, refused[0].wanted) == (5, 5, 2, 1)
-    assert "your 5 images for today" in str(refused[0]) and "2 of them still being made" in str(
-        refused[0]
+    assert "made or started your 5 images for today (the daily limit; 2 are still being made" in (
+        str(refused[0])
     )
     assert store.reserve(BOB, 5, 5, _today()).places == 5
 

@@ -129,7 +129,13 @@ class Spending:
         reservations = schema.reservations
         try:
             with self.storage.owner_transaction(owner) as conn:
-                conn.execute(delete(reservations).where(reservations.c.expires_at <= now))
+                # This owner's expired reservations (a crashed request's) go; others' wait
+                # for their owner's next reserve (they no longer count meanwhile).
+                conn.execute(
+                    delete(reservations).where(
+                        reservations.c.owner == owner, reservations.c.expires_at <= now
+                    )
+                )
                 made, held = conn.execute(_usage_query(owner, day_start, now)).one()
                 allowance = Allowance(
                     limit=limit,
