@@ -96,10 +96,10 @@ class SqliteFiles(Storage):
         name = self.db_path.name if self.db_path else "the database file"
         return HistoryError(
             f"The history database in {quote(self.where)} is damaged ({quote(reason)}). "
-            f"Nothing was changed: move {name} aside (or restore a backup) to start a new "
-            "history; start-up repair then lists the images in this folder again from the "
-            "records they carry. Until then images are still generated and can be "
-            "downloaded, but not saved."
+            f"Nothing was changed: move {name} aside, with its -wal and -shm files if there "
+            "are any (or restore a backup), to start a new history; start-up repair then "
+            "lists the images in this folder again from the records they carry. Until then "
+            "images are still generated and can be downloaded, but not saved."
         )
 
     def explain_open(self, exc: BaseException) -> HistoryError:
