@@ -2,7 +2,8 @@
 
 The pages use this small surface: `open_store(settings)` → `HistoryStore` (`page`, `get`,
 `thumbnails`, `stored_image`, `png_bytes`, `delete`, `read_only`),
-`keep_result` after a generation, `verify`, and the record helpers. Modules:
+`keep_result` after a generation, `verify`, and the record helpers; the daily limit's use
+cases hold places with `reserve` / `release` (through `core.limits`). Modules:
 
 - `record`  — `HistoryRecord`, the facts it keeps, and the check of rows read back;
 - `store`   — `HistoryStore`, the facade callers use, and `open_store` (one per process);
