@@ -8,15 +8,15 @@ reservation ends at `expires_at`.
 Self-contained (it creates one new table and touches nothing else), so it can be
 renumbered when another migration lands first.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
