@@ -159,7 +159,6 @@ class Storage(ABC):
         """Insert `rows`, skipping any whose key is already there."""
 
     @abstractmethod
-    @abstractmethod
     def owner_transaction(self, owner: str) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction no other one for `owner` runs beside, in any process: what
         the daily allowance needs to count and reserve in one step."""
