@@ -182,7 +182,7 @@ def test_read_only_disk_generator_keeps_the_image_and_says_why(app, tmpfs, monke
     assert not at.exception
     warning = next(w.value for w in at.warning if "not saved" in w.value.lower())
     assert "read-only" in warning and "Read-only file system" in warning
-    png = at.session_state["last_result"]["pngs"][0]
+    png = at.session_state["last_result"].pngs[0]
     assert metadata.PARAMETERS_KEY in metadata.read_png_text(png)  # the download has settings
     assert history.HistoryStore(data).count() == 1  # the old record is still there
 
@@ -219,7 +219,7 @@ def test_full_disk_mid_batch_names_the_kept_images_and_leaves_no_orphans(app, tm
     assert "Free some disk space" in message
     # No orphan: exactly the kept records have files, and no temporary file is left.
     assert _files(store) == {f"{r.id}.png" for r in kept} | {f"{r.id}.webp" for r in kept}
-    pngs = at.session_state["last_result"]["pngs"]
+    pngs = at.session_state["last_result"].pngs
     assert len(pngs) == 4
     assert all(metadata.PARAMETERS_KEY in metadata.read_png_text(p) for p in pngs)
 
@@ -240,7 +240,7 @@ def test_corrupt_database_file_is_explained_and_left_untouched(app, monkeypatch,
     at.button(key="generate").click().run()
     assert not at.exception
     assert any("Not saved to the history" in w.value for w in at.warning)
-    assert at.session_state["last_result"]["pngs"][0].startswith(metadata.PNG_SIGNATURE)
+    assert at.session_state["last_result"].pngs[0].startswith(metadata.PNG_SIGNATURE)
     assert (data / history.DB_NAME).read_bytes() == garbage  # nothing lost
 
 
@@ -561,7 +561,7 @@ def test_database_stopped_mid_session_keeps_the_image_then_saves_again(app, own_
     at = app()
     fill_small(at, seed=1)
     at.button(key="generate").click().run()
-    assert at.session_state["last_result"]["history_error"] is None
+    assert at.session_state["last_result"].history_error is None
     own_pg.stop()
     fill_small(at, seed=2)
     at.button(key="generate").click().run()
@@ -573,7 +573,7 @@ def test_database_stopped_mid_session_keeps_the_image_then_saves_again(app, own_
     own_pg.start()
     fill_small(at, seed=3)
     at.button(key="generate").click().run()
-    assert at.session_state["last_result"]["history_error"] is None
+    assert at.session_state["last_result"].history_error is None
     seeds = sorted(r.seed for r in history.HistoryStore(url=own_pg.url()).page().records)
     assert seeds == [1, 3]  # no half record of seed 2
 
@@ -615,7 +615,7 @@ def test_database_server_disk_full_keeps_the_image_then_saves_again(
         at = app()
         fill_small(at, seed=1)
         at.button(key="generate").click().run()
-        assert at.session_state["last_result"]["history_error"] is None
+        assert at.session_state["last_result"].history_error is None
         disk.fill_leaving(64 * 1024)
         fill_small(at, seed=2)
         at.button(key="generate").click().run()
@@ -627,7 +627,7 @@ def test_database_server_disk_full_keeps_the_image_then_saves_again(
         (disk.folder / "filler").unlink()
         fill_small(at, seed=3)
         at.button(key="generate").click().run()
-        assert at.session_state["last_result"]["history_error"] is None
+        assert at.session_state["last_result"].history_error is None
         store = history.HistoryStore(url=cluster.url())
         assert sorted(r.seed for r in store.page().records) == [1, 3]
         assert all(store.png_bytes(r.id) for r in store.page().records)

@@ -273,7 +273,7 @@ def test_generation_is_owned_by_the_signed_in_user(as_user, engine):
     at = as_user(ALICE, None)
     fill_small(at, prompt="alice's fox")
     at.button(key="generate").click().run()
-    assert not at.exception and at.session_state["last_result"]["history_error"] is None
+    assert not at.exception and at.session_state["last_result"].history_error is None
     (record,) = current_store().page().records
     assert (record.owner, record.prompt) == (ALICE, "alice's fox")
 

@@ -364,26 +364,24 @@ def model_revision(model: str) -> str:
 
 
 def environment(backend: Any) -> dict[str, str]:
-    """Facts a record keeps about how images are made now (backend must be loaded)."""
-    facts = dict(backend.describe())
-    loaded = getattr(backend, "loaded", None)
-    scheduler = ""
-    if loaded is not None:
-        scheduler = type(loaded.pipe.scheduler).__name__
-    model = facts.get("model", "")
+    """Facts a record keeps about how images are made now, from a `core.generation.Backend`
+    (loaded, so that the device, dtype and scheduler are known)."""
+    facts = backend.describe()
+    loaded = backend.loaded_facts
+    model = facts.model
     revision = model_revision(model) if model else ""
-    if facts.get("backend") == "remote":  # which service made it: an endpoint or a provider
-        revision = "remote " + (facts.get("endpoint") or f"provider {facts.get('provider')}")
+    if facts.backend == "remote":  # which service made it: an endpoint or a provider
+        revision = "remote " + (facts.endpoint or f"provider {facts.provider}")
     return {
         "model": model,
         "model_revision": revision,
-        "scheduler": scheduler,
-        "device": facts.get("device", ""),
-        "dtype": facts.get("dtype", ""),
+        "scheduler": loaded.scheduler if loaded is not None else "",
+        "device": facts.device,
+        "dtype": facts.dtype,
         "torch_version": package_version("torch"),
         "diffusers_version": package_version("diffusers"),
         "transformers_version": package_version("transformers"),
-        "backend": facts.get("backend", getattr(backend, "name", "")),
+        "backend": facts.backend,
     }
 
 
