@@ -517,9 +517,22 @@ def plan_grid(
     if "slg" in (x_kind, y_kind) and not slg_layers:
         raise GridError("SLG: this model family names no layers to skip.")
     _allowance_check(count, allowance)
+    cells = _expand(base, x, y, loras=loras, base_extra=base_extra or {}, slg_layers=slg_layers)
+    return GridPlan(x=x, y=y, cells=tuple(cells), notes=tuple(_notes(cells, base)))
+
+
+def _expand(
+    base: GenerationRequest,
+    x: Axis,
+    y: Axis | None,
+    *,
+    loras: Sequence[LoraChoice],
+    base_extra: Mapping[str, Any],
+    slg_layers: Sequence[int],
+) -> list[Cell]:
+    """Every cell's request and LoRAs, row-major with Y outer; each request validated."""
     cells: list[Cell] = []
-    extra = dict(base_extra or {})
-    for row in range(rows):
+    for row in range(len(y) if y is not None else 1):
         for column in range(len(x)):
             fields = {"prompt": base.prompt, "negative_prompt": base.negative_prompt}
             cell_loras = list(loras)
@@ -538,7 +551,7 @@ def plan_grid(
                 _apply(y, y.values[row], fields, cell_loras, changed)
             try:
                 request = _cell_request(
-                    base, fields, changed, base_extra=extra, slg_layers=slg_layers
+                    base, fields, changed, base_extra=base_extra, slg_layers=slg_layers
                 )
             except InvalidRequest as exc:
                 raise GridError(f"Cell {len(cells) + 1}: {exc}") from exc
@@ -554,7 +567,7 @@ def plan_grid(
                     overrides=changed,
                 )
             )
-    return GridPlan(x=x, y=y, cells=tuple(cells), notes=tuple(_notes(cells, base)))
+    return cells
 
 
 def _notes(cells: Sequence[Cell], base: GenerationRequest) -> list[str]:

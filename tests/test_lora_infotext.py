@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.lora import (
-    LoraChoice,
+from core.lora import LoraChoice
+from core.lora_text import (
     format_lora_hashes,
     match_loras,
     parse_lora_hashes,
