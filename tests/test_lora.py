@@ -386,3 +386,20 @@ def test_lora_choice_names_come_from_the_folder(lora_dir):
     found = discover_loras(lora_dir)
     assert [f.name for f in found.files] == ["clip", "grain"]
     assert LoraChoice("grain").weight == 1.0
+
+
+def test_a_float32_lora_file_works_on_the_bfloat16_pipeline_the_app_loads(grain):
+    """The app loads bf16 on CPUs with bf16 support: the LoRA is cast to it, changes the
+    pixels, and comes off leaving them bit-identical."""
+    import torch
+
+    from core.demo import build_demo_pipeline
+
+    pipe = build_demo_pipeline(dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    before = render(pipe)
+    with applied_loras(pipe, [(grain, 1.0)]):
+        lora_params = [p for n, p in pipe.transformer.named_parameters() if "lora_A" in n]
+        assert lora_params and all(p.dtype == torch.bfloat16 for p in lora_params)
+        assert render(pipe) != before
+    assert not has_adapters(pipe) and render(pipe) == before
