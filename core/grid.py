@@ -45,8 +45,11 @@ MAX_AXIS_TEXT = 4000
 MAX_ITEM_CHARS = 64  # one number or range item ("0.25-2.75 (+0.25)" is 17)
 MAX_LABEL_CHARS = 200  # an S/R value drawn as a header (the prompt itself holds the rest)
 
-# diffusers' StableDiffusion3Pipeline defaults for SLG: "on" means this scale.
+# diffusers' StableDiffusion3Pipeline defaults for SLG: "on" means this scale; it acts on
+# the steps i with start·steps < i < stop·steps only.
 DEFAULT_SLG_SCALE = 2.8
+DEFAULT_SLG_START = 0.01
+DEFAULT_SLG_STOP = 0.2
 MAX_SLG_SCALE = 10.0
 SLG_OFF = ("off", "no", "false", "none")
 SLG_ON = ("on", "yes", "true")
@@ -431,10 +434,11 @@ def _cell_request(
     extra = dict(base_extra)
     if "slg_scale" in changed:
         scale = changed["slg_scale"]
-        for key in [k for k in extra if k.startswith("skip_")]:
-            del extra[key]
+        # The axis decides on/off and the scale; the form's window (start/stop) stays.
+        extra.pop("skip_guidance_layers", None)
+        extra.pop("skip_layer_guidance_scale", None)
         if scale is not None:
-            extra["skip_guidance_layers"] = list(slg_layers)
+            extra["skip_guidance_layers"] = tuple(slg_layers)  # hashable: requests are frozen
             extra["skip_layer_guidance_scale"] = float(scale)
     if "strength" in changed:
         extra["strength"] = float(changed["strength"])
@@ -574,18 +578,30 @@ def _notes(cells: Sequence[Cell], base: GenerationRequest) -> list[str]:
     notes = []
     if base.num_images > 1:
         notes.append(f"One image per cell (Images is {base.num_images} in the form).")
-    slg_without_cfg = [
-        c.index + 1
-        for c in cells
-        if c.overrides.get("slg_scale") is not None and c.request.guidance_scale <= 1
-    ]
-    if slg_without_cfg:
+    slg_cells = [c for c in cells if c.overrides.get("slg_scale") is not None]
+    without_cfg = [c.index + 1 for c in slg_cells if c.request.guidance_scale <= 1]
+    if without_cfg:
         notes.append(
             "SLG acts only with guidance above 1: no effect in cell(s) "
-            + ", ".join(map(str, slg_without_cfg[:10]))
+            + ", ".join(map(str, without_cfg[:10]))
             + "."
         )
+    outside = [c.index + 1 for c in slg_cells if not _slg_acts(c.request)]
+    if outside:
+        notes.append(
+            "SLG acts only between its start and stop fractions of the steps, which hold no "
+            "step in cell(s) " + ", ".join(map(str, outside[:10])) + " (more steps help)."
+        )
     return notes
+
+
+def _slg_acts(request: GenerationRequest) -> bool:
+    """Whether diffusers' SLG window (start·steps < i < stop·steps) holds any step i."""
+    extra = dict(getattr(request, "extra", ()))
+    steps = request.num_inference_steps
+    start = steps * extra.get("skip_layer_guidance_start", DEFAULT_SLG_START)
+    stop = steps * extra.get("skip_layer_guidance_stop", DEFAULT_SLG_STOP)
+    return any(start < i < stop for i in range(steps))
 
 
 def distinct_prompts(plan: GridPlan) -> int:

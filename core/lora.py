@@ -705,7 +705,10 @@ class LoraCache:
         self._lock = threading.Lock()
 
     def get(self, file: LoraFile, **limits: int) -> LoraWeights:
-        stat = file.path.stat()
+        try:
+            stat = file.path.stat()
+        except OSError as exc:
+            raise _file_error(file.name + SUFFIX, f"it is gone ({type(exc).__name__})") from exc
         key = (str(file.path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             hit = self._entries.get(key)

@@ -222,14 +222,29 @@ def test_slg_cells_carry_the_pipeline_arguments():
         x_kind="slg",
         x_text="off, 2.8",
         slg_layers=(7, 8, 9),
-        base_extra={"skip_guidance_layers": [7], "skip_layer_guidance_scale": 1.0},
+        base_extra={"skip_guidance_layers": (7,), "skip_layer_guidance_scale": 1.0},
     )
     off, on = (c.request.pipeline_kwargs() for c in plan.cells)
     assert "skip_guidance_layers" not in off
-    assert on["skip_guidance_layers"] == [7, 8, 9] and on["skip_layer_guidance_scale"] == 2.8
+    assert on["skip_guidance_layers"] == (7, 8, 9) and on["skip_layer_guidance_scale"] == 2.8
     assert isinstance(plan.cells[1].request, GridCellRequest)
+    assert hash(plan.cells[1].request) != hash(plan.cells[0].request)
     with pytest.raises(GridError, match="names no layers"):
         plan_grid(BASE, x_kind="slg", x_text="on")
+
+
+def test_slg_cells_that_cannot_act_are_noted():
+    """Guidance ≤ 1 turns SLG off; diffusers' 1 %–20 % window holds no step of 2."""
+    plan = plan_grid(
+        BASE, x_kind="slg", x_text="on", y_kind="guidance", y_text="1, 4.5", slg_layers=(7,)
+    )
+    assert plan.notes == (
+        "SLG acts only with guidance above 1: no effect in cell(s) 1.",
+        "SLG acts only between its start and stop fractions of the steps, which hold no step "
+        "in cell(s) 1, 2 (more steps help).",
+    )
+    forty = GenerationRequest(prompt="x", num_inference_steps=40, width=512, height=512)
+    assert plan_grid(forty, x_kind="slg", x_text="on", slg_layers=(7,)).notes == ()
 
 
 def test_lora_weight_axis_sets_that_loras_weight_per_cell():

@@ -109,3 +109,13 @@ def test_a_grid_naming_a_missing_lora_is_refused_before_it_runs():
     plan = plan_grid(BASE, x_kind="seed", x_text="1", loras=[LoraChoice("absent", 1.0)])
     with pytest.raises(LoraError, match="not found in the LoRA folder: `absent`"):
         resolve_loras(plan, {})
+
+
+def test_an_slg_axis_reaches_the_pipeline(pipe):
+    """SLG cells pass skip_guidance_layers/scale through run_pipeline: on differs from off."""
+    window = {"skip_layer_guidance_start": 0.0, "skip_layer_guidance_stop": 1.0}
+    plan = plan_grid(BASE, x_kind="slg", x_text="off, 2.8", slg_layers=(1,), base_extra=window)
+    assert plan.notes == ()
+    outcome = run_grid(plan, PipelineCellRunner(pipe, plan))
+    assert outcome.done == 2
+    assert outcome.images[0].tobytes() != outcome.images[1].tobytes()
