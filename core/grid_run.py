@@ -20,6 +20,7 @@ from core.generation import GenerationStopped, ProgressCallback
 from core.grid import Cell, GridPlan, distinct_prompts
 from core.lora import LoraCache, LoraError, LoraFile
 from core.prompt_cache import PromptCache
+from core.queue import QueueCancelled
 from core.safe_text import quote
 
 RunCell = Callable[[Cell], Any]  # returns the cell's PIL image
@@ -31,6 +32,7 @@ class GridOutcome:
 
     images: list[Any]
     stopped: bool = False
+    cancelled: str = ""  # an admin's cancel of a cell ended the grid: the message to show
     seconds: list[float] = field(default_factory=list)  # per finished cell
 
     @property
@@ -47,8 +49,9 @@ def run_grid(
 ) -> GridOutcome:
     """Run the cells in order; stop before the next cell or inside one when asked.
 
-    A stop keeps the finished cells (the one interrupted is not kept, like a stopped single
-    image). Any other error propagates; the caller still has the cells that `on_cell` saw.
+    A stop, or an admin's cancel of the running or waiting cell, keeps the finished cells
+    (the one interrupted is not kept, like a stopped single image). Any other error
+    propagates; the caller still has the cells that `on_cell` saw.
     """
     outcome = GridOutcome(images=[None] * plan.count)
     for cell in plan.cells:
@@ -60,6 +63,9 @@ def run_grid(
             image = run_cell(cell)
         except GenerationStopped:
             outcome.stopped = True
+            break
+        except QueueCancelled as exc:  # an admin freed the model: the grid ends like a Stop
+            outcome.stopped, outcome.cancelled = True, str(exc)
             break
         outcome.images[cell.index] = image
         outcome.seconds.append(time.perf_counter() - start)
@@ -82,8 +88,10 @@ def resolve_loras(plan: GridPlan, files: Mapping[str, LoraFile]) -> dict[str, Lo
 class PipelineCellRunner:
     """`runner(cell) -> image`: runs `cell.request` with `core.local.run_pipeline`.
 
-    `slot(cell)` is the context that holds the pipeline for one cell (phase 2: the fair
-    queue's slot as the grid's owner); without it the caller must hold the pipeline.
+    `slot(cell)` is the context that holds the pipeline for one cell, e.g.
+    `fair_slot(queue, cell.request, user, on_wait, should_stop)` (whose yielded stop check,
+    which also sees an admin's cancel, is then used); without it the caller must hold the
+    pipeline.
     LoRA files are read and checked outside the slot, once per grid (`lora_cache`), and
     put on the pipeline inside it for that cell only.
     """
@@ -117,14 +125,17 @@ class PipelineCellRunner:
 
         weights = [(self.lora_cache.get(self.files[c.name]), c.weight) for c in cell.loras]
         holder = self.slot(cell) if self.slot is not None else contextlib.nullcontext()
-        with holder, applied_loras(self.pipe, weights) as applied:
+        with holder as held, applied_loras(self.pipe, weights) as applied:
+            # `core.queue.fair_slot` yields the stop check to run with (the caller's Stop or
+            # an admin's cancel); a plain slot yields its queue entry.
+            should_stop = held if callable(held) else self.should_stop
             # Adapted CLIP encoders make other embeddings: no cache for those cells.
             cache = None if applied.touches_text_encoders else self.prompt_cache
             images, _ = run_pipeline(
                 self.pipe,
                 cell.request,
                 cache=cache,
-                should_stop=self.should_stop,
+                should_stop=should_stop,
                 on_progress=self.on_progress,
                 model=self.model,
                 dtype=self.dtype,

@@ -11,7 +11,7 @@ from core.grid import plan_grid
 from core.grid_run import PipelineCellRunner, resolve_loras, run_grid
 from core.local import run_pipeline
 from core.lora import LoraChoice, LoraError, discover_loras, has_adapters
-from core.queue import GenerationQueue
+from core.queue import GenerationQueue, fair_slot
 from tests.conftest import SMALL
 
 BASE = GenerationRequest(prompt="a red fox", guidance_scale=4.5, seed=11, **SMALL)
@@ -49,7 +49,8 @@ def test_grid_cells_equal_the_same_requests_made_alone(pipe):
 
 
 def test_stop_mid_grid_keeps_finished_cells(pipe):
-    """Stop asked during cell 2's steps: cell 1 is kept, cells 2 and 3 are not run."""
+    """Stop asked during cell 2's steps (seen through the fair slot's stop check): cell 1 is
+    kept, cells 2 and 3 are not run, and the queue is free again."""
     plan = plan_grid(BASE, x_kind="seed", x_text="1, 2, 3")
     stop = {"now": False}
 
@@ -58,8 +59,12 @@ def test_stop_mid_grid_keeps_finished_cells(pipe):
             stop["now"] = True
 
     on_cell_calls: list[int] = []
+    queue = GenerationQueue()
     runner = PipelineCellRunner(
-        pipe, plan, should_stop=lambda: stop["now"], on_progress=on_progress
+        pipe,
+        plan,
+        slot=lambda cell: fair_slot(queue, cell.request, "grid-owner", None, lambda: stop["now"]),
+        on_progress=on_progress,
     )
     outcome = run_grid(
         plan,
@@ -69,6 +74,30 @@ def test_stop_mid_grid_keeps_finished_cells(pipe):
     )
     assert outcome.stopped and on_cell_calls == [0]
     assert outcome.images[0] is not None and outcome.images[1:] == [None, None]
+    assert not queue.busy and queue.waiting == 0
+
+
+def test_an_admin_cancel_mid_grid_ends_it_keeping_finished_cells(pipe):
+    """An admin cancels the grid's running cell: the grid ends with the cancel message and
+    cell 1 kept."""
+    plan = plan_grid(BASE, x_kind="seed", x_text="1, 2")
+    queue = GenerationQueue()
+    done: list[int] = []
+
+    def on_progress(progress):
+        if progress.phase == "denoising" and done:
+            running = next(e for e in queue.entries() if e.running)
+            queue.cancel(running.id, by="admin")
+
+    runner = PipelineCellRunner(
+        pipe,
+        plan,
+        slot=lambda cell: fair_slot(queue, cell.request, "grid-owner", None, None),
+        on_progress=on_progress,
+    )
+    outcome = run_grid(plan, runner, on_cell=lambda cell, image: done.append(cell.index))
+    assert outcome.stopped and "An admin cancelled" in outcome.cancelled
+    assert done == [0] and outcome.images[1] is None
 
 
 def test_stop_before_the_first_cell_runs_nothing(pipe):
