@@ -30,6 +30,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.modes import get_mode
 from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote, redact, url_secrets
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ POLL_SECONDS = 0.1  # how often Stop is checked and progress reported while wait
 LATENCY_HISTORY = 20  # successful calls kept for the hardware page
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _BODY_SCAN = 4096  # characters of an error body ever looked at
+TEXT_TO_IMAGE = "text_to_image"  # the inference task `_call` runs (InferenceClient)
 # The largest image an answer may hold, checked from its header before any pixel is decoded.
 # A correct answer has the requested size (at most 1440², about 2 MP); 4096² leaves room for
 # a service that upscales, and stays far below Pillow's bomb threshold (89 MP warns, 179 MP
@@ -507,6 +509,12 @@ class RemoteBackend:
         countdown before a retry. A failed call raises `GenerationError` with the fix and
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
+        mode = get_mode(request.mode)
+        if mode.remote_task != TEXT_TO_IMAGE:  # the one task this client speaks so far
+            raise GenerationError(
+                f"{mode.label} is not available with a remote service here; it makes text "
+                "to image only. Use the local backend (SD_BACKEND=local) for it."
+            )
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
