@@ -440,13 +440,23 @@ def _cell_request(
         if scale is not None:
             extra["skip_guidance_layers"] = tuple(slg_layers)  # hashable: requests are frozen
             extra["skip_layer_guidance_scale"] = float(scale)
-    if "strength" in changed:
-        extra["strength"] = float(changed["strength"])
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(GenerationRequest)}
     values.update(fields, num_images=1)
+    if "strength" in changed:  # the mode's own option (image-to-image, issue 18)
+        values["mode_options"] = {**base.mode_options, "strength": float(changed["strength"])}
     if not extra and type(base) is GenerationRequest:
         return GenerationRequest(**values)
     return GridCellRequest(**values, extra=tuple(sorted(extra.items())))
+
+
+def ranges_for(base: GenerationRequest) -> Ranges:
+    """The form's ranges for `base`'s mode: a strength axis exists when the mode has a
+    `strength` option (image-to-image), with that option's range."""
+    from core.modes import get_mode
+
+    option = get_mode(base.mode).option("strength")
+    strength = None if option is None else (float(option.low), float(option.high))
+    return Ranges(strength=strength)
 
 
 def _allowance_check(count: int, allowance: Allowance | None) -> None:
@@ -469,7 +479,7 @@ def plan_grid(
     x_lora: str = "",
     y_lora: str = "",
     loras: Sequence[LoraChoice] = (),
-    ranges: Ranges = Ranges(),
+    ranges: Ranges | None = None,
     base_extra: Mapping[str, Any] | None = None,
     slg_layers: Sequence[int] = (),
     allowance: Allowance | None = None,
@@ -477,12 +487,14 @@ def plan_grid(
 ) -> GridPlan:
     """Parse and check both axes and every cell; return the cells in run order.
 
-    `base` is the form's request (its `num_images` is ignored: one image per cell); `loras`
+    `base` is the form's request (its `num_images` is ignored: one image per cell; a
+    strength axis sets its mode's `strength` option); `loras`
     are the form's LoRAs; `base_extra` pipeline arguments the form adds (SLG on);
     `slg_layers` the family's SLG layers (SD3.5 Medium: 7, 8, 9). Raise `GridError` for a bad
     value or too many cells, `LimitReached` when the cells exceed `allowance.left` — both
-    before anything runs.
+    before anything runs. `ranges` default to `ranges_for(base)`.
     """
+    ranges = ranges_for(base) if ranges is None else ranges
     x = parse_axis(
         x_kind,
         x_text,

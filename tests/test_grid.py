@@ -105,6 +105,53 @@ def test_strength_is_checked_when_the_mode_has_it():
         parse_axis("strength", "1.5", ranges=ranges)
 
 
+@pytest.fixture(name="img_mode")
+def fixture_img_mode():
+    """A made-up mode with a strength option (as image-to-image will have), for one test."""
+    import dataclasses
+
+    from core import models, modes
+    from core.modes import Mode, ModeOption
+
+    mode = Mode(
+        id="img-test",
+        label="Image test",
+        remote_task="image_to_image",
+        options=(
+            ModeOption(
+                name="strength",
+                label="Strength",
+                kind="float",
+                default=0.6,
+                low=0.0,
+                high=1.0,
+                infotext="Denoising strength",
+                pipeline_arg="strength",
+            ),
+        ),
+    )
+    medium = models.FAMILIES[0]
+    pipelines = {**medium.pipelines, mode.id: "StableDiffusion3Pipeline"}
+    models.FAMILIES[0] = dataclasses.replace(medium, pipelines=pipelines)
+    modes.MODES.append(mode)
+    yield mode
+    modes.MODES.remove(mode)
+    models.FAMILIES[0] = medium
+
+
+def test_a_strength_axis_sets_the_modes_strength_option(img_mode):
+    """With a mode that has `strength`, the axis takes that option's range and each cell's
+    request carries its value as a mode option (passed to the pipeline by the mode)."""
+    base = GenerationRequest(prompt="a fox", mode=img_mode.id, **SMALL)
+    plan = plan_grid(base, x_kind="strength", x_text="0.3, 0.9")
+    assert [c.request.mode_options["strength"] for c in plan.cells] == [0.3, 0.9]
+    assert plan.cells[1].request.pipeline_kwargs()["strength"] == 0.9
+    with pytest.raises(GridError, match=r"1.2 is out of range for Strength \(0–1\)"):
+        plan_grid(base, x_kind="strength", x_text="0.5, 1.2")
+    with pytest.raises(GridError, match="image-to-image only"):
+        plan_grid(BASE, x_kind="strength", x_text="0.5")
+
+
 def test_axis_text_is_capped_before_it_is_split():
     """A pasted megabyte is refused by its length, naming the cap."""
     with pytest.raises(GridError, match=f"at most {MAX_AXIS_TEXT:,}"):
