@@ -14,6 +14,7 @@ import pytest
 from core.demo_lora import make_demo_lora
 from core.lora import (
     MAX_HEADER_BYTES,
+    Found,
     LoraCache,
     LoraChoice,
     LoraError,
@@ -378,7 +379,7 @@ def test_discovery_lists_safetensors_and_says_why_others_are_refused(pipe, tmp_p
     reasons = {r.name: r.reason for r in found.refused}
     assert set(reasons) == {"bad:name", "old"}
     assert "rename it" in reasons["bad:name"] and "pickled" in reasons["old"]
-    assert discover_loras(tmp_path / "missing") == discover_loras(tmp_path / "missing")
+    assert discover_loras(tmp_path / "missing") == Found()
     assert discover_loras(tmp_path, max_files=1).truncated
 
 
