@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from core.generation import GenerationRequest
+from core.generation import AppliedStyle, GenerationRequest, LoraChoice
 from core.models import DEFAULT_FAMILY, Family
 from core.modes import DEFAULT_MODE, MODES, options_from_form
 
@@ -33,6 +33,9 @@ def defaults(family: Family = DEFAULT_FAMILY) -> dict[str, Any]:
         "steps": family.steps,
         "num_images": 1,
         "mode": DEFAULT_MODE.id,
+        # LoRAs picked, as (name, weight) pairs, and the names of the styles chosen.
+        "loras": (),
+        "styles": (),
     }
     for mode in MODES:  # an option two modes share keeps the first one's default
         for name, value in mode.defaults().items():
@@ -51,6 +54,9 @@ def field_names() -> set[str]:
 
 SAVED_KEY = "generator_settings"
 APPLY_KEY = "generator_apply"
+# The chosen styles' templates by name, {name: (prompt, negative prompt)}: the ui puts the
+# visitor's styles here as it draws the picker; `build_request` applies the chosen ones.
+STYLE_TEMPLATES = "style_templates"
 
 EXAMPLE_PROMPTS = (
     "A capybara wearing a suit holding a sign that reads Hello World",
@@ -102,11 +108,18 @@ def build_request(
     state: Mapping[str, Any], *, seed: int, family: str = DEFAULT_FAMILY.id
 ) -> GenerationRequest:
     """Build the (validated) request from the form for the model family `family` (an id);
-    raise `InvalidRequest` with the fix."""
+    raise `InvalidRequest` with the fix.
+
+    The chosen styles (`styles`, their templates under STYLE_TEMPLATES) are merged into
+    the prompts as A1111 does and kept on the request for its record; the picked LoRAs
+    (`loras`, (name, weight) pairs) go with it.
+    """
     mode = state.get("mode", DEFAULT_MODE.id)
+    prompt, negative, applied = apply_chosen_styles(state)
+    loras = tuple(LoraChoice(str(name), _weight(weight)) for name, weight in state.get("loras", ()))
     return GenerationRequest(
-        prompt=state["prompt"],
-        negative_prompt=state["negative_prompt"],
+        prompt=prompt,
+        negative_prompt=negative,
         seed=seed,
         width=int(state["width"]),
         height=int(state["height"]),
@@ -116,4 +129,28 @@ def build_request(
         family=family,
         mode=mode,
         mode_options=options_from_form(state, mode),
+        loras=loras,
+        styles=applied,
     )
+
+
+def _weight(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan  # the request names the LoRA and says the weight must be a number
+
+
+def apply_chosen_styles(state: Mapping[str, Any]) -> tuple[str, str, tuple[AppliedStyle, ...]]:
+    """The form's prompts with its chosen styles merged in (A1111's rule, in the order
+    chosen), and the styles as applied; a chosen name without a template is skipped."""
+    from core.styles import apply_styles  # the styles' rule; light (no torch)
+
+    templates = state.get(STYLE_TEMPLATES) or {}
+    applied = tuple(
+        AppliedStyle(name, *templates[name])
+        for name in state.get("styles", ())
+        if name in templates
+    )
+    prompt, negative = apply_styles(state["prompt"], state["negative_prompt"], applied)
+    return prompt, negative, applied

@@ -29,14 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.generation import (
+    LORA_WEIGHT_MAX,
+    LORA_WEIGHT_MIN,
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_STEPS,
     GenerationRequest,
     InvalidRequest,
+    LoraChoice,
 )
 from core.limits import Allowance, LimitReached
-from core.lora import LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, LoraChoice
 
 MAX_CELLS = 36
 # What one axis's text may hold: 36 values of a long S/R phrase each fit; a 20 MB paste
@@ -125,7 +127,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell: where it sits, its labels, and the request (and LoRAs) it runs."""
+    """One cell: where it sits, its labels, and the request it runs (its LoRAs included)."""
 
     index: int  # row * columns + column
     column: int
@@ -133,8 +135,11 @@ class Cell:
     x_label: str
     y_label: str
     request: GenerationRequest
-    loras: tuple[LoraChoice, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)  # what the axes changed
+
+    @property
+    def loras(self) -> tuple[LoraChoice, ...]:
+        return self.request.loras
 
 
 @dataclass(frozen=True)
@@ -428,6 +433,7 @@ def _cell_request(
     fields: dict[str, Any],
     changed: Mapping[str, Any],
     *,
+    loras: Sequence[LoraChoice],
     base_extra: Mapping[str, Any],
     slg_layers: Sequence[int],
 ) -> GenerationRequest:
@@ -441,7 +447,7 @@ def _cell_request(
             extra["skip_guidance_layers"] = tuple(slg_layers)  # hashable: requests are frozen
             extra["skip_layer_guidance_scale"] = float(scale)
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(GenerationRequest)}
-    values.update(fields, num_images=1)
+    values.update(fields, num_images=1, loras=tuple(loras))
     if "strength" in changed:  # the mode's own option (image-to-image, issue 18)
         values["mode_options"] = {**base.mode_options, "strength": float(changed["strength"])}
     if not extra and type(base) is GenerationRequest:
@@ -459,14 +465,25 @@ def ranges_for(base: GenerationRequest) -> Ranges:
     return Ranges(strength=strength)
 
 
+def limit_message(count: int, allowance: Allowance) -> str:
+    """Why a grid of `count` cells does not fit in `allowance`, with the numbers."""
+    held = (
+        f" ({allowance.held} {'is' if allowance.held == 1 else 'are'} still being made in "
+        "another tab or request)"
+        if allowance.held
+        else ""
+    )
+    return (
+        f"This grid has {count} cells ({count} images) but you have {allowance.left} of "
+        f"{allowance.limit} images left today{held}. Use fewer values, or wait until "
+        f"{allowance.resets_in()}."
+    )
+
+
 def _allowance_check(count: int, allowance: Allowance | None) -> None:
     if allowance is None or allowance.unlimited or count <= allowance.left:
         return
-    raise LimitReached(
-        f"This grid has {count} cells ({count} images) but you have {allowance.left} of "
-        f"{allowance.limit} images left today. Use fewer values, or wait until "
-        f"{allowance.resets_in()}."
-    )
+    raise LimitReached(limit_message(count, allowance), allowance=allowance, wanted=count)
 
 
 def plan_grid(
@@ -478,7 +495,7 @@ def plan_grid(
     y_text: str = "",
     x_lora: str = "",
     y_lora: str = "",
-    loras: Sequence[LoraChoice] = (),
+    loras: Sequence[LoraChoice] | None = None,
     ranges: Ranges | None = None,
     base_extra: Mapping[str, Any] | None = None,
     slg_layers: Sequence[int] = (),
@@ -488,13 +505,14 @@ def plan_grid(
     """Parse and check both axes and every cell; return the cells in run order.
 
     `base` is the form's request (its `num_images` is ignored: one image per cell; a
-    strength axis sets its mode's `strength` option); `loras`
-    are the form's LoRAs; `base_extra` pipeline arguments the form adds (SLG on);
+    strength axis sets its mode's `strength` option); `loras` the LoRAs every cell starts
+    from (None: `base.loras`, the form's); `base_extra` pipeline arguments the form adds (SLG on);
     `slg_layers` the family's SLG layers (SD3.5 Medium: 7, 8, 9). Raise `GridError` for a bad
     value or too many cells, `LimitReached` when the cells exceed `allowance.left` — both
     before anything runs. `ranges` default to `ranges_for(base)`.
     """
     ranges = ranges_for(base) if ranges is None else ranges
+    loras = base.loras if loras is None else tuple(loras)
     x = parse_axis(
         x_kind,
         x_text,
@@ -567,7 +585,12 @@ def _expand(
                 _apply(y, y.values[row], fields, cell_loras, changed)
             try:
                 request = _cell_request(
-                    base, fields, changed, base_extra=base_extra, slg_layers=slg_layers
+                    base,
+                    fields,
+                    changed,
+                    loras=cell_loras,
+                    base_extra=base_extra,
+                    slg_layers=slg_layers,
                 )
             except InvalidRequest as exc:
                 raise GridError(f"Cell {len(cells) + 1}: {exc}") from exc
@@ -579,7 +602,6 @@ def _expand(
                     x_label=x.labels[column],
                     y_label=y.labels[row] if y is not None else "",
                     request=request,
-                    loras=tuple(cell_loras),
                     overrides=changed,
                 )
             )

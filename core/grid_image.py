@@ -129,8 +129,10 @@ def draw_grid(
     y_title: str = "",
     y_labels: Sequence[str] = (),
     max_side: int = MAX_GRID_SIDE,
+    missing: str = "not run",
 ) -> Any:
-    """Return the labelled grid as a PIL image; `images[i]` is cell i (row-major) or None."""
+    """Return the labelled grid as a PIL image; `images[i]` is cell i (row-major) or None
+    (drawn as a grey cell saying `missing`)."""
     from PIL import Image, ImageDraw
 
     width, height = size
@@ -172,7 +174,7 @@ def draw_grid(
         if image is None:
             box = (x0 + 1, y0 + 1, x0 + spec.cell_width - 2, y0 + spec.cell_height - 2)
             draw.rectangle(box, fill=PLACEHOLDER)
-            _draw_lines(draw, ["not run"], font, box, MUTED)
+            _draw_lines(draw, [missing], font, box, MUTED)
             continue
         cell = image.convert("RGB")
         if cell.size != (spec.cell_width, spec.cell_height):
@@ -198,7 +200,7 @@ def draw_plan(
     )
 
 
-def _a1111_quote(value: str) -> str:
+def a1111_quote(value: str) -> str:
     """Quote like A1111's infotext: JSON only when the value holds `,` `:` or a newline."""
     if "," not in value and ":" not in value and "\n" not in value:
         return value
@@ -208,7 +210,7 @@ def _a1111_quote(value: str) -> str:
 def grid_infotext(plan: GridPlan, base_infotext: str = "") -> str:
     """A1111-like `parameters` for the grid: the first cell's settings plus `X Type`,
     `X Values` (and Y), as A1111's X/Y/Z plot writes them on its grid image."""
-    axes = ", ".join(f"{k}: {_a1111_quote(v)}" for k, v in plan.infotext_fields().items())
+    axes = ", ".join(f"{k}: {a1111_quote(v)}" for k, v in plan.infotext_fields().items())
     base = base_infotext.rstrip()
     if not base:
         return axes

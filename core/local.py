@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +41,19 @@ from core.generation import (
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    GridProgressCallback,
     LoadFacts,
     LoadProgress,
+    LoraMemory,
+    LoraShelf,
     Progress,
     ProgressCallback,
     StopCheck,
 )
+from core.grid import GridPlan, distinct_prompts
+from core.grid_run import GridOutcome, cell_label, run_grid
+from core.lora import LoraWeights, adapter_bytes, applied_loras
+from core.lora_folder import LoraFolder
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
@@ -481,6 +488,7 @@ def run_pipeline(
     model: str = "",
     device: str = "",
     dtype: str = "",
+    lora_tag: str = "",
 ) -> tuple[list[Any], list[float]]:
     """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
 
@@ -489,6 +497,8 @@ def run_pipeline(
     and `device` set the step and decode times are recorded for estimates.
     With `preview`, progress updates carry a live preview JPEG when one is due
     (`core.preview`); it only reads the latents, so the images are the same either way.
+    `lora_tag` names the LoRAs on the text encoders (`AppliedLoras.cache_tag`), so that
+    `cache` never hands over embeddings made with other ones.
     """
     # Why this is long: the step callback is a closure over one image's progress, preview
     # and timing state; split into functions, that state would travel through a dozen
@@ -516,7 +526,7 @@ def run_pipeline(
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
     with torch.inference_mode():
-        key = prompt_key(pipe, request, model=model, dtype=dtype)
+        key = prompt_key(pipe, request, model=model, dtype=dtype, loras=lora_tag)
         embeds = cache.get(key) if cache is not None else None
         encode_seconds = None
         if embeds is None:
@@ -596,6 +606,7 @@ class LocalBackend:
         compile: bool = False,
         max_queued_per_user: int | Callable[[], int] = 2,
         family: Family | None = None,
+        lora_dir: str | Path | None = None,
     ) -> None:
         # SD_MODEL_FAMILY when set; None: the loader works it out from `model`.
         self.family = family
@@ -616,6 +627,8 @@ class LocalBackend:
         # What the load is doing (download bytes, reading weights), read by every session.
         self.load_status = LoadStatus()
         self.prompt_cache = PromptCache()
+        # SD_LORA_DIR: files read once, applied per request under the generation slot.
+        self.lora_folder = LoraFolder(lora_dir)
 
     # --- loading -------------------------------------------------------------------------
     @property
@@ -753,35 +766,50 @@ class LocalBackend:
         """Generate the request's images in order; wait for the shared pipeline first.
 
         `user` is whose turn this is in the fair queue (see `core.queue`). `preview` adds
-        live preview JPEGs to the progress updates (see `run_pipeline`).
+        live preview JPEGs to the progress updates (see `run_pipeline`). The request's
+        LoRAs are read before the turn and put on the pipeline for this request only.
         """
+        return self._generate(
+            request,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            user=user,
+            preview=preview,
+            cache=self.prompt_cache,
+        )
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None,
+        should_stop: StopCheck | None,
+        user: str,
+        preview: bool,
+        cache: PromptCache,
+        label: str | None = None,
+    ) -> GenerationResult:
+        """`generate` with the prompt cache to use and the queue entry's label."""
         import torch
 
         start = time.perf_counter()
         was_loaded = self._loaded is not None
         loaded = self.ensure_loaded()
         load_seconds = 0.0 if was_loaded else time.perf_counter() - start
+        loras = self._lora_weights(request, loaded)  # read and checked before the turn
 
         def on_wait(ahead: int) -> None:
             if on_progress is not None:
                 on_progress(Progress("queued", time.perf_counter() - start, queue_position=ahead))
 
-        with fair_slot(self.queue, request, user, on_wait, should_stop) as should_stop:
+        with fair_slot(self.queue, request, user, on_wait, should_stop, label=label) as stop:
             if self._loaded is not loaded:  # unloaded while this generation waited
                 loaded = self.ensure_loaded()
+                loras = self._lora_weights(request, loaded)
             queued_until = time.perf_counter()
             try:
-                images, per_image = run_pipeline(
-                    loaded.pipeline_for(request.mode),
-                    request,
-                    on_progress=on_progress,
-                    should_stop=should_stop,
-                    started=queued_until,
-                    preview=preview,
-                    cache=self.prompt_cache,
-                    model=loaded.model,
-                    device=loaded.choice.device,
-                    dtype=loaded.choice.dtype,
+                images, per_image, applied = self._run(
+                    loaded, request, loras, on_progress, stop, queued_until, preview, cache
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()
@@ -801,7 +829,101 @@ class LocalBackend:
             per_image_seconds=tuple(per_image),
             backend=self.name,
             details=self.describe().identity(),
+            loras=applied,
         )
+
+    def _run(
+        self,
+        loaded: LoadedPipeline,
+        request: GenerationRequest,
+        loras: list[tuple[LoraWeights, float]],
+        on_progress: ProgressCallback | None,
+        should_stop: StopCheck,
+        started: float,
+        preview: bool,
+        cache: PromptCache,
+    ) -> tuple[list[Any], list[float], tuple[tuple[str, str, float], ...]]:
+        """Run the request on the pipeline with its LoRAs on for the call only (hold the slot)."""
+        with applied_loras(loaded.pipe, loras) as applied:
+            if applied.loras:  # what the Hardware page shows while this request runs
+                sizes = adapter_bytes(loaded.pipe)
+                self.lora_folder.on_pipeline(
+                    tuple(
+                        (name, sizes.get(f"sd_lora_{i}", 0))
+                        for i, (name, _, _) in enumerate(applied.loras)
+                    )
+                )
+            try:
+                images, per_image = run_pipeline(
+                    loaded.pipeline_for(request.mode),
+                    request,
+                    on_progress=on_progress,
+                    should_stop=should_stop,
+                    started=started,
+                    preview=preview,
+                    cache=cache,
+                    model=loaded.model,
+                    device=loaded.choice.device,
+                    dtype=loaded.choice.dtype,
+                    lora_tag=applied.cache_tag,
+                )
+            finally:
+                self.lora_folder.on_pipeline(())
+        return images, per_image, applied.loras
+
+    def _lora_weights(
+        self, request: GenerationRequest, loaded: LoadedPipeline
+    ) -> list[tuple[LoraWeights, float]]:
+        return self.lora_folder.weights(request.loras, loaded.pipe, compiled=loaded.compiled)
+
+    def generate_grid(
+        self,
+        plan: GridPlan,
+        *,
+        user: str = SYSTEM_USER,
+        on_progress: GridProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+        on_cell: Callable[[Any, GenerationResult], None] | None = None,
+    ) -> GridOutcome:
+        """Run `plan`'s cells in order, one queue turn each (see `Backend.generate_grid`).
+
+        Every cell's LoRAs are read and checked before the first cell runs. The grid has
+        its own prompt cache, sized to its distinct prompts, so other people's prompts
+        between its cells cannot push the grid's out: each is encoded once per grid.
+        """
+        loaded = self.ensure_loaded()
+        for loras in dict.fromkeys(cell.request.loras for cell in plan.cells):
+            self.lora_folder.weights(loras, loaded.pipe, compiled=loaded.compiled)
+        cache = PromptCache(max_entries=max(distinct_prompts(plan), 1))
+
+        def run_cell(cell: Any) -> GenerationResult:
+            def progress(p: Progress) -> None:
+                if on_progress is not None:
+                    on_progress(cell, p)
+
+            return self._generate(
+                cell.request,
+                on_progress=progress,
+                should_stop=should_stop,
+                user=user,
+                preview=False,
+                cache=cache,
+                label=cell_label(plan, cell),
+            )
+
+        return run_grid(plan, run_cell, should_stop=should_stop, on_cell=on_cell)
+
+    # --- LoRAs ---------------------------------------------------------------------------
+    def loras(self) -> LoraShelf:
+        """The LoRA folder's files (none while SD_COMPILE is on: see `LoraFolder`)."""
+        return self.lora_folder.shelf(compiled=self.compile)
+
+    def lora_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        return self.lora_folder.hashes(names)
+
+    def lora_memory(self) -> LoraMemory:
+        loaded = self._loaded
+        return self.lora_folder.memory(loaded.choice.device if loaded is not None else "")
 
     def describe(self) -> BackendFacts:
         """Facts for the sidebar and history: model, state, and device and dtype once loaded."""

@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.generation import GenerationError
+# The choice, its limits and its checks live with the request (core.generation); the
+# `as` names are re-exported here, where LoRA code looks for them.
+from core.generation import LORA_WEIGHT_MAX as LORA_WEIGHT_MAX
+from core.generation import LORA_WEIGHT_MIN as LORA_WEIGHT_MIN
+from core.generation import MAX_LORAS as MAX_LORAS
+from core.generation import GenerationError, lora_name_problem, lora_weight_problem
+from core.generation import LoraChoice as LoraChoice
 from core.safe_text import quote
 
 log = logging.getLogger(__name__)
@@ -52,18 +58,12 @@ MAX_LORA_BYTES = 2 * 2**30  # SD3.5 LoRAs are 10 MB–1.3 GB; bigger is not a Lo
 MAX_HEADER_BYTES = 32 * 2**20
 MAX_TENSORS = 20_000  # a rank-r LoRA of every SD3.5 Large linear layer has ~2,000
 MAX_RANK = 4096
-MAX_LORAS = 8  # per request
 MAX_FILES = 1000  # listed from the folder
 MAX_DEPTH = 4  # subfolders searched below it
-MAX_NAME_CHARS = 100
-LORA_WEIGHT_MIN = -4.0
-LORA_WEIGHT_MAX = 4.0
 SHORT_HASH_CHARS = 12
 COMPONENTS = ("transformer", "text_encoder", "text_encoder_2")
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 ADAPTER_PREFIX = "sd_lora_"
-# Characters a name cannot hold: `<lora:name:weight>` and `Lora hashes` use them as syntax.
-_NAME_FORBIDDEN = set(':<>,"\n\r\t')
 _ITEM_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
     "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -76,23 +76,11 @@ class LoraError(GenerationError):
     """A LoRA cannot be used; the message names the file and says why."""
 
 
-@dataclass(frozen=True)
-class LoraChoice:
-    """A LoRA picked for a request: its name (file name without `.safetensors`) and weight."""
-
-    name: str
-    weight: float = 1.0
-
-
 def check_weight(weight: float, *, name: str = "") -> float:
     """Return `weight` as a float in LORA_WEIGHT_MIN–LORA_WEIGHT_MAX; raise `LoraError`."""
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
-        raise LoraError(f"LoRA weight of {quote(name)} must be a number.")
-    if not LORA_WEIGHT_MIN <= weight <= LORA_WEIGHT_MAX:
-        raise LoraError(
-            f"LoRA weight of {quote(name)} must be in {LORA_WEIGHT_MIN:g}–{LORA_WEIGHT_MAX:g}; "
-            f"got {weight:g}."
-        )
+    problem = lora_weight_problem(weight)
+    if problem:
+        raise LoraError(f"LoRA {quote(name)}: {problem}.")
     return float(weight)
 
 
@@ -128,13 +116,7 @@ class Found:
 
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a LoRA name, or None."""
-    if not name or len(name) > MAX_NAME_CHARS:
-        return f"its name must be 1–{MAX_NAME_CHARS} characters"
-    bad = sorted(set(name) & _NAME_FORBIDDEN)
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        return f"its name holds {shown}, which the prompt's <lora:name:weight> cannot; rename it"
-    return None
+    return lora_name_problem(name)
 
 
 def discover_loras(
@@ -572,7 +554,7 @@ def check_fits(pipe: Any, weights: LoraWeights) -> None:
 class AppliedLoras:
     """What `applied_loras` put on the pipeline for this request."""
 
-    loras: tuple[tuple[str, str, float], ...] = ()  # (name, short hash, weight)
+    loras: tuple[tuple[str, str, float], ...] = ()  # (name, A1111 sha256, weight)
     touches_text_encoders: bool = False
     load_seconds: float = 0.0
 
@@ -581,7 +563,7 @@ class AppliedLoras:
         """Part of a prompt-cache key when the CLIP encoders are adapted ("" otherwise)."""
         if not self.touches_text_encoders:
             return ""
-        return ";".join(f"{h}:{w:g}" for _, h, w in self.loras)
+        return ";".join(f"{short_hash(h)}:{w:g}" for _, h, w in self.loras)
 
 
 def has_adapters(pipe: Any) -> bool:
@@ -684,7 +666,7 @@ def applied_loras(pipe: Any, loras: Sequence[tuple[LoraWeights, float]]) -> Iter
                 ) from exc
         pipe.set_adapters(names, [float(w) for _, w in loras])
         yield AppliedLoras(
-            loras=tuple((w.name, w.short_hash, float(x)) for w, x in loras),
+            loras=tuple((w.name, w.sha256, float(x)) for w, x in loras),
             touches_text_encoders=any(w.touches_text_encoders for w, _ in loras),
             load_seconds=time.perf_counter() - start,
         )

@@ -15,7 +15,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import UTC
@@ -28,8 +28,11 @@ from core.generation import (
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    GridProgressCallback,
     LoadFacts,
     LoadProgress,
+    LoraMemory,
+    LoraShelf,
     Progress,
     ProgressCallback,
     StopCheck,
@@ -295,14 +298,40 @@ def remote_facts(description: dict[str, str]) -> list[tuple[str, str]]:
     return [(label, description[key]) for key, label in _FACT_LABELS.items() if key in description]
 
 
+NO_LORAS = (
+    "LoRAs apply to the local pipeline only: a remote service runs its own model as it is. "
+    "Use the local backend (SD_BACKEND=local) with SD_LORA_DIR for them."
+)
+
+
 def _require_text_to_image(request: GenerationRequest) -> None:
-    """Refuse a mode whose remote task this client does not speak (text-to-image only)."""
+    """Refuse what this client cannot send: a mode other than text-to-image, LoRAs, or
+    pipeline arguments beyond the text-to-image task's (a grid's SLG cells)."""
     mode = get_mode(request.mode)
     if mode.remote_task != TEXT_TO_IMAGE:
         raise GenerationError(
             f"{mode.label} is not available with a remote service here; it makes text "
             "to image only. Use the local backend (SD_BACKEND=local) for it."
         )
+    if request.loras:
+        raise GenerationError(NO_LORAS)
+    extra = {k for k, v in request.pipeline_kwargs().items() if v is not None} - _TASK_ARGUMENTS
+    if extra:
+        raise GenerationError(
+            f"A remote service cannot be sent {', '.join(sorted(extra))}: it takes the "
+            "text-to-image task's settings only. Use the local backend (SD_BACKEND=local)."
+        )
+
+
+# What a text-to-image call carries (the rest of a request's pipeline arguments cannot go).
+_TASK_ARGUMENTS = {
+    "prompt",
+    "negative_prompt",
+    "guidance_scale",
+    "num_inference_steps",
+    "width",
+    "height",
+}
 
 
 class RemoteBackend:
@@ -602,6 +631,42 @@ class RemoteBackend:
             backend=self.name,
             details=self.identity(),
         )
+
+    def generate_grid(
+        self,
+        plan: Any,
+        *,
+        user: str = "",
+        on_progress: GridProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+        on_cell: Callable[[Any, GenerationResult], None] | None = None,
+    ) -> Any:
+        """Run `plan`'s cells in order, one remote call each (see `Backend.generate_grid`);
+        a cell this client cannot send (LoRAs, SLG) refuses the grid before any call."""
+        from core.grid_run import run_grid
+
+        for cell in plan.cells:
+            _require_text_to_image(cell.request)
+
+        def run_cell(cell: Any) -> GenerationResult:
+            def progress(p: Progress) -> None:
+                if on_progress is not None:
+                    on_progress(cell, p)
+
+            return self.generate(
+                cell.request, on_progress=progress, should_stop=should_stop, user=user
+            )
+
+        return run_grid(plan, run_cell, should_stop=should_stop, on_cell=on_cell)
+
+    def loras(self) -> LoraShelf:
+        return LoraShelf(note=NO_LORAS)
+
+    def lora_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        return {}  # no LoRA files here
+
+    def lora_memory(self) -> LoraMemory:
+        return LoraMemory()
 
     def identity(self) -> dict[str, str]:
         """Who made an image, for history records: backend, endpoint or provider, model."""

@@ -44,6 +44,7 @@ def _local_backend(
     memory: MemoryOptions | None = None,
     compile: bool = False,
     family: str = AUTO,
+    lora_dir: str | None = None,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -58,6 +59,7 @@ def _local_backend(
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
         # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
         family=None if family == AUTO else get_family(family),
+        lora_dir=lora_dir,
     )
 
 
@@ -86,4 +88,5 @@ def get_backend(settings: Settings | None = None) -> Backend:
         MemoryOptions.from_settings(settings),
         settings.compile,
         settings.model_family,
+        str(settings.lora_dir) if settings.lora_dir else None,
     )

@@ -327,9 +327,9 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
     """A history.sqlite3 made by the pre-SQLAlchemy app opens with every row and file."""
     import sqlite3
 
-    # The old app's columns: every field but `owner` (added by migration 0002) and
-    # `family`, `mode`, `mode_options` (0003).
-    later = ("owner", "family", "mode", "mode_options")
+    # The old app's columns: every field but `owner` (added by migration 0002),
+    # `family`, `mode`, `mode_options` (0003) and the LoRAs, styles and grid (0006).
+    later = ("owner", "family", "mode", "mode_options", "loras", "styles", "grid_id", "grid_cell")
     fields = [f for f in history.record.FIELDS if f not in later]
     columns = ", ".join(f + (" TEXT PRIMARY KEY" if f == "id" else "") for f in fields)
     with sqlite3.connect(tmp_path / history.DB_NAME) as conn:  # the old app's exact DDL

@@ -127,7 +127,7 @@ def test_weight_one_changes_pixels_weight_zero_and_removal_do_not(pipe, grain, p
         assert has_adapters(pipe)
         assert adapter_bytes(pipe) == {"sd_lora_0": grain.nbytes}
         with_lora = render(pipe)
-    assert applied.loras == (("grain", grain.short_hash, 1.0),)
+    assert applied.loras == (("grain", grain.sha256, 1.0),)
     assert with_lora != plain
     assert not has_adapters(pipe) and render(pipe) == plain
     with applied_loras(pipe, [(grain, 0.0)]):

@@ -77,12 +77,10 @@ def test_a_png_infotext_carries_both_and_the_importer_reads_them_back():
     )
     assert f'Lora hashes: "film: {HASH_A[:12]}, grain: {HASH_B[:12]}"' in infotext
     parsed = parse_parameters(infotext)
-    prompt, wanted = split_lora_tags(parsed.values["prompt"])
-    assert prompt == "a fox in snow" and wanted == loras
-    assert parse_lora_hashes(parsed.extras["Lora hashes"]) == {
-        "film": HASH_A[:12],
-        "grain": HASH_B[:12],
-    }
+    # The import takes the tags out of the prompt and reads the hashes.
+    assert parsed.values["prompt"] == "a fox in snow" and list(parsed.loras) == loras
+    assert parsed.lora_hashes == {"film": HASH_A[:12], "grain": HASH_B[:12]}
+    assert parse_lora_hashes(parsed.extras["Lora hashes"]) == parsed.lora_hashes
 
 
 def test_import_selects_by_hash_then_by_name_and_says_what_is_missing():
