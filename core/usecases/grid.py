@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -347,19 +348,23 @@ def _unsaved_record(
     )
 
 
-def _made(run: _Run, **fields: Any) -> GridMade:
+def _draw(run: _Run, infotext: str, stopped: bool) -> bytes:
     base = run.plan.cells[0].request
-    stopped = bool(fields.get("stopped") or fields.get("problem"))
-    png = grid_picture(
+    return grid_picture(
         run.plan.x.title,
         run.plan.x.labels,
         run.plan.y.title if run.plan.y is not None else "",
         run.plan.y.labels if run.plan.y is not None else (),
         images=run.images,
         size=(base.width, base.height),
-        infotext=_grid_infotext(run),
+        infotext=infotext,
         spec=run.spec(stopped=stopped),
     )
+
+
+def _made(run: _Run, **fields: Any) -> GridMade:
+    stopped = bool(fields.get("stopped") or fields.get("problem"))
+    png = _draw(run, _grid_infotext(run), stopped) if run.first is not None else b""
     return GridMade(
         plan=run.plan,
         grid_id=run.grid_id,
@@ -408,6 +413,38 @@ def grid_picture(
         missing=missing,
     )
     return grid_png(picture, parameters=infotext, record=spec)
+
+
+def grid_from_cells(
+    plan: GridPlan,
+    cells: Sequence[GridCellShown | None],
+    *,
+    grid_id: str = "",
+    stopped: bool = True,
+) -> GridMade:
+    """The grid as far as its cells got (a run that Stop cut short), drawn from the cells'
+    PNGs; their settings text comes from the first one's `parameters` chunk."""
+    from PIL import Image
+
+    from core.grid_image import grid_infotext
+    from core.metadata import MetadataError, read_png_text
+
+    run = _Run(plan, grid_id=grid_id)
+    for shown in cells:
+        if shown is None:
+            continue
+        with Image.open(io.BytesIO(shown.png)) as opened:  # our own PNG, made this session
+            run.images[shown.index] = opened.convert("RGB")
+        run.cells[shown.index] = shown
+    first = next((c for c in cells if c is not None), None)
+    base = ""
+    if first is not None:
+        try:
+            base = read_png_text(first.png).get("parameters", "")
+        except MetadataError:
+            base = ""
+    infotext = grid_infotext(plan, base)
+    return dataclasses.replace(_made(run, stopped=stopped), png=_draw(run, infotext, stopped))
 
 
 # --- the gallery: a stored grid drawn again ---------------------------------------------------
