@@ -21,9 +21,10 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.history import schema
-from core.history.errors import HistoryError, quote
+from core.history.errors import HistoryError
 from core.history.storage import Storage
 from core.history.trash import NotAllowed
+from core.safe_text import quote
 from core.styles import Style, StyleError
 
 log = logging.getLogger(__name__)
