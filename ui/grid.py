@@ -56,7 +56,7 @@ def _label(kind: str) -> str:
 def _axis(which: str, kinds: list[str], lora_names: tuple[str, ...]) -> tuple[str, str, str]:
     """One axis's choice, values and (for a LoRA weight axis) LoRA; keys grid_x_*/grid_y_*."""
     state, key = st.session_state, f"grid_{which.lower()}"
-    kind_column, values_column = st.columns([1, 2], vertical_alignment="bottom")
+    kind_column, values_column = st.columns([2, 3], vertical_alignment="bottom")
     kind = kind_column.selectbox(f"{which} axis", kinds, key=f"{key}_kind", format_func=_label)
     text = values_column.text_input(
         f"{which} values",
@@ -102,7 +102,8 @@ def _plan(start: PageStart, *, clicked: bool) -> PlannedGrid:
 
 def section(start: PageStart) -> GridPlan | None:
     """The "X/Y grid" section; return the checked plan when "Generate grid" was clicked."""
-    with st.expander("X/Y grid", icon=":material/grid_on:"):
+    in_use = bool(st.session_state.get("grid_x_text"))  # stays open once values are typed
+    with st.expander("X/Y grid", icon=":material/grid_on:", expanded=in_use):
         st.caption(
             "Compare settings: each cell is one image of the form's settings with the axes' "
             "values applied. Lists: 3, 4.5, 6 · ranges: 20-40 (+10) or 1-10 [4]."

@@ -105,7 +105,7 @@ def picker(settings: Settings, visitor: Visitor) -> None:
     state[form.STYLE_TEMPLATES] = {s.name: (s.style.prompt, s.style.negative_prompt) for s in saved}
     names = [s.name for s in saved]
     state[FIELD] = [name for name in state.get(FIELD, ()) if name in names]
-    choose, apply = st.columns([4, 1], vertical_alignment="bottom")
+    choose, apply = st.columns([3, 1], vertical_alignment="bottom")
     choose.multiselect(
         "Styles",
         names,
@@ -114,11 +114,12 @@ def picker(settings: Settings, visitor: Visitor) -> None:
         help="Merged into the prompt when you generate: {prompt} in a style is your prompt.",
     )
     apply.button(
-        "Apply to prompt",
+        "Apply",
         key="style_apply",
         on_click=_apply_to_prompt,
         disabled=not state[FIELD],
-        help="Put the chosen styles into the prompt boxes and clear the choice.",
+        help="Apply to the prompt: put the chosen styles into the prompt boxes and clear "
+        "the choice.",
     )
     if state[FIELD]:
         prompt, _, _ = form.apply_chosen_styles(state)
