@@ -75,10 +75,10 @@ class PixelServer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(name="tab", scope="module")
-def fixture_tab(tmp_path_factory):
+def fixture_tab(chromium, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-hostile")
     server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
-    with serving_tab(server, root) as tab:
+    with serving_tab(chromium, server, root) as tab:
         yield tab
 
 
