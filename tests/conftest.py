@@ -170,6 +170,23 @@ def fixture_chromium():
         browser.close()
 
 
+@pytest.fixture(name="demo_app", scope="session")
+def fixture_demo_app(tmp_path_factory):
+    """`streamlit run` on the demo model with a fresh data dir, started once per test process
+    and shared by the browser modules that need no other settings (test_e2e_browser and
+    test_e2e_hostile). Each opens its own tab, a new Streamlit session; a module that
+    restarts the server leaves it running. What one leaves behind (the model loaded or not,
+    its own history entries) is what any earlier visitor could leave: no test relies on its
+    absence."""
+    from tests.test_e2e_browser import StreamlitServer
+
+    root = tmp_path_factory.mktemp("e2e-app")
+    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
+    server.start()
+    yield server
+    server.stop()
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 @pytest.fixture(name="pg_cluster", scope="session")
 def fixture_pg_cluster():

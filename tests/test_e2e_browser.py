@@ -1,8 +1,9 @@
 """The app in a real browser: `streamlit run` on loopback, driven by headless Debian Chromium.
 
 AppTest runs the scripts but not the frontend; this walks the pages the way a user does. The
-tests share one server and one browser tab and run in file order (generate → gallery →
-hardware → restart → gallery); each asks for the fixtures it needs, so any one also runs alone.
+tests share one server (conftest's `demo_app`, shared with test_e2e_hostile.py) and one
+browser tab and run in file order (generate → gallery → hardware → restart → gallery); each
+asks for the fixtures it needs, so any one also runs alone.
 
 Screenshots of each page go to `$E2E_SCREENSHOTS` (`1` means `docs/screenshots/`) or to the
 test's temporary folder; the folder is printed. Only Debian's `chromium` is used (`.ci/run`
@@ -156,19 +157,19 @@ class Browser:
     def settle(self) -> None:
         """Wait until the script run that the last action started has finished.
 
-        A run seen starting since the last settle is waited for at once; an action that
-        starts none is given RUN_STARTS_WITHIN_MS to start one (the old fixed pause).
+        The action's run is given RUN_STARTS_WITHIN_MS to start; one seen starting after
+        this call is waited for at once instead of after the whole pause. (A run seen before
+        the call may be an earlier action's, so it does not end the pause.)
         """
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import expect
 
+        seen = self.page.evaluate("() => window.__e2eRuns || 0")
         with contextlib.suppress(PlaywrightTimeout):  # no run started: only the check below
             self.page.wait_for_function(
-                "() => (window.__e2eRuns || 0) > (window.__e2eSettled || 0)",
-                timeout=RUN_STARTS_WITHIN_MS,
+                "seen => (window.__e2eRuns || 0) > seen", arg=seen, timeout=RUN_STARTS_WITHIN_MS
             )
         expect(self.page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=TIMEOUT_MS)
-        self.page.evaluate("() => { window.__e2eSettled = window.__e2eRuns || 0; }")
 
     def nav(self, title: str) -> None:
         """Change page through the sidebar navigation, keeping the session."""
@@ -252,13 +253,11 @@ def serving_tab(chromium, server: StreamlitServer, shots: Path) -> Iterator[Brow
 
 
 @pytest.fixture(name="browser", scope="module")
-def fixture_browser(chromium, tmp_path_factory, pytestconfig):
-    """A running app on the demo model with a fresh data dir, and a Chromium tab on it."""
-    root = tmp_path_factory.mktemp("e2e")
-    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
+def fixture_browser(chromium, demo_app, tmp_path_factory, pytestconfig):
+    """The shared app on the demo model (conftest's `demo_app`), and a Chromium tab on it."""
     shots = _screenshot_dir(tmp_path_factory)
-    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
-    with serving_tab(chromium, server, shots) as tab:
+    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {demo_app.log_path}")
+    with new_tab(chromium, demo_app, shots) as tab:
         yield tab
 
 
