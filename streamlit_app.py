@@ -4,13 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.access import require_visitor, user_box, visitor_or_none
-from core.demo import DEMO_LABEL, DEMO_MODEL
-from core.safe_text import for_visitor, quote
-
-# Importing the service pulls in no torch: the status below costs nothing to draw.
-from core.service import current_settings, draw_sidebar_status, get_backend
-from core.settings import SettingsError
+from ui.access import require_visitor, visitor_or_none
+from ui.sidebar import draw_sidebar
 
 HERE = Path(__file__).parent
 
@@ -33,22 +28,5 @@ page = st.navigation(
 )
 # Not signed in (or not allowed): the sign-in screen and nothing else, no model status.
 visitor = require_visitor()
-
-with st.sidebar:
-    user_box(visitor)
-    try:
-        settings = current_settings()
-    except SettingsError as exc:
-        st.error(for_visitor(exc))
-    else:
-        facts = get_backend(settings).describe()
-        st.caption("Model")
-        st.text(for_visitor(settings.model, settings=settings))
-        if settings.model == DEMO_MODEL:
-            st.warning(DEMO_LABEL, icon=":material/science:")
-        backend = get_backend(settings)
-        draw_sidebar_status(backend)  # the pages rewrite it while they load or generate
-        if facts.get("backend") == "remote":
-            st.caption(f"Remote: {quote(facts.get('endpoint') or facts.get('provider'), 60)}")
-
+draw_sidebar(visitor)
 page.run()

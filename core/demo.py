@@ -93,6 +93,9 @@ def build_demo_pipeline(seed: int = 0, dtype: Any = None):
     `dtype` (a torch dtype) casts every model before the pipeline is assembled; the
     weights are drawn in float32 first, so each dtype gets the same weights, rounded.
     """
+    # Why this is long: one small config per component, each right after the seed its
+    # weights are drawn with; split up, the seed order (so the demo's weights) would be
+    # spread over several functions.
     quiet_library_noise()
     import torch
     from diffusers import (

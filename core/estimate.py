@@ -13,10 +13,13 @@ import platform
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.demo import DEMO_MODEL
 from core.models import DEFAULT_FAMILY, StepPriors, family_for
+
+if TYPE_CHECKING:
+    from core.generation import Backend
 
 REFERENCE_PIXELS = 1024 * 1024
 # Step time grows faster than the pixel count (attention over 4× the tokens): 512² steps
@@ -113,7 +116,7 @@ SPEEDS = SpeedLog()
 
 def describe_estimate(estimate: Estimate, *, width: int, height: int, steps: int) -> str:
     """E.g. "≈ 35 min at 1024², 40 steps on this CPU"."""
-    from core.download import human_duration
+    from core.units import human_duration
 
     size = f"{width}²" if width == height else f"{width}×{height}"
     where = {"cpu": "this CPU", "cuda": "this GPU", "mps": "this Apple GPU"}.get(
@@ -137,13 +140,13 @@ def likely_device(requested: str) -> str:
 
 
 def estimate_for(
-    backend: Any, settings: Any, *, width: int, height: int, steps: int, images: int
+    backend: Backend, settings: Any, *, width: int, height: int, steps: int, images: int
 ) -> Estimate | None:
     """The estimate for the form's values on this backend (None for remote ones)."""
-    if getattr(backend, "name", "") != "local":
+    facts = backend.describe()
+    if facts.backend != "local":
         return None
-    loaded = getattr(backend, "loaded", None)
-    device = loaded.choice.device if loaded is not None else likely_device(settings.device)
+    device = facts.device or likely_device(settings.device)  # the device it loaded on, if any
     return SPEEDS.estimate(
         model=settings.model,
         device=device,

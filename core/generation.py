@@ -1,6 +1,10 @@
 """The generation contract every backend implements: a validated request in, images out.
 
-Plain Python with no torch import, so pages can build and validate requests cheaply.
+`Backend` is everything the pages, the ui helpers and the use cases ask a backend (its state,
+loading and unloading, the memory plan in force, the queue, preview support, its facts);
+`LocalBackend` (core/local.py) and `RemoteBackend` (core/remote.py) both implement all of it,
+so no caller needs to probe for an attribute. Plain Python with no torch import, so pages can
+build and validate requests cheaply.
 """
 
 from __future__ import annotations
@@ -8,11 +12,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.models import DEFAULT_FAMILY, Family, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode
+
+if TYPE_CHECKING:
+    from core.memory import MemoryPlan
+    from core.queue import GenerationQueue
 
 MAX_SEED = 2_147_483_647
 MAX_STEPS = 100
@@ -258,10 +268,127 @@ class GenerationResult:
     details: dict[str, str] = field(default_factory=dict)
 
 
-class Backend(Protocol):
-    """What the pages call. The local diffusers pipeline is one; a remote service another."""
+class BackendState(StrEnum):
+    """Where a backend stands; each backend answers only the states that are true of it.
 
-    name: str
+    A local backend is "not loaded", "loading" or "loaded". A remote backend is always
+    "nothing to load": the service holds the model, and this process only sends requests.
+    """
+
+    NOT_LOADED = "not loaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    NOTHING_TO_LOAD = "nothing to load"
+
+    @property
+    def ready(self) -> bool:
+        """Whether a generation can start without loading anything first."""
+        return self in (BackendState.LOADED, BackendState.NOTHING_TO_LOAD)
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """What a running load is doing: share done (0–1), words for it ("" when none yet), and
+    seconds since it started (0 when no load runs)."""
+
+    fraction: float = 0.0
+    text: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadFacts:
+    """How the loaded pipeline was set up, as the Hardware page and records show it."""
+
+    device: str
+    dtype: str
+    load_seconds: float
+    plan: MemoryPlan | None  # the memory plan chosen at load time
+    scheduler: str  # the scheduler's class name (a record keeps it)
+    held_bytes: int  # parameter and buffer bytes of every component
+    compiled: bool  # the transformer runs through torch.compile
+    vae_slicing: bool
+    vae_tiling: bool
+    vae_tile_px: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendFacts:
+    """What a backend says about itself, for the sidebar, the Hardware page and records.
+
+    `identity()` is the part a history record and a result's details keep (who made the
+    image); `rows` are the backend's own facts for the Hardware page, as (label, value).
+    """
+
+    backend: str  # "local" or "remote"
+    model: str
+    state: BackendState
+    device: str = ""  # local, once loaded
+    dtype: str = ""  # local, once loaded
+    activity: str = ""  # what a running load is doing, e.g. "Downloading: 1.2 GB of 16.3 GB"
+    endpoint: str = ""  # remote: the endpoint's URL without credentials
+    provider: str = ""  # remote: the Inference Provider (when there is no endpoint)
+    reproducible: str = ""  # remote: "not guaranteed" (its hardware is not ours to pin)
+    rows: tuple[tuple[str, str], ...] = ()
+
+    def identity(self) -> dict[str, str]:
+        """Who makes images now: backend, model, and device/dtype or endpoint/provider."""
+        keys = ("backend", "model", "device", "dtype", "endpoint", "provider", "reproducible")
+        return {key: str(getattr(self, key)) for key in keys if getattr(self, key)}
+
+
+class Backend(Protocol):
+    """What pages, ui helpers and use cases ask a backend. Both backends implement all of it.
+
+    The local diffusers pipeline is one (`core.local.LocalBackend`); a remote text-to-image
+    service another (`core.remote.RemoteBackend`).
+    """
+
+    name: str  # "local" or "remote": recorded with every image
+    model: str  # SD_MODEL as configured
+    supports_preview: bool  # progress can carry live preview images
+    modes: tuple[str, ...]  # the generation modes it can run, e.g. ("txt2img",)
+
+    @property
+    def state(self) -> BackendState: ...
+
+    @property
+    def last_load_error(self) -> str | None:
+        """Why the last load failed (our words), until a load succeeds; None otherwise."""
+        ...
+
+    @property
+    def loaded_facts(self) -> LoadFacts | None:
+        """How the loaded pipeline was set up (its memory plan…); None when nothing is loaded
+        here (not loaded yet, or a remote service)."""
+        ...
+
+    @property
+    def queue(self) -> GenerationQueue | None:
+        """The fair queue generations wait in (the Hardware page's admin view), or None where
+        there is none (a remote service runs requests side by side)."""
+        ...
+
+    def load_progress(self) -> LoadProgress:
+        """What the running load is doing (all zeros when none runs)."""
+        ...
+
+    def load_async(self) -> Future[Any]:
+        """Start loading in the background, or join the load that runs; a finished future
+        when there is nothing to load. The future raises what the load raised."""
+        ...
+
+    def ensure_loaded(self) -> object:
+        """Block until a generation can start; raise what the load raised."""
+        ...
+
+    def cancel_load(self) -> bool:
+        """Ask the running load to stop; return whether one ran."""
+        ...
+
+    def unload(self) -> bool:
+        """Free the loaded model (after running generations); return whether one was loaded."""
+        ...
 
     def generate(
         self,
@@ -270,6 +397,7 @@ class Backend(Protocol):
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
         user: str = "",
+        preview: bool = False,
     ) -> GenerationResult: ...
 
-    def describe(self) -> dict[str, str]: ...
+    def describe(self) -> BackendFacts: ...

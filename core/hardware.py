@@ -208,10 +208,28 @@ def _folder_size(path: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def _cached_repo(model: str, cache_dir: str) -> tuple[int | None, int | None, str | None]:
+    """Bytes, files and revision (main's, else any) of `model` in the Hub cache, or Nones."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    size = files = revision = None
+    try:
+        for repo in scan_cache_dir(cache_dir).repos:
+            if repo.repo_id == model and repo.repo_type == "model":
+                size, files = repo.size_on_disk, repo.nb_files
+                for cached_revision in repo.revisions:
+                    if "main" in cached_revision.refs or revision is None:
+                        revision = cached_revision.commit_hash
+    except CacheNotFound:
+        pass
+    return size, files, revision
+
+
 def hub_facts(settings: Settings) -> HubFacts:
     """Say whether a token is configured and whether the model is already on disk."""
-    from huggingface_hub import constants, scan_cache_dir, try_to_load_from_cache
-    from huggingface_hub.errors import CacheNotFound, HFValidationError
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
     cache_dir = str(constants.HF_HUB_CACHE)
     common = {"token_configured": settings.has_token, "cache_dir": cache_dir}
@@ -264,16 +282,7 @@ def hub_facts(settings: Settings) -> HubFacts:
             note=invalid,
             problem=invalid,
         )
-    size = files = revision = None
-    try:
-        for repo in scan_cache_dir(cache_dir).repos:
-            if repo.repo_id == model and repo.repo_type == "model":
-                size, files = repo.size_on_disk, repo.nb_files
-                for cached_revision in repo.revisions:
-                    if "main" in cached_revision.refs or revision is None:
-                        revision = cached_revision.commit_hash
-    except CacheNotFound:
-        pass
+    size, files, revision = _cached_repo(model, cache_dir)
     cached = isinstance(index, str)
     total = f"~{full_size(family_for(settings).family).total_gb:.0f} GB"
     if cached:

@@ -35,10 +35,14 @@ from core.errors import (
 )
 from core.estimate import SPEEDS
 from core.generation import (
+    BackendFacts,
+    BackendState,
     GenerationError,
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    LoadFacts,
+    LoadProgress,
     Progress,
     ProgressCallback,
     StopCheck,
@@ -51,7 +55,7 @@ from core.memory import (
     components_in_folder,
     plan_for,
 )
-from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class
+from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class, resolve_family
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
@@ -107,6 +111,22 @@ class LoadedPipeline:
     @property
     def is_demo(self) -> bool:
         return self.model == DEMO_MODEL
+
+    def facts(self) -> LoadFacts:
+        """How this pipeline was set up, for the Hardware page and records."""
+        vae = self.vae_state
+        return LoadFacts(
+            device=self.choice.device,
+            dtype=self.choice.dtype,
+            load_seconds=self.load_seconds,
+            plan=self.plan,
+            scheduler=type(self.pipe.scheduler).__name__,
+            held_bytes=self.held_bytes,
+            compiled=self.compiled,
+            vae_slicing=bool(vae["slicing"]),
+            vae_tiling=bool(vae["tiling"]),
+            vae_tile_px=int(vae["tile_px"]),
+        )
 
     @property
     def vae_state(self) -> dict[str, object]:
@@ -470,6 +490,9 @@ def run_pipeline(
     With `preview`, progress updates carry a live preview JPEG when one is due
     (`core.preview`); it only reads the latents, so the images are the same either way.
     """
+    # Why this is long: the step callback is a closure over one image's progress, preview
+    # and timing state; split into functions, that state would travel through a dozen
+    # parameters and the order of encode → denoise → decode would no longer read in one place.
     import torch
 
     from core.preview import StepPreview
@@ -553,7 +576,10 @@ def run_pipeline(
 
 
 class LocalBackend:
-    """The shared pipeline of this process: loaded once, used by one generation at a time."""
+    """The shared pipeline of this process: loaded once, used by one generation at a time.
+
+    Implements `core.generation.Backend`.
+    """
 
     name = "local"
     supports_preview = True  # progress carries live previews (a remote service has no steps)
@@ -597,17 +623,36 @@ class LocalBackend:
         return self._loaded
 
     @property
-    def state(self) -> str:
-        """Return "loaded", "loading" or "not loaded"."""
+    def state(self) -> BackendState:
+        """Loaded, loading or not loaded."""
         with self._lock:
             if self._loaded is not None:
-                return "loaded"
-            return "loading" if self._loading is not None else "not loaded"
+                return BackendState.LOADED
+            return BackendState.LOADING if self._loading is not None else BackendState.NOT_LOADED
 
     @property
-    def loading_elapsed(self) -> float:
+    def modes(self) -> tuple[str, ...]:
+        """The modes the model family has a pipeline for (the loaded one's, once loaded)."""
+        loaded = self._loaded
+        if loaded is not None:
+            family = loaded.family
+        else:
+            family = self.family or resolve_family(self.model).family
+        return tuple(family.pipelines)
+
+    @property
+    def loaded_facts(self) -> LoadFacts | None:
+        loaded = self._loaded
+        return None if loaded is None else loaded.facts()
+
+    def load_progress(self) -> LoadProgress:
+        """The running load's share done, its words (download bytes, reading weights), and
+        seconds since it started; all zeros when none runs."""
         since = self._loading_since
-        return 0.0 if since is None else time.perf_counter() - since
+        if since is None:
+            return LoadProgress()
+        status = self.load_status
+        return LoadProgress(status.fraction, status.text(), time.perf_counter() - since)
 
     def load_async(self) -> Future[LoadedPipeline]:
         """Start loading in a background thread, or join the load already running.
@@ -755,15 +800,21 @@ class LocalBackend:
             generation_seconds=done - queued_until,
             per_image_seconds=tuple(per_image),
             backend=self.name,
-            details=self.describe(),
+            details=self.describe().identity(),
         )
 
-    def describe(self) -> dict[str, str]:
-        """Facts for the sidebar and history: model, device, dtype, state."""
-        facts = {"backend": "local", "model": self.model, "state": self.state}
-        if facts["state"] == "loading" and self.load_status.phase != "idle":
-            facts["activity"] = self.load_status.text()
+    def describe(self) -> BackendFacts:
+        """Facts for the sidebar and history: model, state, and device and dtype once loaded."""
+        state = self.state
+        activity = ""
+        if state is BackendState.LOADING and self.load_status.phase != "idle":
+            activity = self.load_status.text()
         loaded = self._loaded
-        if loaded is not None:
-            facts.update(device=loaded.choice.device, dtype=loaded.choice.dtype)
-        return facts
+        return BackendFacts(
+            backend=self.name,
+            model=self.model,
+            state=state,
+            device=loaded.choice.device if loaded is not None else "",
+            dtype=loaded.choice.dtype if loaded is not None else "",
+            activity=activity,
+        )

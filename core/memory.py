@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from core.models import DEFAULT_FAMILY, Family
 from core.settings import DEFAULT_VAE_TILE
+from core.units import human_bytes as _gb  # the app's one byte formatter
 
 GB = 1_000_000_000
 
@@ -98,10 +99,6 @@ def components_from_sizes(sizes: Mapping[str, int], dtype: str) -> dict[str, int
     return out
 
 
-def _gb(n: int | float) -> str:
-    return f"{n / 1e6:.1f} MB" if n < GB / 10 else f"{n / GB:.1f} GB"
-
-
 def choose_memory_plan(
     free_vram_bytes: int | None,
     free_ram_bytes: int,
@@ -122,6 +119,8 @@ def choose_memory_plan(
     (same images, slower), then dropping T5 (fast, weaker prompt following), then both,
     then sequential offload (very slow). CPU and Apple GPUs (unified memory) budget RAM.
     """
+    # Why this is long: one ordered search over the plans (the docstring's order, quality
+    # first), whose small helpers share the sizes it computes first; it reads top to bottom.
     sizes = dict(components) if components is not None else component_bytes(dtype)
     factor = DTYPE_FACTOR.get(dtype, 2.0)
     working = int(WORKING_GB_BF16 * factor * GB)

@@ -15,6 +15,8 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.usecases.generate import Generated
+
 RECENT_KEY = "recent_results"
 LIMIT = 8  # thumbnails in the strip
 INLINE_LIMIT = 2  # record-less entries that keep their full PNGs
@@ -25,7 +27,7 @@ class RecentEntry:
     """One generation of this session, as the strip shows it and can show it again."""
 
     thumbnail: bytes
-    facts: dict[str, Any]  # the generator's result dict without its PNGs
+    shown: Generated  # what the generator showed, without its PNGs
     form_values: dict[str, Any]  # `core.form.DEFAULTS` keys that remake it
     record_ids: tuple[str | None, ...]  # seed-history id per image (None: not saved)
     pngs: tuple[bytes, ...] | None = field(default=None, repr=False)  # only when not saved
@@ -33,7 +35,7 @@ class RecentEntry:
 
     @property
     def label(self) -> str:
-        seeds = self.facts.get("seeds") or []
+        seeds = self.shown.seeds
         more = f" +{len(seeds) - 1}" if len(seeds) > 1 else ""
         return f"Seed {seeds[0] if seeds else '?'}{more}"
 
@@ -64,8 +66,8 @@ def recall(
     *,
     load_png: Callable[[str], bytes | None],
     missing: Callable[[], bytes],
-) -> dict[str, Any]:
-    """The result dict to show again: PNGs read back with `load_png(record_id)`.
+) -> Generated:
+    """The result to show again: PNGs read back with `load_png(record_id)`.
 
     An image that is no longer stored (deleted in the gallery, history unavailable) is
     shown as `missing()` and has no download (`downloadable` is False for it).
@@ -78,21 +80,21 @@ def recall(
             png = entry.pngs[i]
         downloadable.append(png is not None)
         pngs.append(png if png is not None else missing())
-    return {
-        **entry.facts,
-        "pngs": pngs,
-        "downloadable": downloadable,
-        "recalled": entry.id,
-        "form_values": dict(entry.form_values),
-    }
+    return replace(
+        entry.shown,
+        pngs=tuple(pngs),
+        downloadable=tuple(downloadable),
+        recalled=entry.id,
+        form_values=dict(entry.form_values),
+    )
 
 
-def form_values_of(facts: dict[str, Any], request: Any) -> dict[str, Any]:
+def form_values_of(seeds: Sequence[int], request: Any) -> dict[str, Any]:
     """The generator form's values that remake `request` from its first seed."""
     return {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
-        "seed": int(facts["seeds"][0]) if facts.get("seeds") else request.seed,
+        "seed": int(seeds[0]) if seeds else request.seed,
         "randomize_seed": False,
         "width": request.width,
         "height": request.height,
@@ -105,20 +107,19 @@ def form_values_of(facts: dict[str, Any], request: Any) -> dict[str, Any]:
 
 
 def entry_for(
-    result: dict[str, Any],
+    shown: Generated,
     *,
     request: Any,
     thumbnail: bytes,
     record_ids: Sequence[str | None],
 ) -> RecentEntry:
-    """A strip entry for the result dict the generator just showed."""
-    facts = {k: v for k, v in result.items() if k != "pngs"}
-    count = len(result["pngs"])
+    """A strip entry for the result the generator just showed."""
+    count = len(shown.pngs)
     ids = (tuple(record_ids) + (None,) * count)[:count]  # a partial save: None for the rest
     return RecentEntry(
         thumbnail=thumbnail,
-        facts=facts,
-        form_values=form_values_of(result, request),
+        shown=replace(shown, pngs=()),
+        form_values=form_values_of(shown.seeds, request),
         record_ids=ids,
-        pngs=None if all(ids) else tuple(result["pngs"]),
+        pngs=None if all(ids) else tuple(shown.pngs),
     )

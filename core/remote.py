@@ -22,15 +22,19 @@ from datetime import UTC
 from typing import Any
 
 from core.generation import (
+    BackendFacts,
+    BackendState,
     GenerationError,
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    LoadFacts,
+    LoadProgress,
     Progress,
     ProgressCallback,
     StopCheck,
 )
-from core.modes import get_mode
+from core.modes import MODES, get_mode
 from core.safe_text import QUOTE_LIMIT, display_url, excerpt, quote, redact, url_secrets
 
 log = logging.getLogger(__name__)
@@ -151,6 +155,8 @@ def explain_remote_error(
 
     `token` is the configured token: it is redacted from anything the service said.
     """
+    # Why this is long: one branch per failure a user can fix (offline, timeout, not an
+    # image, each HTTP status, network, token); each says its own remedy in its own words.
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
     from PIL import Image, UnidentifiedImageError
 
@@ -285,17 +291,36 @@ _FACT_LABELS = {
 
 
 def remote_facts(description: dict[str, str]) -> list[tuple[str, str]]:
-    """(label, value) rows for the hardware page from `RemoteBackend.describe()` (pure)."""
+    """(label, value) rows for the hardware page from the remote facts (pure)."""
     return [(label, description[key]) for key, label in _FACT_LABELS.items() if key in description]
 
 
+def _require_text_to_image(request: GenerationRequest) -> None:
+    """Refuse a mode whose remote task this client does not speak (text-to-image only)."""
+    mode = get_mode(request.mode)
+    if mode.remote_task != TEXT_TO_IMAGE:
+        raise GenerationError(
+            f"{mode.label} is not available with a remote service here; it makes text "
+            "to image only. Use the local backend (SD_BACKEND=local) for it."
+        )
+
+
 class RemoteBackend:
-    """Generation on a remote text-to-image service; many sessions may call it at once."""
+    """Generation on a remote text-to-image service; many sessions may call it at once.
+
+    Implements `core.generation.Backend` truthfully: the service holds the model, so the
+    state is always "nothing to load", there is no load to watch, cancel or undo, no memory
+    plan here and no queue (the service runs requests side by side).
+    """
 
     name = "remote"
-    state = "loaded"  # nothing to load here: the service holds the model
-    loading_elapsed = 0.0
+    supports_preview = False  # the service sends only the finished image
+    # The modes whose remote task this client speaks (text-to-image).
+    modes = tuple(m.id for m in MODES if m.remote_task == TEXT_TO_IMAGE)
+    state = BackendState.NOTHING_TO_LOAD
     last_load_error = None
+    loaded_facts: LoadFacts | None = None
+    queue = None
 
     def __init__(
         self,
@@ -323,14 +348,23 @@ class RemoteBackend:
             return f"The endpoint {quote(display_url(self.url), 120)}"
         return f"Inference provider {quote(self.provider)} for {quote(self.model)}"
 
+    def load_progress(self) -> LoadProgress:
+        return LoadProgress()  # no load ever runs here
+
     def load_async(self) -> Future[None]:
-        """Nothing to load: an already finished future, for callers written for LocalBackend."""
+        """Nothing to load: an already finished future."""
         done: Future[None] = Future()
         done.set_result(None)
         return done
 
     def ensure_loaded(self) -> None:
         return None
+
+    def cancel_load(self) -> bool:
+        return False  # no load to cancel
+
+    def unload(self) -> bool:
+        return False  # nothing was loaded here
 
     def recent_calls(self) -> tuple[RemoteCall, ...]:
         """The last successful calls, oldest first."""
@@ -499,22 +533,19 @@ class RemoteBackend:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
         user: str = "",
+        preview: bool = False,
     ) -> GenerationResult:
         """Make the request's images by one remote call per seed (seed, seed+1, …).
 
         `user` is who asked (logged; the service runs requests side by side, so there is no
         queue to share here: the daily limit is what bounds one person's spending).
+        `preview` is accepted and has no effect: the service sends only the finished image.
 
         Progress has no steps here: "requesting" reports the time elapsed, "waiting" a
         countdown before a retry. A failed call raises `GenerationError` with the fix and
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
-        mode = get_mode(request.mode)
-        if mode.remote_task != TEXT_TO_IMAGE:  # the one task this client speaks so far
-            raise GenerationError(
-                f"{mode.label} is not available with a remote service here; it makes text "
-                "to image only. Use the local backend (SD_BACKEND=local) for it."
-            )
+        _require_text_to_image(request)
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
@@ -584,10 +615,19 @@ class RemoteBackend:
         facts["reproducible"] = "not guaranteed"
         return facts
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> BackendFacts:
         """Facts for the sidebar and the hardware page: identity, state, recent latency."""
-        facts = {**self.identity(), "state": self.state}
+        identity = self.identity()
+        facts = dict(identity)
         facts["token"] = "set" if self._token_provider() else "not set"
         facts["timeout"] = f"{self.timeout:.0f} s"
         facts.update(summarize_latencies(self.recent_calls()))
-        return facts
+        return BackendFacts(
+            backend=self.name,
+            model=self.model,
+            state=self.state,
+            endpoint=identity.get("endpoint", ""),
+            provider=identity.get("provider", ""),
+            reproducible=identity["reproducible"],
+            rows=tuple(remote_facts(facts)),
+        )

@@ -13,8 +13,8 @@ service's error body, a model folder) must never be pasted into one as is:
 - server paths are shown only to a visitor on this machine (`paths_visible()`); every
   message a page shows goes through `for_visitor()`, which replaces them otherwise.
 
-Pure functions except `paths_visible()`, which reads the visitor's address from
-Streamlit (`st.context.ip_address`) when it is not given.
+Pure functions: the visitor's address and whether they may see paths are arguments.
+`ui.text` supplies them from Streamlit (`st.context.ip_address`) for the pages.
 """
 
 from __future__ import annotations
@@ -156,18 +156,9 @@ def _is_loopback(ip: str | None) -> bool:
         return False
 
 
-def _visitor_ip() -> str | None:
-    import streamlit as st
-
-    try:
-        ip = st.context.ip_address
-    except Exception:  # noqa: BLE001 - outside a script run there is no visitor: local use
-        return None
-    return ip if isinstance(ip, str) else None  # AppTest has no real client: local use
-
-
-def paths_visible(ip: str | None | object = ..., *, setting: str | None = None) -> bool:
-    """Decide whether this visitor may see server paths (folders, the HF cache).
+def paths_visible(ip: str | None, *, setting: str | None = None) -> bool:
+    """Decide whether a visitor connected from `ip` may see server paths (folders, the HF
+    cache); None is what Streamlit reports for a loopback peer.
 
     The rule, in one place: `SD_SHOW_PATHS=always` / `never` decide outright; `auto`
     (the default) shows paths only to a visitor connected from this machine (a loopback
@@ -180,7 +171,7 @@ def paths_visible(ip: str | None | object = ..., *, setting: str | None = None) 
         return True
     if choice == "never":
         return False
-    return _is_loopback(_visitor_ip() if ip is ... else ip)  # type: ignore[arg-type]
+    return _is_loopback(ip)
 
 
 def server_paths(extra: Mapping[str, str | Path | None] | None = None) -> dict[str, str]:
@@ -228,22 +219,21 @@ def settings_paths(settings: Any) -> dict[str, str | Path | None]:
 def for_visitor(
     text: object,
     *,
+    visible: bool,
     settings: Any = None,
     paths: Mapping[str, str | Path | None] | None = None,
-    visible: bool | None = None,
 ) -> str:
-    """A message about to be shown: server paths replaced unless this visitor may see them.
+    """A message about to be shown: server paths replaced unless `visible` (this visitor
+    may see them, `paths_visible()`; the pages use `ui.text.for_visitor`, which decides).
 
-    `settings` (a `core.settings.Settings`) names this deployment's folders and its
-    SD_SHOW_PATHS choice; `paths` adds others (label → path). The HF cache, app and home
-    folders are always known. The full message goes to the server log once.
+    `settings` (a `core.settings.Settings`) names this deployment's folders; `paths` adds
+    others (label → path). The HF cache, app and home folders are always known. The full
+    message goes to the server log once.
     """
     message = str(text)
     known = dict(settings_paths(settings)) if settings is not None else {}
     known.update(paths or {})
     paths = known
-    if visible is None:
-        visible = paths_visible(setting=getattr(settings, "show_paths", None))
     if visible:
         return message
     hidden = hide_paths(message, server_paths(paths))

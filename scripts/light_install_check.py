@@ -47,13 +47,13 @@ def main() -> None:
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     result = at.session_state["last_result"]
-    assert result["backend"] == "remote", result["backend"]
-    assert result["seeds"] == [7], result["seeds"]
+    assert result.backend == "remote", result.backend
+    assert result.seeds == (7,), result.seeds
     imported = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not imported, imported
     print(
-        f"light install OK: remote image {result['sha256'][0][:12]} "
-        f"in {result['generation_seconds']:.1f} s from {result['details']['endpoint']}"
+        f"light install OK: remote image {result.sha256[0][:12]} "
+        f"in {result.generation_seconds:.1f} s from {result.details['endpoint']}"
     )
 
 

@@ -1,7 +1,7 @@
 """The first download, through the real huggingface_hub and diffusers code, from a Hub stand-in.
 
 huggingface_hub reads HF_ENDPOINT and HF_HOME at import, so each load runs in a fresh
-subprocess pointed at the loopback stand-in (tests/hub_standin.py), which serves the saved
+subprocess pointed at the loopback stand-in (testkit/hub_standin.py), which serves the saved
 tiny pipeline under SD3.5 Medium's repo id with throttled bodies.
 """
 
@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from core import download
+from core.units import human_bytes
+from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.conftest import APP_ROOT, run_script
-from tests.hub_standin import REPO_ID, HubStandIn
 
 LOAD = """
 import hashlib, json, sys, threading, time
-from core.download import human_bytes
+from core.units import human_bytes
 from core.generation import GenerationError, GenerationRequest
 from core.local import load_pipeline, run_pipeline
 from core.download import LoadStatus
@@ -111,7 +112,7 @@ def test_download_shows_bytes_then_loads_the_same_pipeline(hub, tmp_path, local_
     assert out["bytes_by_phase"]["reading"] == [weights, weights]  # every weight read in
     done, total = out["bytes_by_phase"]["downloading"]
     assert 0 < done <= total  # identical small files share one blob: fetched once
-    assert all(f" of {download.human_bytes(total)}" in t for t in downloading)
+    assert all(f" of {human_bytes(total)}" in t for t in downloading)
     assert not partials(tmp_path / "hf")
     fetched = len(hub.file_gets())
     again = run_load(hub, tmp_path / "hf")  # the next start finds the cache complete

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.hub_standin import REPO_ID, HubStandIn
+from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.test_e2e_browser import (
     CHROMIUM,
     TIMEOUT_MS,

@@ -41,7 +41,7 @@ def test_generation_is_saved_and_shown_in_the_gallery(app, engine):
     fill_small(at, prompt="a red fox", seed=7)
     at.button(key="generate").click().run()
     assert not at.exception
-    assert at.session_state["last_result"]["history_error"] is None
+    assert at.session_state["last_result"].history_error is None
     at.switch_page(GALLERY).run()
     assert not at.exception
     texts = _texts(at)
@@ -59,8 +59,8 @@ def test_unwritable_history_warns_and_still_shows_the_result(app, monkeypatch, t
     at.button(key="generate").click().run()
     assert not at.exception
     assert any("SD_DATA_DIR" in w.value for w in at.warning)
-    assert len(at.session_state["last_result"]["pngs"]) == 1
-    assert at.session_state["last_result"]["pngs"][0].startswith(b"\x89PNG")
+    assert len(at.session_state["last_result"].pngs) == 1
+    assert at.session_state["last_result"].pngs[0].startswith(b"\x89PNG")
     assert at.get("download_button")
 
 

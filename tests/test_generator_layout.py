@@ -77,11 +77,11 @@ def test_generation_with_preview_on_or_off_gives_the_same_image(app):
     at = fill_small(app(), seed=9)
     at.slider(key="steps").set_value(4)
     at.button(key="generate").click().run()
-    with_preview = at.session_state["last_result"]["sha256"]
+    with_preview = at.session_state["last_result"].sha256
     at.toggle(key="live_preview").set_value(False)
     at.button(key="generate").click().run()
     assert not at.exception
-    assert at.session_state["last_result"]["sha256"] == with_preview
+    assert at.session_state["last_result"].sha256 == with_preview
 
 
 def test_remote_mode_mentions_no_preview_only_when_turned_on(app, monkeypatch):
@@ -100,7 +100,7 @@ def test_recent_strip_shows_an_earlier_result_again_with_its_settings(app):
     """Two generations fill the strip; clicking the first shows it again and offers its settings."""
     at = fill_small(app(), prompt="first prompt", seed=7)
     at.button(key="generate").click().run()
-    first_png = at.session_state["last_result"]["pngs"][0]
+    first_png = at.session_state["last_result"].pngs[0]
     at = fill_small(at, prompt="second prompt", seed=8)
     at.button(key="generate").click().run()
     entries = recent.entries(at.session_state)
@@ -113,7 +113,7 @@ def test_recent_strip_shows_an_earlier_result_again_with_its_settings(app):
     _, output_column = _form_and_output(at)
     assert _result_captions(output_column) == [["Seed 7"]]
     assert "first prompt" in [t.value.splitlines()[0] for t in output_column.text]
-    assert at.session_state["last_result"]["pngs"][0] == first_png  # the stored file again
+    assert at.session_state["last_result"].pngs[0] == first_png  # the stored file again
 
     at.button(key="recent_use").click().run()
     assert at.text_area(key="prompt").value == "first prompt"

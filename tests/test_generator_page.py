@@ -48,17 +48,17 @@ def test_generate_shows_image_seed_and_download(app):
     assert [i.captions for i in at.get("image") if i.captions != [""]] == [["Seed 7"]]
     assert at.get("download_button")
     result = at.session_state["last_result"]
-    assert result["pngs"][0].startswith(b"\x89PNG")
-    assert result["seeds"] == [7]
+    assert result.pngs[0].startswith(b"\x89PNG")
+    assert result.seeds == (7,)
 
 
 def test_same_settings_give_the_same_image(app):
     """Generating twice with a fixed seed gives byte-identical PNGs."""
     at = fill_small(app(), seed=11)
     at.button(key="generate").click().run()
-    first = at.session_state["last_result"]["sha256"]
+    first = at.session_state["last_result"].sha256
     at.button(key="generate").click().run()
-    assert at.session_state["last_result"]["sha256"] == first
+    assert at.session_state["last_result"].sha256 == first
 
 
 def test_randomized_seed_is_shown_and_written_back(app):
@@ -66,7 +66,7 @@ def test_randomized_seed_is_shown_and_written_back(app):
     at = fill_small(app(), seed=7)
     at.checkbox(key="randomize_seed").check()
     at.button(key="generate").click().run()
-    used = at.session_state["last_result"]["seeds"][0]
+    used = at.session_state["last_result"].seeds[0]
     assert at.number_input(key="seed").value == used
     assert f"Seed {used}" in at.success[0].value
     assert at.checkbox(key="randomize_seed").value is True
@@ -89,10 +89,7 @@ def test_one_load_serves_two_sessions(app):
     second = fill_small(app(), seed=1)
     second.button(key="generate").click().run()
     assert get_backend().load_count == 1
-    assert (
-        first.session_state["last_result"]["sha256"]
-        == second.session_state["last_result"]["sha256"]
-    )
+    assert first.session_state["last_result"].sha256 == second.session_state["last_result"].sha256
 
 
 def test_load_error_is_shown_and_retry_works_without_restart(app, monkeypatch, tmp_path):
@@ -108,7 +105,7 @@ def test_load_error_is_shown_and_retry_works_without_restart(app, monkeypatch, t
     save_demo_pipeline(folder)
     at.button(key="generate").click().run()
     assert not at.error
-    assert at.session_state["last_result"]["seeds"] == [7]
+    assert at.session_state["last_result"].seeds == (7,)
 
 
 def test_example_prompt_fills_the_prompt(app):
@@ -146,7 +143,7 @@ def test_download_carries_the_a1111_parameters(app):
 
     at = fill_small(app(), prompt="a lighthouse", seed=21)
     at.button(key="generate").click().run()
-    png = at.session_state["last_result"]["pngs"][0]
+    png = at.session_state["last_result"].pngs[0]
     parameters = Image.open(io.BytesIO(png)).info["parameters"]
     assert parameters.startswith("a lighthouse\n")
     assert "Seed: 21" in parameters

@@ -20,6 +20,12 @@ PAGE_IMPORTS = [
     "core.models",
     "core.modes",
     "core.share",
+    "core.usecases",
+    "ui.page",
+    "ui.sidebar",
+    "ui.generator",
+    "ui.results",
+    "ui.load",
 ]
 HEAVY = ["torch", "diffusers", "transformers"]
 

@@ -128,6 +128,7 @@ def test_upgrade_from_schema_0001_makes_old_records_the_local_users(engine):
     with store.engine.begin() as conn:  # back to 0001: what the app before this change left
         conn.execute(schema.audit.delete())
         for statement in (
+            "DROP TABLE reservations",  # 0004
             "DROP TABLE audit",
             "DROP INDEX records_owner",
             "DROP INDEX records_deleted",
@@ -272,7 +273,7 @@ def test_generation_is_owned_by_the_signed_in_user(as_user, engine):
     at = as_user(ALICE, None)
     fill_small(at, prompt="alice's fox")
     at.button(key="generate").click().run()
-    assert not at.exception and at.session_state["last_result"]["history_error"] is None
+    assert not at.exception and at.session_state["last_result"].history_error is None
     (record,) = current_store().page().records
     assert (record.owner, record.prompt) == (ALICE, "alice's fox")
 

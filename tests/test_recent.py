@@ -2,12 +2,31 @@
 
 from core import recent
 from core.generation import GenerationRequest
+from core.usecases import Generated
+
+
+def _shown(*seeds: int, pngs: tuple[bytes, ...] = ()) -> Generated:
+    """What the generator showed for `seeds` (only the seeds and PNGs matter here)."""
+    return Generated(
+        pngs=pngs,
+        sha256=(),
+        seeds=seeds,
+        prompt="p",
+        size="512×512",
+        steps=2,
+        guidance=4.5,
+        load_seconds=0.0,
+        queue_seconds=0.0,
+        generation_seconds=1.0,
+        history_error=None,
+        backend="local",
+    )
 
 
 def _entry(seed: int, *, saved: bool = True) -> recent.RecentEntry:
     return recent.RecentEntry(
         thumbnail=b"thumb",
-        facts={"seeds": [seed]},
+        shown=_shown(seed),
         form_values={"seed": seed},
         record_ids=(f"id{seed}",) if saved else (None,),
         pngs=None if saved else (b"png%d" % seed,),
@@ -19,7 +38,7 @@ def test_strip_keeps_the_newest_entries_only():
     state: dict = {}
     for seed in range(recent.LIMIT + 3):
         recent.add(state, _entry(seed))
-    seeds = [e.facts["seeds"][0] for e in recent.entries(state)]
+    seeds = [e.shown.seeds[0] for e in recent.entries(state)]
     assert seeds == list(range(recent.LIMIT + 2, 2, -1))
 
 
@@ -36,21 +55,21 @@ def test_recall_reads_pngs_back_and_marks_missing_ones():
     """Showing an entry again reads each PNG by record id; a gone one gets the placeholder."""
     entry = recent.RecentEntry(
         thumbnail=b"t",
-        facts={"seeds": [1, 2]},
+        shown=_shown(1, 2),
         form_values={"seed": 1},
         record_ids=("a", "b"),
     )
     shown = recent.recall(entry, load_png={"a": b"PNG-a"}.get, missing=lambda: b"placeholder")
-    assert shown["pngs"] == [b"PNG-a", b"placeholder"]
-    assert shown["downloadable"] == [True, False]
-    assert shown["recalled"] == entry.id
+    assert shown.pngs == (b"PNG-a", b"placeholder")
+    assert shown.downloadable == (True, False)
+    assert shown.recalled == entry.id
     assert entry.label == "Seed 1 +1"
 
 
 def test_a_partly_saved_result_keeps_its_pngs_and_pads_the_ids():
     """When only some images were saved, the entry keeps every PNG and marks the rest unsaved."""
     entry = recent.entry_for(
-        {"pngs": [b"a", b"b"], "seeds": [3, 4]},
+        _shown(3, 4, pngs=(b"a", b"b")),
         request=GenerationRequest(
             prompt="p",
             negative_prompt="",
@@ -68,4 +87,4 @@ def test_a_partly_saved_result_keeps_its_pngs_and_pads_the_ids():
     assert entry.pngs == (b"a", b"b")
     assert entry.form_values["seed"] == 3 and entry.form_values["randomize_seed"] is False
     shown = recent.recall(entry, load_png={"id3": b"stored"}.get, missing=lambda: b"x")
-    assert shown["pngs"] == [b"stored", b"b"]
+    assert shown.pngs == (b"stored", b"b")

@@ -19,13 +19,12 @@ from core.remote import (
     RemoteCall,
     backoff_delay,
     parse_retry_after,
-    remote_facts,
     summarize_latencies,
 )
 from core.safe_text import display_url
 from core.settings import SettingsError, load_settings
+from testkit.loopback_server import TextToImageServer
 from tests.conftest import APP_ROOT, SMALL, fill_small
-from tests.loopback_server import TextToImageServer
 
 
 @pytest.fixture(name="server", scope="session")
@@ -234,15 +233,29 @@ def test_stop_abandons_the_request_and_drops_the_late_answer(server):
 def test_describe_shows_identity_token_and_latency(server):
     """describe() gives the hardware page endpoint, model, token state and recent latency."""
     backend = RemoteBackend(url=endpoint(server), model="demo", token_provider=lambda: "hf_x")
-    assert backend.describe()["calls"] == "none yet"
-    assert backend.state == "loaded" and backend.load_async().done()
+    assert dict(backend.describe().rows)["Calls recorded"] == "none yet"
+    assert backend.state == "nothing to load" and backend.load_async().done()
     backend.generate(small())
     facts = backend.describe()
-    assert facts["calls"] == "1" and facts["last_call"].endswith(" s")
-    assert facts["token"] == "set" and "hf_x" not in str(facts)
-    rows = dict(remote_facts(facts))
-    assert rows["Endpoint"] == facts["endpoint"]
+    rows = dict(facts.rows)
+    assert rows["Calls recorded"] == "1" and rows["Last call"].endswith(" s")
+    assert rows["HF token"] == "set" and "hf_x" not in str(facts)
+    assert rows["Endpoint"] == facts.endpoint
     assert rows["Identical pixels for a seed"] == "not guaranteed"
+
+
+def test_remote_backend_answers_the_whole_contract_truthfully():
+    """Nothing to load, cancel or unload; no memory plan, queue or preview; text-to-image."""
+    from core.generation import BackendState
+
+    backend = RemoteBackend(url="http://127.0.0.1:9/", model="demo")
+    assert backend.state is BackendState.NOTHING_TO_LOAD and backend.state.ready
+    assert backend.ensure_loaded() is None and backend.load_async().result() is None
+    assert backend.cancel_load() is False and backend.unload() is False
+    assert backend.loaded_facts is None and backend.queue is None
+    assert backend.last_load_error is None and backend.load_progress().fraction == 0.0
+    assert backend.supports_preview is False and backend.modes == ("txt2img",)
+    assert backend.describe().identity() == backend.identity()
 
 
 def test_provider_mode_names_the_provider():
@@ -329,8 +342,8 @@ def test_generate_page_runs_remotely(server, monkeypatch, app, demo_pipe):
     assert not at.exception and not at.error
     result = at.session_state["last_result"]
     local, _ = run_pipeline(demo_pipe, small(seed=7))
-    assert result["sha256"] == [pixel_sha256(local[0])]
-    assert result["backend"] == "remote" and result["details"]["endpoint"] == display_url(url)
+    assert result.sha256 == (pixel_sha256(local[0]),)
+    assert result.backend == "remote" and result.details["endpoint"] == display_url(url)
 
 
 def test_sidebar_names_the_remote_service(monkeypatch, app):

@@ -3,23 +3,43 @@
 The Streamlit side of `core.auth`: `require_visitor()` returns the visitor when they may use
 the app; otherwise it draws the sign-in screen (or says plainly why not) and stops the run,
 so nothing else of the page is drawn and no model load can start. The entry script calls it
-before running a page, and each page calls it again first thing: a page reached any other way
-(AppTest's `switch_page` runs the page alone) is gated by the same code.
+before running a page, and each page calls it again first thing (through `ui.page.start`):
+a page reached any other way (AppTest's `switch_page` runs the page alone) is gated by the
+same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from core.auth import LOCAL_VISITOR, Visitor, sign_in_enabled
-from core.service import auth_secrets, current_settings, current_visitor
+from core.auth import LOCAL_VISITOR, Visitor, sign_in_enabled, visitor_from
+from core.service import current_settings
 from core.settings import Settings, SettingsError
 
-if TYPE_CHECKING:
-    from core.limits import Allowance
+
+def auth_secrets() -> Mapping[str, object]:
+    """The `[auth]` section of the secrets (empty when sign-in is off)."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:
+        return {}
+    return section if isinstance(section, Mapping) else {}
+
+
+def current_visitor(settings: Settings | None = None) -> Visitor:
+    """Who is running this script: from `st.user` when sign-in is on, else the local user.
+
+    Raise `SettingsError` for a bad SD_ALLOWED_USERS / SD_ADMINS value.
+    """
+    settings = settings or current_settings()
+    on = sign_in_enabled({"auth": auth_secrets()})
+    # Without an [auth] section st.user has no is_logged_in at all: read it only when on.
+    claims = st.user.to_dict() if on else None
+    return visitor_from(
+        claims, sign_in_on=on, allowed_users=settings.allowed_users, admins=settings.admins
+    )
 
 
 def visitor_or_none() -> Visitor | None:
@@ -91,28 +111,3 @@ def user_box(visitor: Visitor) -> None:
         st.text(visitor.name)
     st.text(visitor.email)
     st.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
-
-
-def daily_allowance(
-    settings: Settings, visitor: Visitor, *, wanted: int = 1
-) -> tuple[Allowance | None, str | None]:
-    """Today's allowance under SD_DAILY_LIMIT (None when unlimited) and, when `wanted` more
-    images would go over it or it cannot be counted, the message that says why and when.
-
-    Fails closed: a history that cannot be read does not lift the limit.
-    """
-    if settings.daily_limit <= 0:
-        return None, None
-    from core import history, limits  # only apps with a limit pay for these imports here
-
-    try:
-        allowance = limits.allowance(history.open_store(settings), visitor.id, settings.daily_limit)
-        allowance.check(wanted)
-    except limits.LimitReached as exc:
-        return allowance, str(exc)
-    except history.HistoryError as exc:
-        from core.safe_text import for_visitor  # server paths only for a visitor on this machine
-
-        reason = for_visitor(exc, settings=settings)
-        return None, f"The daily limit cannot be counted, so nothing can be generated now: {reason}"
-    return allowance, None

@@ -1,8 +1,8 @@
 """Gallery pieces for a shared app: the Mine/Everyone filter, who made an image, and the
 admins' panel (deleted images with Restore, the audit trail).
 
-Streamlit code kept out of `pages/gallery.py` so that page stays short. Emails, names and
-prompts are visitor input: drawn with `st.text` / `st.dataframe` (plain text), never markdown.
+Emails, names and prompts are visitor input: drawn with `st.text` / `st.dataframe` (plain
+text), never markdown.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from typing import Any
 import streamlit as st
 
 from core.auth import LOCAL_USER, Visitor
-from core.safe_text import for_visitor
+from core.history import RESTORE_DAYS, HistoryError, HistoryStore
+from core.settings import Settings
+from ui.text import for_visitor
 
 WHOSE_KEY = "gallery_whose"
 EVERYONE, MINE = "Everyone", "Mine"
+RESTORE_ERROR_KEY = "gallery_restore_error"
 
 
 def owner_label(owner: str | None) -> str:
@@ -35,37 +38,16 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(at)) + " UTC"
 
 
-def _restore(store: Any, visitor: Visitor, record_id: str, settings: Any) -> None:
-    from core.history import HistoryError
-
+def _restore(store: HistoryStore, visitor: Visitor, record_id: str, settings: Settings) -> None:
     try:
         restored = store.restore(record_id, actor=visitor.id, admin=visitor.is_admin)
     except HistoryError as exc:
-        st.session_state["gallery_restore_error"] = for_visitor(exc, settings=settings)
+        st.session_state[RESTORE_ERROR_KEY] = for_visitor(exc, settings=settings)
         return
     st.toast("Restored." if restored else "Already restored or purged.")
 
 
-def admin_panel(store: Any, visitor: Visitor, settings: Any = None) -> None:
-    """For admins: images deleted in the last days (Restore) and the audit trail.
-
-    `settings` lets error messages hide server paths from remote visitors (`for_visitor`).
-    """
-    if not visitor.is_admin:
-        return
-    from core.history import RESTORE_DAYS, HistoryError
-
-    error = st.session_state.pop("gallery_restore_error", None)
-    if error:
-        st.error(error)
-    try:
-        deleted = store.deleted()
-        trail = store.audit_trail()
-    except HistoryError as exc:
-        st.error(for_visitor(exc, settings=settings))
-        return
-    if not deleted and not trail:
-        return  # nothing to show yet (and no clutter for the local dashboard's one user)
+def _deleted(store: HistoryStore, visitor: Visitor, settings: Settings, deleted: list) -> None:
     with st.expander(
         f"Deleted images ({len(deleted)}) · admins can restore for {RESTORE_DAYS} days"
     ):
@@ -85,6 +67,27 @@ def admin_panel(store: Any, visitor: Visitor, settings: Any = None) -> None:
                 on_click=_restore,
                 args=(store, visitor, record.id, settings),
             )
+
+
+def admin_panel(store: HistoryStore, visitor: Visitor, settings: Settings) -> None:
+    """For admins: images deleted in the last days (Restore) and the audit trail.
+
+    `settings` lets error messages hide server paths from remote visitors (`for_visitor`).
+    """
+    if not visitor.is_admin:
+        return
+    error = st.session_state.pop(RESTORE_ERROR_KEY, None)
+    if error:
+        st.error(error)
+    try:
+        deleted = store.deleted()
+        trail = store.audit_trail()
+    except HistoryError as exc:
+        st.error(for_visitor(exc, settings=settings))
+        return
+    if not deleted and not trail:
+        return  # nothing to show yet (and no clutter for the local dashboard's one user)
+    _deleted(store, visitor, settings, deleted)
     with st.expander(f"Audit trail ({len(trail)} latest: deletes, restores, purges)"):
         st.dataframe(
             {

@@ -1,0 +1,30 @@
+"""What a click does, as plain functions the pages call and whose typed results they draw.
+
+- `check_allowance` — may this visitor make `wanted` more images today (SD_DAILY_LIMIT)?
+- `load_model` — load the model (or join the load that runs), watching it as it goes;
+- `generate_and_keep` — the Generate click: allowance, load, generate, keep in the history;
+- `regenerate_and_verify` — the gallery's Regenerate & verify: validity, allowance, load,
+  setup differences, regenerate and compare, counted against the limit.
+
+Arguments are typed (settings, visitor, backend, store, callbacks); results are frozen
+dataclasses. Messages in them are our own words with outside values already quoted, but
+server paths still in: the ui passes them through `ui.text.for_visitor` when it draws them.
+Nothing here imports Streamlit, torch or the history store at import time.
+"""
+
+from core.usecases.allowance import AllowanceCheck, check_allowance
+from core.usecases.generate import Generated, GenerateOutcome, generate_and_keep
+from core.usecases.load import LoadOutcome, load_model
+from core.usecases.verify import VerifyOutcome, regenerate_and_verify
+
+__all__ = [
+    "AllowanceCheck",
+    "GenerateOutcome",
+    "Generated",
+    "LoadOutcome",
+    "VerifyOutcome",
+    "check_allowance",
+    "generate_and_keep",
+    "load_model",
+    "regenerate_and_verify",
+]

@@ -1,0 +1,80 @@
+"""Regenerate and verify: make a stored image again and compare it, pixel for pixel."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.device import DeviceError
+from core.generation import Backend, GenerationError
+from core.usecases.allowance import check_allowance
+
+if TYPE_CHECKING:
+    from core.auth import Visitor
+    from core.history import HistoryRecord, HistoryStore, Verification
+    from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """How Regenerate & verify ended, in the order the page tells it."""
+
+    invalid: tuple[str, ...] = ()  # the record's settings the generator cannot use: nothing ran
+    refused: str | None = None  # over the daily limit, or it could not be counted
+    remote: bool = False  # a remote service made it or remakes it: pixels may differ
+    differences: tuple[str, ...] = ()  # what differs from the setup that made the image
+    error: str | None = None  # the load or the regeneration failed (server paths not hidden)
+    verification: Verification | None = None  # the comparison, when it ran
+
+
+def _no_step(_label: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def regenerate_and_verify(
+    store: HistoryStore,
+    record: HistoryRecord,
+    *,
+    settings: Settings,
+    visitor: Visitor,
+    backend: Backend,
+    step: Callable[[str], AbstractContextManager[Any]] = _no_step,
+) -> VerifyOutcome:
+    """Run `record`'s settings again on `backend` and compare with the stored image.
+
+    Rows are outside input (an edited database, another app version): a record whose
+    settings the generator cannot use is refused before anything runs. A regeneration is
+    spent like any image: checked against the daily limit first, counted after. `step`
+    wraps each long step with its label (the page passes a spinner).
+    """
+    from core import history
+
+    problems = record.problems()
+    if problems:
+        return VerifyOutcome(invalid=tuple(problems))
+    allowance = check_allowance(settings, visitor)
+    if not allowance.allowed:
+        return VerifyOutcome(refused=allowance.problem)
+    remote, differences = False, ()
+    try:
+        with step("Loading the model…"):
+            backend.ensure_loaded()
+        now = history.environment(backend)
+        differences = tuple(history.environment_differences(record, now))
+        remote = "remote" in (record.backend, backend.name)
+        with step("Regenerating…"):
+            verification = history.verify(store, record, backend)
+    except (GenerationError, DeviceError) as exc:
+        return VerifyOutcome(remote=remote, differences=differences, error=str(exc))
+    if settings.daily_limit:
+        try:
+            store.note_regenerate(visitor.id, record)
+        except history.HistoryError as exc:
+            log.warning("regeneration not counted: %s", exc)
+    return VerifyOutcome(remote=remote, differences=differences, verification=verification)

@@ -1,0 +1,155 @@
+"""The Generate page's form: prompts and Generate, examples, size, seed, guidance, steps,
+the live preview toggle and the time estimate.
+
+The values live in `st.session_state` under the keys `core.form` names; `core.form`
+keeps them across page changes and applies values handed over by other pages.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import form
+from core.estimate import DRAFT, describe_estimate, estimate_for
+from core.generation import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    Backend,
+)
+from core.models import Family
+from core.settings import Settings
+
+PREVIEW_KEY = "live_preview"  # the toggle; its value is kept under PREVIEW_CHOICE across pages
+PREVIEW_CHOICE = "live_preview_choice"
+NO_REMOTE_PREVIEW = "No live preview with a remote service: it sends only the finished image."
+
+
+def _use_example(prompt: str) -> None:
+    st.session_state.prompt = prompt
+
+
+def _apply_aspect(family: Family) -> None:
+    state = st.session_state
+    ratio = state.get("aspect")
+    if ratio:
+        state.width, state.height = form.aspect_size(ratio, family)
+
+
+def _use_draft() -> None:
+    state = st.session_state
+    state.width, state.height, state.steps = DRAFT["width"], DRAFT["height"], DRAFT["steps"]
+    state.aspect = None
+
+
+def prompt_form(*, problem: str | None) -> bool:
+    """The two prompts and Generate (disabled with `problem` as its help); True when clicked.
+
+    A form so that Ctrl+Enter in the prompt submits it, i.e. clicks Generate (Streamlit's
+    own binding for text areas in forms). Only the two prompts live in it: widgets with
+    callbacks (examples, aspect presets) cannot be inside a form.
+    """
+    with st.form("prompt_form", enter_to_submit=True):
+        st.text_area(
+            "Prompt",
+            key="prompt",
+            height=100,
+            placeholder="Describe the image…",
+            max_chars=MAX_PROMPT_CHARS,
+            help="Ctrl+Enter (⌘+Enter) generates.",
+        )
+        st.text_area(
+            "Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS
+        )
+        return st.form_submit_button(
+            "Generate",
+            type="primary",
+            key="generate",
+            width="stretch",
+            disabled=problem is not None,
+            help=problem,
+        )
+
+
+def examples() -> None:
+    """One button per example prompt; a click puts it in the Prompt box."""
+    columns = st.columns(len(form.EXAMPLE_PROMPTS))
+    for i, (column, example) in enumerate(zip(columns, form.EXAMPLE_PROMPTS, strict=True)):
+        column.button(
+            example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
+        )
+
+
+def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bool:
+    """Aspect, size (the family's rules), seed, guidance, steps, images, live preview and
+    the estimate under them; return whether the live preview is wanted."""
+    st.segmented_control(
+        "Aspect ratio",
+        form.ASPECT_RATIOS,
+        key="aspect",
+        on_change=_apply_aspect,
+        args=(family,),
+    )
+    sizes, size_help = family.sizes, family.sizes.describe()
+    w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
+    w.number_input("Width", sizes.min, sizes.max, step=sizes.multiple, key="width", help=size_help)
+    h.number_input(
+        "Height", sizes.min, sizes.max, step=sizes.multiple, key="height", help=size_help
+    )
+    s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
+    r.checkbox("Randomize seed", key="randomize_seed")
+    left, right = st.columns(2)
+    left.slider("Guidance scale", 0.0, MAX_GUIDANCE, step=0.5, key="guidance_scale")
+    right.slider("Steps", 1, MAX_STEPS, key="steps")
+    left.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
+    with right:
+        want_preview = preview_toggle(settings, remote=not backend.supports_preview)
+    estimate(settings, backend)
+    return want_preview
+
+
+def preview_toggle(settings: Settings, *, remote: bool) -> bool:
+    """The Live preview toggle; its choice survives page changes. Remote: off by default."""
+    state = st.session_state
+    state.setdefault(PREVIEW_CHOICE, settings.preview and not remote)
+    if PREVIEW_KEY not in state:  # Streamlit dropped the widget's value on a page change
+        state[PREVIEW_KEY] = state[PREVIEW_CHOICE]
+    st.toggle(
+        "Live preview",
+        key=PREVIEW_KEY,
+        help="Show the image forming while it denoises (a quick approximation).",
+        on_change=lambda: state.__setitem__(PREVIEW_CHOICE, state[PREVIEW_KEY]),
+    )
+    if remote and state[PREVIEW_KEY]:  # said only to someone who asked for it
+        st.caption(NO_REMOTE_PREVIEW)
+    return bool(state[PREVIEW_KEY])
+
+
+def estimate(settings: Settings, backend: Backend) -> None:
+    """Before the click: how long this will take here, and a draft preset when it is long."""
+    state = st.session_state
+    width, height, steps, images = (
+        int(state.width),
+        int(state.height),
+        int(state.steps),
+        int(state.num_images),
+    )
+    found = estimate_for(backend, settings, width=width, height=height, steps=steps, images=images)
+    if found is None:
+        return
+    text = describe_estimate(found, width=width, height=height, steps=steps)
+    if images > 1:
+        text += f" for {images} images"
+    if not found.worth_a_draft:
+        st.caption(text)
+        return
+    note, button = st.columns([3, 1], vertical_alignment="center")
+    note.info(text, icon=":material/timer:")
+    button.button(
+        f"Draft: {DRAFT['width']}², {DRAFT['steps']} steps",
+        key="draft_preset",
+        on_click=_use_draft,
+        help="A quick look first; raise size and steps once the seed looks right.",
+    )

@@ -1,0 +1,185 @@
+"""The Hardware page's sections about the model: load and unload, the pipeline as loaded,
+the fair queue (admins see who and can cancel), the memory plan, and a remote service."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from core.auth import Visitor
+from core.demo import DEMO_MODEL
+from core.generation import Backend, BackendState
+from core.hardware import HardwareFacts, full_size_label, memory_plan
+from core.memory import DROP_T5_NOTE, MemoryPlan
+from core.safe_text import inline
+from core.settings import Settings
+from core.units import human_bytes
+from ui.load import load_text, load_with_status, show_load_error
+from ui.text import for_visitor
+
+UNLOADED_KEY = "hardware_unloaded"
+VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
+
+
+class Ours(str):
+    """A value that is our own markdown (outside parts already quoted)."""
+
+
+def lines(rows: dict[str, object], settings: Settings) -> None:
+    """`- **label:** value` rows; values come from outside (OS, CPU and model names, paths):
+    plain or a code span, with server paths hidden from remote visitors."""
+
+    def show(value: object) -> str:
+        text = for_visitor(value, settings=settings)
+        return text if isinstance(value, Ours) else inline(text)
+
+    st.markdown("\n".join(f"- **{name}:** {show(value)}" for name, value in rows.items()))
+
+
+def _show_plan(plan: MemoryPlan, label: str) -> None:
+    icon = VERDICT_ICONS.get(plan.verdict, "")
+    text = f"{label}**{plan.verdict}** with {plan.summary}: {plan.reason}"
+    (st.error if plan.verdict == "won't fit" else st.info)(text, icon=icon or None)
+
+
+def _unload(backend: Backend) -> None:
+    # unload() waits for the generation lock: a generation running in another session
+    # finishes first, then the weights go.
+    with st.spinner("Waiting for running generations to finish, then unloading…"):
+        dropped = backend.unload()
+    # Draw the page again so the sidebar's status (drawn before this page) says so too.
+    st.session_state[UNLOADED_KEY] = dropped
+    st.rerun()
+
+
+def _pipeline_section(backend: Backend, settings: Settings) -> None:
+    state = backend.state
+    loaded = backend.loaded_facts
+    rows: dict[str, object] = {"State": state, "Model": backend.model}
+    if state is BackendState.LOADING:
+        rows["Loading for"] = f"{backend.load_progress().elapsed:.0f} s · {load_text(backend)}"
+    if loaded is not None:
+        tiling = f"on, {loaded.vae_tile_px} px tiles" if loaded.vae_tiling else "off"
+        rows |= {
+            "Device · dtype": f"{loaded.device} · {loaded.dtype}",
+            "Load time": f"{loaded.load_seconds:.1f} s",
+            "Memory plan": loaded.plan.summary if loaded.plan else "default",
+            "VAE slicing": "on" if loaded.vae_slicing else "off",
+            "VAE tiling": tiling,
+            "Memory held by the weights": f"≈ {human_bytes(loaded.held_bytes)}",
+            "torch.compile": "on (SD_COMPILE)" if loaded.compiled else "off",
+        }
+        if loaded.plan is not None and loaded.plan.drop_t5:
+            rows["T5"] = f"not loaded: {DROP_T5_NOTE}"
+    elif backend.last_load_error:
+        st.warning(
+            "The last load failed: " + for_visitor(backend.last_load_error, settings=settings)
+        )
+    lines(rows, settings)
+
+
+def model_section(backend: Backend, settings: Settings) -> None:
+    """Load model now, Unload model, and the pipeline as it is loaded."""
+    st.subheader("Model")
+    if UNLOADED_KEY in st.session_state:
+        if st.session_state.pop(UNLOADED_KEY):
+            st.success("Model unloaded; the next generation loads it again.")
+        else:
+            st.info("The model was not loaded.")
+    load_col, unload_col = st.columns(2)
+    if load_col.button(
+        "Load model now", key="load_model", icon=":material/download:", width="stretch"
+    ):
+        outcome = load_with_status(backend, settings)
+        if not outcome.ok:
+            show_load_error(outcome.error, settings)
+    if unload_col.button(
+        "Unload model", key="unload_model", icon=":material/eject:", width="stretch"
+    ):
+        _unload(backend)
+    _pipeline_section(backend, settings)
+
+
+def _cancel(backend: Backend, entry_id: int, visitor: Visitor) -> None:
+    if backend.queue is not None and backend.queue.cancel(entry_id, by=visitor.id):
+        st.toast("Cancelled: its owner is told so.", icon=":material/cancel:")
+
+
+@st.fragment(run_every="2s")
+def queue_section(backend: Backend, visitor: Visitor) -> None:
+    """The fair queue: everyone sees how busy it is; admins see who, what, since when."""
+    if backend.queue is None:
+        return  # a remote service runs requests side by side: no queue here
+    st.subheader("Queue")
+    entries = backend.queue.entries()
+    running = sum(e.running for e in entries)
+    st.caption(f"{running} running · {len(entries) - running} waiting · refreshed every 2 s")
+    if not visitor.is_admin or not entries:
+        return
+    now = time.time()
+    for entry in entries:
+        where = "running" if entry.running else f"#{entry.place} in line"
+        row, button = st.columns([5, 1], vertical_alignment="center")
+        # Plain text: an email is visitor input.
+        row.text(
+            f"{where} · {entry.user or 'the app'} · {entry.label} · "
+            f"since {time.strftime('%H:%M:%S', time.localtime(entry.since))} "
+            f"({now - entry.since:.0f} s)"
+        )
+        button.button(
+            "Cancel",
+            key=f"cancel_{entry.id}",
+            on_click=_cancel,
+            args=(backend, entry.id, visitor),
+        )
+
+
+def remote_section(backend: Backend, settings: Settings) -> None:
+    """A remote service: where it is, the token's presence, and recent latency."""
+    st.subheader("Remote backend")
+    st.caption("Images are made by the remote service; this machine only sends requests.")
+    lines(dict(backend.describe().rows), settings)
+
+
+def plan_section(backend: Backend, settings: Settings, facts: HardwareFacts) -> None:
+    """The memory plan in force (or the one the next load would choose), and the chart."""
+    st.subheader("Memory plan")
+    plan = memory_plan(settings, facts)
+    is_demo = settings.model == DEMO_MODEL
+    loaded = backend.loaded_facts
+    if loaded is not None and loaded.plan is not None:
+        # Free memory now excludes the loaded weights: show the plan chosen at load time.
+        _show_plan(loaded.plan, "In force (chosen at load): ")
+    elif plan is not None:
+        _show_plan(plan, "Demo model: " if is_demo else "")
+    if plan is not None and is_demo:
+        _show_plan(memory_plan(settings, facts, sd35=True), f"{full_size_label(settings)} here: ")
+        st.caption(
+            f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
+            f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
+            f"SD_VAE_TILE={settings.vae_tile}. Applied at the next load."
+        )
+    _memory_chart(facts)
+
+
+def _memory_chart(facts: HardwareFacts) -> None:
+    names = ["RAM"]
+    used = [facts.ram_total_bytes - facts.ram_available_bytes]
+    free = [facts.ram_available_bytes]
+    for gpu in facts.gpus:
+        names.append(f"GPU {gpu.index} VRAM")
+        used.append(gpu.total_bytes - gpu.free_bytes)
+        free.append(gpu.free_bytes)
+    st.bar_chart(
+        {
+            "memory": names,
+            "used (GB)": [round(n / 1e9, 2) for n in used],
+            "free (GB)": [round(n / 1e9, 2) for n in free],
+        },
+        x="memory",
+        y=["used (GB)", "free (GB)"],
+        horizontal=True,
+        stack=True,
+        height=80 + 40 * len(names),
+    )
