@@ -2,11 +2,11 @@
 the LoRA switch cost of three ways to take a LoRA off again.
 
 1. **Grid vs one by one** (tiny demo pipeline, float32, CPU): the 6 cells of a 2×3 grid
-   (X: guidance 3, 4.5, 6; Y: prompt S/R fox → cat) run by `core.grid_run` (one queue slot
-   per cell, a grid-sized prompt cache) vs the same 6 requests through
-   `LocalBackend.generate` (what 6 clicks do today; its 4-entry prompt cache cleared at the
-   start of each round). Rounds alternate the order. Pixels of each cell must be identical
-   both ways. Target (issue 19): grid / one by one ≤ 1.05×.
+   (X: guidance 3, 4.5, 6; Y: prompt S/R fox → cat) run by `LocalBackend.generate_grid`
+   (what Generate grid runs: one queue turn per cell, a grid-sized prompt cache) vs the
+   same 6 requests through `LocalBackend.generate` (6 clicks; its 4-entry prompt cache
+   cleared at the start of each round). Rounds alternate the order. Pixels of each cell
+   must be identical both ways. Target (issue 19): grid / one by one ≤ 1.05×.
 2. **LoRA switch cost** (tiny pipeline, 64², 2 steps): request without LoRA → with → without,
    `--cycles` times, for each removal method: `unload_lora_weights` (the one `core.lora`
    uses), `delete_adapters` and `disable_lora` (adapter kept loaded). Reported: the time
@@ -17,8 +17,14 @@ the LoRA switch cost of three ways to take a LoRA off again.
    attention projection; on/off time and LoRA size, extrapolated linearly to 24 layers
    (the cost is per adapted layer); one transformer forward before and after must match.
 
+4. **Through the backend**: requests without a LoRA, with one, and without again through
+   `LocalBackend.generate` (the file read once before): the switch's share of a request,
+   and whether the request without LoRA gives the same pixels after every switch.
+5. **SD_COMPILE** (`--compile`): the tiny pipeline's transformer compiled as the app does
+   (`transformer.compile()`), then a LoRA put on and taken off: each switch's image time.
+
     .venv/bin/python -m bench.grid_lora [--rounds 2] [--size 512] [--steps 2] [--cycles 5]
-        [--medium-layers 2]
+        [--medium-layers 2] [--compile] [--only grid|switch|backend|medium|compile]
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from bench.common import library_versions, machine_facts
 
 
 def _grid_vs_one_by_one(args) -> None:
+    import core.local
     from core.generation import GenerationRequest
     from core.grid import plan_grid
-    from core.grid_run import PipelineCellRunner, run_grid
     from core.local import LocalBackend, load_pipeline
 
     loaded = load_pipeline(model="demo", device="cpu", dtype="float32")
@@ -48,6 +54,7 @@ def _grid_vs_one_by_one(args) -> None:
         width=args.size,
         height=args.size,
         num_inference_steps=args.steps,
+        family="demo",
     )
     plan = plan_grid(
         base, x_kind="guidance", x_text="3, 4.5, 6", y_kind="prompt_sr", y_text="fox, cat"
@@ -58,30 +65,32 @@ def _grid_vs_one_by_one(args) -> None:
     cpu: dict[str, list[float]] = {"grid": [], "one by one": []}
     encodes: dict[str, int] = {}
     pixels: dict[str, list[bytes]] = {}
+    real_encode = core.local.encode_prompt
+    counted: list[str] = []
+
+    def counting_encode(pipe, request):
+        counted.append(request.prompt)
+        return real_encode(pipe, request)
+
+    core.local.encode_prompt = counting_encode  # counts the prompt encodes of both paths
 
     def grid() -> None:
-        runner = PipelineCellRunner(
-            loaded.pipe,
-            plan,
-            slot=lambda cell: backend.queue.slot(user="bench", label="grid cell"),
-            model=loaded.model,
-            dtype=loaded.choice.dtype,
-        )
+        counted.clear()
         start, cpu_start = time.perf_counter(), time.process_time()
-        outcome = run_grid(plan, runner)
+        outcome = backend.generate_grid(plan, user="bench")  # one queue turn per cell
         times["grid"].append(time.perf_counter() - start)
         cpu["grid"].append(time.process_time() - cpu_start)
-        encodes["grid"] = runner.prompt_cache.misses
+        encodes["grid"] = len(counted)
         pixels["grid"] = [image.tobytes() for image in outcome.images]
 
     def one_by_one() -> None:
         backend.prompt_cache.clear()
-        misses = backend.prompt_cache.misses
+        counted.clear()
         start, cpu_start = time.perf_counter(), time.process_time()
         results = [backend.generate(cell.request, user="bench") for cell in plan.cells]
         times["one by one"].append(time.perf_counter() - start)
         cpu["one by one"].append(time.process_time() - cpu_start)
-        encodes["one by one"] = backend.prompt_cache.misses - misses
+        encodes["one by one"] = len(counted)
         pixels["one by one"] = [r.images[0].tobytes() for r in results]
 
     for round_ in range(args.rounds):
@@ -240,6 +249,74 @@ def _medium_switch(layers: int, cycles: int, tmp: Path) -> None:
     print(f"   transformer output bit-identical after {cycles} on/off cycles: {same}")
 
 
+def _backend_switch(args, tmp: Path) -> None:
+    """Requests through `LocalBackend.generate`: without a LoRA, with one, without again."""
+    from core.demo_lora import make_demo_lora
+    from core.generation import GenerationRequest, LoraChoice
+    from core.local import LocalBackend
+
+    backend = LocalBackend(model="demo", device="cpu", dtype="float32", lora_dir=tmp)
+    make_demo_lora(backend.ensure_loaded().pipe, tmp / "grain.safetensors")
+    plain = GenerationRequest(
+        prompt="a fox", seed=5, width=512, height=512, num_inference_steps=1, family="demo"
+    )
+    lora = GenerationRequest(**{**vars(plain), "loras": (LoraChoice("grain", 1.0),)})
+    backend.generate(lora)  # the file is read once; what follows is the switch alone
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    cpu: dict[str, list[float]] = {"without": [], "with": []}
+    pixels: dict[str, set[bytes]] = {"without": set(), "with": set()}
+    for _ in range(args.cycles):
+        for key, request in (("without", plain), ("with", lora), ("without", plain)):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            result = backend.generate(request)
+            times[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - cpu_start)
+            pixels[key].add(result.images[0].tobytes())
+    w, wo = (statistics.median(times[k]) for k in ("with", "without"))
+    cw, cwo = (statistics.median(cpu[k]) for k in ("with", "without"))
+    print(
+        f"\n4. Through the backend: 512², 1 step, without → with LoRA → without, "
+        f"{args.cycles} cycles (median seconds)"
+    )
+    print(f"   request without LoRA: wall {wo:.3f} · CPU {cwo:.3f}")
+    print(f"   request with LoRA:    wall {w:.3f} · CPU {cw:.3f}")
+    print(f"   the switch (with − without): wall {w - wo:+.3f} · CPU {cw - cwo:+.3f}")
+    print(
+        f"   without-LoRA pixels identical before and after every switch: "
+        f"{len(pixels['without']) == 1} · LoRA pixels stable: {len(pixels['with']) == 1}"
+    )
+
+
+def _compiled_switch(cycles: int, tmp: Path) -> None:
+    """What SD_COMPILE would pay: a compiled transformer, a LoRA put on and taken off."""
+    import torch
+
+    from core.demo import build_demo_pipeline
+    from core.demo_lora import make_demo_lora
+    from core.lora import applied_loras, read_lora
+
+    pipe = build_demo_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    weights = read_lora(make_demo_lora(pipe, tmp / "compiled.safetensors"))
+    pipe.transformer.compile()
+
+    def render() -> float:
+        generator = torch.Generator(device="cpu").manual_seed(5)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            pipe("a fox", num_inference_steps=2, width=512, height=512, generator=generator)
+        return time.perf_counter() - start
+
+    rows = [("first image (compiles)", render()), ("second image", render())]
+    for cycle in range(cycles):
+        with applied_loras(pipe, [(weights, 1.0)]):
+            rows.append((f"with LoRA, switch {cycle + 1}", render()))
+        rows.append((f"without again, switch {cycle + 1}", render()))
+    print("\n5. SD_COMPILE: the tiny pipeline's transformer compiled (torch.compile, CPU)")
+    for label, seconds in rows:
+        print(f"   {label:<28} {seconds:8.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -247,6 +324,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--medium-layers", type=int, default=2)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time LoRA switches on a compiled transformer"
+    )
+    parser.add_argument("--only", choices=("grid", "switch", "backend", "medium", "compile"))
     args = parser.parse_args()
 
     import torch
@@ -259,14 +340,24 @@ def main() -> None:
     print(
         library_versions("torch", "diffusers", "peft"), f"· torch threads {torch.get_num_threads()}"
     )
-    _grid_vs_one_by_one(args)
+
+    def wanted(part: str) -> bool:
+        return args.only in (None, part)
+
+    if wanted("grid"):
+        _grid_vs_one_by_one(args)
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = build_demo_pipeline()
-        pipe.set_progress_bar_config(disable=True)
-        weights = read_lora(make_demo_lora(pipe, Path(tmp) / "grain.safetensors"))
-        _switch_methods(pipe, weights, args.cycles)
-        if args.medium_layers > 0:
+        if wanted("switch"):
+            pipe = build_demo_pipeline()
+            pipe.set_progress_bar_config(disable=True)
+            weights = read_lora(make_demo_lora(pipe, Path(tmp) / "grain.safetensors"))
+            _switch_methods(pipe, weights, args.cycles)
+        if wanted("backend"):
+            _backend_switch(args, Path(tmp))
+        if args.medium_layers > 0 and wanted("medium"):
             _medium_switch(args.medium_layers, args.cycles, Path(tmp))
+        if args.compile or args.only == "compile":
+            _compiled_switch(min(args.cycles, 3), Path(tmp))
 
 
 if __name__ == "__main__":
