@@ -4,6 +4,9 @@ the pipeline is left clean."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 import core.local
@@ -59,6 +62,46 @@ def test_grid_cells_equal_the_same_requests_made_alone(backend, monkeypatch):
     assert outcome.images[3].tobytes() == _alone(backend, last.request)
     assert outcome.images[0].tobytes() != outcome.images[1].tobytes()
     assert not backend.queue.busy
+
+
+def test_another_persons_request_takes_its_turn_between_the_grids_cells(backend):
+    """The grid is one job in the fair queue: a request someone else makes while cell 1
+    runs gets the pipeline before cell 2, and the grid then carries on with its cells."""
+    plan = plan_grid(BASE, x_kind="seed", x_text="1, 2, 3")
+    turns: list[str] = []  # who held the pipeline, in order (first step of each)
+    lock = threading.Lock()
+    other: dict[str, object] = {}
+
+    def note(who: str) -> None:
+        with lock:
+            if who not in turns:
+                turns.append(who)
+
+    def bob() -> None:
+        request = GenerationRequest(prompt="a cat", seed=3, family="demo", **SMALL)
+
+        def progress(p) -> None:
+            if p.phase == "denoising":
+                note("bob")
+
+        other["result"] = backend.generate(request, user="bob", on_progress=progress)
+
+    def on_progress(cell, progress):
+        if progress.phase != "denoising":
+            return
+        note(f"cell {cell.index + 1}")
+        if cell.index == 0 and "thread" not in other:
+            other["thread"] = thread = threading.Thread(target=bob)
+            thread.start()
+            deadline = time.monotonic() + 60  # bob joins the queue while cell 1 holds it
+            while backend.queue.waiting < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    outcome = backend.generate_grid(plan, user="grid-owner", on_progress=on_progress)
+    other["thread"].join(timeout=120)
+    assert turns == ["cell 1", "bob", "cell 2", "cell 3"]
+    assert outcome.done == 3 and other["result"].images
+    assert not backend.queue.busy and backend.queue.waiting == 0
 
 
 def test_stop_mid_grid_keeps_finished_cells(backend):
