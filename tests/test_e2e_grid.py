@@ -1,7 +1,8 @@
-"""An X/Y grid in a real browser: `streamlit run` on the demo model and headless Debian
-Chromium, as in test_e2e_browser.py. A 2×2 grid is typed into its section, its cell count
-shows before the click, it runs, and its labelled PNG downloads with the axes in its
-metadata. Without chromium the test is skipped, never passed."""
+"""An X/Y grid in a real browser: the shared app on the demo model (conftest's `demo_app`)
+and the shared headless Debian Chromium, as in test_e2e_browser.py. A 2×2 grid is typed
+into its section, its cell count shows before the click, it runs, and its labelled PNG
+downloads with the axes in its metadata. Without chromium the test is skipped, never
+passed."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from core.metadata import parse_parameters, read_png_text
 from tests.test_e2e_browser import (
     CHROMIUM,
     TIMEOUT_MS,
-    StreamlitServer,
     _fill_small,
     _screenshot_dir,
-    serving_tab,
+    new_tab,
 )
 
 pytestmark = [
@@ -31,26 +31,34 @@ pytestmark = [
 
 
 @pytest.fixture(name="tab", scope="module")
-def fixture_tab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-grid")
-    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
-    with serving_tab(server, _screenshot_dir(tmp_path_factory)) as tab:
+def fixture_tab(chromium, demo_app, tmp_path_factory):
+    """A tab of its own (a new Streamlit session) on the shared app."""
+    with new_tab(chromium, demo_app, _screenshot_dir(tmp_path_factory)) as tab:
         yield tab
 
 
 def _choose(tab, label: str, option: str) -> None:
-    """Pick `option` in the select box labelled `label`, as a user does: open it, type the
-    option's name (the list filters as one types) and take it with Enter."""
+    """Pick `option` in the select box labelled `label`, as a user does: open it and click
+    the option, then check the box shows it. A script run the page starts on its own (the
+    sidebar's status once the model is in) redraws the box and closes an open list; then
+    the list is opened again, as a person would (typing the name and pressing Enter could
+    take the first option before the list had filtered)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     page = tab.page
     box = page.get_by_role("combobox", name=label)
-    box.scroll_into_view_if_needed()
-    box.click()
-    box.press_sequentially(option)
-    expect(page.get_by_role("option", name=option, exact=True)).to_be_visible()
-    box.press("Enter")
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(5):
+        box.scroll_into_view_if_needed()
+        box.click()
+        try:
+            choice.click(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            tab.settle()
     tab.settle()
+    expect(page.get_by_role("combobox", name=label)).to_have_value(option)
 
 
 def _type(tab, label: str, text: str) -> None:
