@@ -85,10 +85,10 @@ def fake_compile(log: list[str]):
     return compile_fn
 
 
-def test_cache_folder_is_created_then_reused_on_the_next_start(tmp_path):
+def test_cache_folder_is_created_then_reused_on_the_next_start(tmp_path, demo_pipe):
     """First start: the folder is created, empty; the second start finds the first's files."""
     folder = cache_folder(tmp_path / "data")
-    transformer = build_demo_pipeline().transformer
+    transformer = demo_pipe.transformer  # the fake compile leaves the blocks untouched
     first_log: list[str] = []
     first = use_cache_folder(folder)
     assert folder.is_dir() and (first.reused, first.files_before) == (False, 0)
@@ -101,7 +101,7 @@ def test_cache_folder_is_created_then_reused_on_the_next_start(tmp_path):
     second_log: list[str] = []
     second = use_cache_folder(folder)  # a new start with the same SD_DATA_DIR
     assert (second.reused, second.files_before) == (True, 2)
-    compile_blocks(build_demo_pipeline().transformer, compile_fn=fake_compile(second_log))
+    compile_blocks(transformer, compile_fn=fake_compile(second_log))
     assert second_log == ["hit", "hit"]
 
 
