@@ -41,14 +41,15 @@ def fixture_plain_bytes():
 
 @pytest.fixture(name="t5_int8", scope="module")
 def fixture_t5_int8():
+    """The demo with T5 in int8, its facts, and its image of REQUEST (made once)."""
     pipe = build_demo_pipeline().to(dtype=torch.float32)
     facts = quantize_pipeline(pipe, {"text_encoder_3": "int8"})
-    return pipe, facts
+    return pipe, facts, image(pipe)
 
 
 def test_int8_t5_quantizes_linear_weights_only(t5_int8):
     """int8 T5: every Linear weight becomes torchao's Int8Tensor; the embedding stays float."""
-    pipe, facts = t5_int8
+    pipe, facts, _ = t5_int8
     t5 = pipe.text_encoder_3
     kinds = {type(m.weight).__name__ for m in t5.modules() if isinstance(m, torch.nn.Linear)}
     assert kinds == {"Int8Tensor"}
@@ -61,8 +62,7 @@ def test_int8_t5_quantizes_linear_weights_only(t5_int8):
 
 def test_int8_t5_pixels_repeat_and_differ_from_unquantized(t5_int8, plain_bytes):
     """int8 T5 generates; the same request twice gives the same bytes, unlike float32's."""
-    pipe, _ = t5_int8
-    first = image(pipe)
+    pipe, _, first = t5_int8
     assert len(first) == 512 * 512 * 3
     assert image(pipe) == first  # bit-identical run to run
     assert first != plain_bytes  # quantized weights change pixels: records must say so
@@ -75,7 +75,7 @@ def test_loaded_folder_quantizes_like_the_built_pipeline(t5_int8, demo_dir):
     assert facts.label == T5_INT8
     # The replaced float32 weights' file pages were handed back, and the pixels are intact.
     assert facts.released_bytes > 0
-    assert image(loaded.pipe) == image(t5_int8[0])
+    assert image(loaded.pipe) == t5_int8[2]
 
 
 def test_release_never_touches_anonymous_memory():
@@ -102,7 +102,7 @@ def test_from_pretrained_config_gives_the_same_pixels(t5_int8, demo_dir):
     )
     pipe.set_progress_bar_config(disable=True)
     assert facts_of(pipe).label == T5_INT8
-    assert image(pipe) == image(t5_int8[0])
+    assert image(pipe) == t5_int8[2]
 
 
 def test_transformer_int8_and_dropped_t5():

@@ -27,15 +27,13 @@ def weight_bytes(pipe) -> int:
     return total
 
 
-def test_prefault_touches_every_weight_and_changes_no_pixel(demo_dir):
+def test_prefault_touches_every_weight_and_changes_no_pixel(demo_dir, demo_pipe):
     """Every weight byte of a pipeline read from a folder is paged in; the image is the same."""
-    loaded = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32")
-    before = image(loaded.pipe)
-    again = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32")
-    facts = prefault_weights(again.pipe)
-    assert facts.bytes_touched == weight_bytes(again.pipe)
+    pipe = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32").pipe
+    facts = prefault_weights(pipe)  # first, while every weight is still only mapped
+    assert facts.bytes_touched == weight_bytes(pipe)
     assert facts.tensors > 100 and facts.seconds >= 0
-    assert image(again.pipe) == before
+    assert image(pipe) == image(demo_pipe)  # the same weights, the same image
 
 
 def test_prefault_reaches_inside_quantized_weights():
@@ -46,21 +44,17 @@ def test_prefault_reaches_inside_quantized_weights():
     pipe = build_demo_pipeline().to(dtype=torch.float32)
     plain = prefault_weights(pipe).bytes_touched
     quantize_pipeline(pipe, {"text_encoder_3": "int8"})
-    before = image(pipe)
     facts = prefault_weights(pipe)
     t5_linear = sum(
         m.weight.numel() for m in pipe.text_encoder_3.modules() if isinstance(m, torch.nn.Linear)
     )
     # float32 Linear weights (4 bytes) became int8 (1 byte) plus one scale per row.
     assert plain - 4 * t5_linear < facts.bytes_touched < plain - 2 * t5_linear
-    assert image(pipe) == before
 
 
-def test_warm_run_changes_no_pixel():
+def test_warm_run_changes_no_pixel(demo_pipe):
     """A tiny throw-away generation at load leaves the next image exactly as without it."""
-    cold = build_demo_pipeline().to(dtype=torch.float32)
-    cold.set_progress_bar_config(disable=True)
     warm = build_demo_pipeline().to(dtype=torch.float32)
     warm.set_progress_bar_config(disable=True)
     assert warm_run(warm) > 0
-    assert image(warm) == image(cold)
+    assert image(warm) == image(demo_pipe)  # the same weights, never warmed
