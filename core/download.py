@@ -31,6 +31,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.models import Family, pipeline_class, resolve_family
+
 log = logging.getLogger(__name__)
 
 # Room kept free on the cache disk beyond the files themselves (logs, other programs).
@@ -250,17 +252,19 @@ _SELECT_LOCK = threading.Lock()
 
 
 def select_patterns(
-    repo_id: str, *, token: str | None, skip: Iterable[str] = ()
+    repo_id: str, *, token: str | None, skip: Iterable[str] = (), family: Family | None = None
 ) -> tuple[list[str], list[str]] | str:
-    """Ask diffusers which files `StableDiffusion3Pipeline.from_pretrained` would fetch.
+    """Ask diffusers which files the family's pipeline `from_pretrained` would fetch.
 
     Runs diffusers' own `download` (its selection of weights, variants and folders, with
     `skip` components passed as None) and captures the `snapshot_download` call it ends
     with. Return (allow_patterns, ignore_patterns), or the snapshot folder when diffusers
-    found everything cached.
+    found everything cached. `family` picks the text-to-image pipeline class (default:
+    the family `repo_id` resolves to, `core.models`).
     """
-    from diffusers import StableDiffusion3Pipeline
     from diffusers.pipelines import pipeline_utils
+
+    pipeline = pipeline_class(family or resolve_family(repo_id).family)
 
     def capture(*_args: Any, **kwargs: Any) -> str:
         raise _Selected(kwargs)
@@ -270,7 +274,7 @@ def select_patterns(
         original = pipeline_utils.snapshot_download
         pipeline_utils.snapshot_download = capture
         try:
-            folder = StableDiffusion3Pipeline.download(
+            folder = pipeline.download(
                 repo_id, token=token, use_safetensors=True, **none_components
             )
         except _Selected as selected:
@@ -298,7 +302,9 @@ def hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def plan_download(repo_id: str, *, token: str | None, skip: Iterable[str] = ()) -> DownloadPlan:
+def plan_download(
+    repo_id: str, *, token: str | None, skip: Iterable[str] = (), family: Family | None = None
+) -> DownloadPlan:
     """Work out the files, their sizes and what is cached; raise hub errors before any byte."""
     from huggingface_hub import HfApi, snapshot_download
 
@@ -306,7 +312,7 @@ def plan_download(repo_id: str, *, token: str | None, skip: Iterable[str] = ()) 
     # The repo's own answer first: gated, unknown, bad token and offline all raise here,
     # as the hub's own exceptions that `core.errors` explains.
     HfApi().model_info(repo_id, token=token)
-    patterns = select_patterns(repo_id, token=token, skip=skip)
+    patterns = select_patterns(repo_id, token=token, skip=skip, family=family)
     cache_dir = hub_cache_dir()
     if isinstance(patterns, str):
         return DownloadPlan(repo_id, (), (), (), cache_dir, cached_folder=patterns)

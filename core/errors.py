@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from core.safe_text import quote
+from core.models import Family, resolve_family
+from core.safe_text import inline, quote
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -33,11 +34,35 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> str | None:
-    """Return a user-facing message with the remedy, or None for a failure we cannot explain."""
+def known_family(model: str) -> Family | None:
+    """The family SD_MODEL names by its Hub id or folder (None when only guessed)."""
+    resolution = resolve_family(model)
+    return resolution.family if resolution.known else None
+
+
+def explain_load_error(
+    exc: BaseException, *, model: str, has_token: bool, family: Family | None = None
+) -> str | None:
+    """Return a user-facing message with the remedy, or None for a failure we cannot explain.
+
+    `family` (the model family, when known; default: the one SD_MODEL's Hub id names)
+    gives the gated-model wording, its licence link and the download size.
+    """
     from huggingface_hub import errors as hub
 
+    # SD_MODEL is outside text in a message pages render as markdown: a plain hub id reads
+    # as is, anything markdown would read (`:red[**x**]`, links) is quoted as code.
+    name = inline(model)
     page = f"https://huggingface.co/{model}"
+    page = page if name == model else quote(page)
+    family = family or known_family(model)
+    if family is not None and family.gated:
+        gated = f"{family.label} needs its licence accepted at {page}"
+        licence = f" (licence: {family.licence_url})" if family.licence_url else ""
+    else:
+        gated = f"a gated model needs its licence accepted at {page}"
+        licence = ""
+    size = f" (~{family.total_gb:.0f} GB)" if family is not None and family.total_gb >= 1 else ""
     token_fix = (
         "Create a read token at https://huggingface.co/settings/tokens and set HF_TOKEN "
         "in `.env` or `.streamlit/secrets.toml`, then click Generate again."
@@ -45,20 +70,20 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
     for err in _chain(exc):
         if isinstance(err, hub.GatedRepoError):
             return (
-                f"{model} is a gated model and this token has not been granted access. "
+                f"{name} is a gated model and this token has not been granted access. "
                 f"Open {page}, log in with the account the token belongs to, accept the "
-                "licence, then click Generate again."
+                f"licence{licence}, then click Generate again."
             )
         if isinstance(err, hub.RepositoryNotFoundError):
             if not has_token:
                 return (
-                    f"The Hub refused {model} without a token: it is gated (SD3.5 needs a "
-                    f"licence accepted at {page}) or does not exist. {token_fix}"
+                    f"The Hub refused {name} without a token: it is gated ({gated}) or does "
+                    f"not exist. {token_fix}"
                 )
             if _status(err) == 401:
                 return f"The Hub rejected HF_TOKEN as invalid or expired. {token_fix}"
             return (
-                f"{model} was not found on the Hub, or this token cannot see it. Check "
+                f"{name} was not found on the Hub, or this token cannot see it. Check "
                 "SD_MODEL (a hub id like stabilityai/stable-diffusion-3.5-medium, or a local "
                 "folder) and that the token's account has accepted the licence."
             )
@@ -67,13 +92,13 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
         if isinstance(err, hub.OfflineModeIsEnabled | hub.LocalEntryNotFoundError):
             return (
                 f"The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and "
-                f"{model} is not fully in the local cache. Connect to the internet for the "
-                "first download (~16 GB), point SD_MODEL at a local copy, or set "
+                f"{name} is not fully in the local cache. Connect to the internet for the "
+                f"first download{size}, point SD_MODEL at a local copy, or set "
                 "SD_MODEL=demo to try the app with the offline demo model."
             )
         if _is_transport_error(err):
             return (
-                f"The Hugging Face Hub could not be reached while loading {model}. Check the "
+                f"The Hugging Face Hub could not be reached while loading {name}. Check the "
                 "network (or proxy), or set SD_MODEL=demo to use the offline demo model."
             )
     return None

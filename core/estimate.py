@@ -1,8 +1,9 @@
 """How long a generation will take here, from this process's measured speed.
 
 Generations record seconds per denoising step and per VAE decode for their size; an
-estimate scales the nearest measured size. Before the first image of the real model, a
-conservative figure measured on the full-size stand-in (2-core CPU, bf16) stands in.
+estimate scales the nearest measured size. Before the first image of the real model, the
+model family's priors stand in (`core.models`: SD3.5 Medium's measured on the full-size
+stand-in, 2-core CPU, bf16; Large's derived from Medium's by compute).
 Plain Python, no torch: the Generate page calls it before every click.
 """
 
@@ -15,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from core.demo import DEMO_MODEL
+from core.models import DEFAULT_FAMILY, StepPriors, family_for
 
 REFERENCE_PIXELS = 1024 * 1024
 # Step time grows faster than the pixel count (attention over 4× the tokens): 512² steps
 # took 6.5–9 s and 1024² steps 51 s on the stand-in, 4× the pixels for ~7× the time.
 STEP_EXPONENT = 1.4
-# Measured on the full-size SD3.5 Medium stand-in, 2-core CPU, bf16 (issue 13, NOTES-sd3):
-# 1024² 51 s per step (CFG), VAE 37–47 s with 512-px tiles, text encoding 16–19 s.
-CPU_STEP_S_1024 = 51.0
-CPU_DECODE_S_1024 = 47.0
-CPU_ENCODE_S = 19.0
 DRAFT = {"width": 512, "height": 512, "steps": 20}
 DRAFT_OFFER_S = 180.0  # offer the draft preset above three minutes
 
@@ -81,9 +78,20 @@ class SpeedLog:
             self._speeds.clear()
 
     def estimate(
-        self, *, model: str, device: str, width: int, height: int, steps: int, images: int
+        self,
+        *,
+        model: str,
+        device: str,
+        width: int,
+        height: int,
+        steps: int,
+        images: int,
+        priors: StepPriors | None = DEFAULT_FAMILY.priors,
     ) -> Estimate | None:
-        """Seconds for a request here, or None when nothing honest can be said."""
+        """Seconds for a request here, or None when nothing honest can be said.
+
+        Before a measurement, a CPU's figure comes from `priors` (the model family's).
+        """
         pixels = width * height
         with self._lock:
             known = {p: s for (m, d, p), s in self._speeds.items() if (m, d) == (model, device)}
@@ -92,11 +100,12 @@ class SpeedLog:
             speed, ratio = known[nearest], pixels / nearest
             per_image = steps * speed.step_s * ratio**STEP_EXPONENT + speed.decode_s * ratio
             return Estimate(per_image * images + speed.encode_s, True, device)
-        if model == DEMO_MODEL or device != "cpu":
+        if model == DEMO_MODEL or priors is None or device != "cpu":
             return None  # the demo is tiny; GPUs vary too much for a figure before measuring
         ratio = pixels / REFERENCE_PIXELS
-        per_image = steps * CPU_STEP_S_1024 * ratio**STEP_EXPONENT + CPU_DECODE_S_1024 * ratio
-        return Estimate(per_image * images + CPU_ENCODE_S, False, device)
+        per_image = steps * priors.step_s_1024 * ratio**STEP_EXPONENT
+        per_image += priors.decode_s_1024 * ratio
+        return Estimate(per_image * images + priors.encode_s, False, device)
 
 
 SPEEDS = SpeedLog()
@@ -136,5 +145,11 @@ def estimate_for(
     loaded = getattr(backend, "loaded", None)
     device = loaded.choice.device if loaded is not None else likely_device(settings.device)
     return SPEEDS.estimate(
-        model=settings.model, device=device, width=width, height=height, steps=steps, images=images
+        model=settings.model,
+        device=device,
+        width=width,
+        height=height,
+        steps=steps,
+        images=images,
+        priors=family_for(settings).family.priors,
     )

@@ -1,5 +1,8 @@
 """The generator form's state: field names, defaults, presets, and hand-over between pages.
 
+Defaults are the model family's (`core.models`: size, steps, guidance); the mode's
+options (`core.modes`) are form fields too, under their option names.
+
 Streamlit forgets a widget's value when its page is not shown, so the values live under
 `generator_settings` too, and other pages (the gallery's "Use these settings", a shared
 link) hand values over through `generator_apply`, which the generator page applies
@@ -12,26 +15,39 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from core.generation import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_HEIGHT,
-    DEFAULT_STEPS,
-    DEFAULT_WIDTH,
-    GenerationRequest,
-    snap_size,
-)
+from core.generation import GenerationRequest
+from core.models import DEFAULT_FAMILY, Family
+from core.modes import DEFAULT_MODE, MODES, options_from_form
 
-DEFAULTS: dict[str, Any] = {
-    "prompt": "",
-    "negative_prompt": "",
-    "seed": 42,
-    "randomize_seed": True,
-    "width": DEFAULT_WIDTH,
-    "height": DEFAULT_HEIGHT,
-    "guidance_scale": DEFAULT_GUIDANCE,
-    "steps": DEFAULT_STEPS,
-    "num_images": 1,
-}
+
+def defaults(family: Family = DEFAULT_FAMILY) -> dict[str, Any]:
+    """The form's fields and their defaults for `family`, every mode's options included."""
+    values: dict[str, Any] = {
+        "prompt": "",
+        "negative_prompt": "",
+        "seed": 42,
+        "randomize_seed": True,
+        "width": family.width,
+        "height": family.height,
+        "guidance_scale": family.guidance,
+        "steps": family.steps,
+        "num_images": 1,
+        "mode": DEFAULT_MODE.id,
+    }
+    for mode in MODES:  # an option two modes share keeps the first one's default
+        for name, value in mode.defaults().items():
+            values.setdefault(name, value)
+    return values
+
+
+# SD3.5 Medium's (the default family); the generator page uses `defaults(its family)`.
+DEFAULTS: dict[str, Any] = defaults()
+
+
+def field_names() -> set[str]:
+    """Every form field, mode options included (read when called: modes may be added)."""
+    return set(defaults())
+
 
 SAVED_KEY = "generator_settings"
 APPLY_KEY = "generator_apply"
@@ -44,41 +60,50 @@ EXAMPLE_PROMPTS = (
 
 # Aspect ratio → (width, height), about one megapixel, snapped to valid sizes.
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16")
-_TARGET_AREA = DEFAULT_WIDTH * DEFAULT_HEIGHT
+_TARGET_AREA = 1024 * 1024  # SD3.5's native size, kept by the presets for every family
 
 
-def aspect_size(ratio: str) -> tuple[int, int]:
+def aspect_size(ratio: str, family: Family = DEFAULT_FAMILY) -> tuple[int, int]:
     """Return the valid (width, height) closest to one megapixel at `ratio` ("16:9")."""
     w, h = (int(part) for part in ratio.split(":"))
     width = math.sqrt(_TARGET_AREA * w / h)
-    return snap_size(width), snap_size(_TARGET_AREA / width)
+    return family.sizes.snap(width), family.sizes.snap(_TARGET_AREA / width)
 
 
 def hand_over(state: MutableMapping[str, Any], values: Mapping[str, Any]) -> None:
     """Queue `values` for the generator page; unknown keys are ignored."""
-    state[APPLY_KEY] = {k: v for k, v in values.items() if k in DEFAULTS}
+    fields = field_names()
+    state[APPLY_KEY] = {k: v for k, v in values.items() if k in fields}
 
 
-def prepare(state: MutableMapping[str, Any]) -> None:
-    """Give every field a value before the widgets are drawn (call first on the page)."""
-    saved = state.setdefault(SAVED_KEY, dict(DEFAULTS))
+def prepare(state: MutableMapping[str, Any], family: Family = DEFAULT_FAMILY) -> None:
+    """Give every field a value before the widgets are drawn (call first on the page).
+
+    A field without a value gets `family`'s default (the generator page passes its own).
+    """
+    fields = defaults(family)
+    saved = state.setdefault(SAVED_KEY, dict(fields))
     pending = state.pop(APPLY_KEY, None)
     if pending:
         saved.update(pending)
         if "seed" in pending:  # a handed-over seed is meant to be used as is
             saved["randomize_seed"] = pending.get("randomize_seed", False)
-    for key, default in DEFAULTS.items():
+    for key, default in fields.items():
         if pending and key in saved or key not in state:
             state[key] = saved.get(key, default)
 
 
 def remember(state: MutableMapping[str, Any]) -> None:
     """Copy the widgets' values into the store that survives page changes."""
-    state[SAVED_KEY] = {key: state[key] for key in DEFAULTS if key in state}
+    state[SAVED_KEY] = {key: state[key] for key in field_names() if key in state}
 
 
-def build_request(state: Mapping[str, Any], *, seed: int) -> GenerationRequest:
-    """Build the (validated) request from the form; raise `InvalidRequest` with the fix."""
+def build_request(
+    state: Mapping[str, Any], *, seed: int, family: str = DEFAULT_FAMILY.id
+) -> GenerationRequest:
+    """Build the (validated) request from the form for the model family `family` (an id);
+    raise `InvalidRequest` with the fix."""
+    mode = state.get("mode", DEFAULT_MODE.id)
     return GenerationRequest(
         prompt=state["prompt"],
         negative_prompt=state["negative_prompt"],
@@ -88,4 +113,7 @@ def build_request(state: Mapping[str, Any], *, seed: int) -> GenerationRequest:
         guidance_scale=float(state["guidance_scale"]),
         num_inference_steps=int(state["steps"]),
         num_images=int(state["num_images"]),
+        family=family,
+        mode=mode,
+        mode_options=options_from_form(state, mode),
     )

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.models import DEFAULT_FAMILY, Family, UnknownFamily, get_family
+from core.modes import DEFAULT_MODE, UnknownMode, get_mode
+
 MAX_SEED = 2_147_483_647
-MIN_IMAGE_SIZE = 512
-MAX_IMAGE_SIZE = 1440
-SIZE_MULTIPLE = 16
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 MAX_IMAGES = 4
@@ -23,10 +23,15 @@ MAX_IMAGES = 4
 # (CLIP 77 tokens, T5 256 by default) and keeps every record's share link valid.
 MAX_PROMPT_CHARS = 10_000
 
-DEFAULT_WIDTH = 1024
-DEFAULT_HEIGHT = 1024
-DEFAULT_GUIDANCE = 4.5
-DEFAULT_STEPS = 40
+# Sizes and defaults are each family's (core.models); these are the default family's
+# (SD3.5 Medium), for a request that names no family.
+MIN_IMAGE_SIZE = DEFAULT_FAMILY.sizes.min
+MAX_IMAGE_SIZE = DEFAULT_FAMILY.sizes.max
+SIZE_MULTIPLE = DEFAULT_FAMILY.sizes.multiple
+DEFAULT_WIDTH = DEFAULT_FAMILY.width
+DEFAULT_HEIGHT = DEFAULT_FAMILY.height
+DEFAULT_GUIDANCE = DEFAULT_FAMILY.guidance
+DEFAULT_STEPS = DEFAULT_FAMILY.steps
 
 
 class InvalidRequest(ValueError):  # noqa: N818 - reads as "raise InvalidRequest"
@@ -50,18 +55,14 @@ class GenerationStopped(Exception):  # noqa: N818 - it is a signal, not an error
         self.total = total
 
 
-def nearest_valid_sizes(value: int) -> tuple[int, ...]:
+def nearest_valid_sizes(value: int, family: Family = DEFAULT_FAMILY) -> tuple[int, ...]:
     """Return the valid sizes closest to `value`, one below and one above where they exist."""
-    clamped = min(max(value, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
-    below = clamped - clamped % SIZE_MULTIPLE
-    above = below if below == clamped else below + SIZE_MULTIPLE
-    return tuple(sorted({s for s in (below, above) if MIN_IMAGE_SIZE <= s <= MAX_IMAGE_SIZE}))
+    return family.sizes.nearest(value)
 
 
-def snap_size(value: float) -> int:
-    """Round a size to the nearest valid one (a multiple of 16 within 512–1440)."""
-    snapped = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
-    return min(max(snapped, MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
+def snap_size(value: float, family: Family = DEFAULT_FAMILY) -> int:
+    """Round a size to the nearest valid one (for SD3.5 Medium a multiple of 16 in 512–1440)."""
+    return family.sizes.snap(value)
 
 
 def random_seed(rng: random.Random | None = None) -> int:
@@ -71,27 +72,46 @@ def random_seed(rng: random.Random | None = None) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
-    """One click of Generate: `num_images` images with seeds seed, seed+1, …"""
+    """One click of Generate: `num_images` images with seeds seed, seed+1, …
+
+    `family` (a `core.models` id) decides the valid sizes and fills size, steps and
+    guidance left as None with its defaults; `mode` (a `core.modes` id) decides the
+    options in `mode_options`, which are validated and completed with their defaults.
+    """
 
     prompt: str = ""
     negative_prompt: str = ""
     seed: int = 42
-    width: int = DEFAULT_WIDTH
-    height: int = DEFAULT_HEIGHT
-    guidance_scale: float = DEFAULT_GUIDANCE
-    num_inference_steps: int = DEFAULT_STEPS
+    # None: the family's default (SD3.5 Medium: 1024², guidance 4.5, 40 steps).
+    width: int = None  # type: ignore[assignment]
+    height: int = None  # type: ignore[assignment]
+    guidance_scale: float = None  # type: ignore[assignment]
+    num_inference_steps: int = None  # type: ignore[assignment]
     num_images: int = 1
+    family: str = DEFAULT_FAMILY.id
+    mode: str = DEFAULT_MODE.id
+    mode_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        family = self._family()
+        for name, default in (
+            ("width", family.width),
+            ("height", family.height),
+            ("guidance_scale", family.guidance),
+            ("num_inference_steps", family.steps),
+        ):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         self._check_int("seed", self.seed, 0, MAX_SEED)
+        rules, where = family.sizes, f" for {family.label}"
         for name in ("width", "height"):
             value = getattr(self, name)
-            self._check_int(name, value, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-            if value % SIZE_MULTIPLE:
-                nearest = " or ".join(str(s) for s in nearest_valid_sizes(value))
+            self._check_int(name, value, rules.min, rules.max, where=where)
+            if value % rules.multiple:
+                nearest = " or ".join(str(s) for s in rules.nearest(value))
                 raise InvalidRequest(
                     name,
-                    f"{name.capitalize()} must be divisible by {SIZE_MULTIPLE}; "
+                    f"{name.capitalize()} must be divisible by {rules.multiple}; "
                     f"{value} is not. Nearest valid: {nearest}.",
                 )
         self._check_int("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS, "Steps")
@@ -116,22 +136,55 @@ class GenerationRequest:
                     f"{label} is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
                     "Shorten it.",
                 )
+        self._check_mode(family)
+
+    def _family(self) -> Family:
+        try:
+            return get_family(self.family)
+        except UnknownFamily as exc:
+            raise InvalidRequest("family", str(exc)) from None
+
+    def _check_mode(self, family: Family) -> None:
+        """The mode must be known and run by the family; its options valid (then stored
+        complete, defaults filled in)."""
+        try:
+            mode = get_mode(self.mode)
+        except UnknownMode as exc:
+            raise InvalidRequest("mode", str(exc)) from None
+        if not family.supports(mode.id):
+            raise InvalidRequest(
+                "mode",
+                f"{family.label} does not run {mode.label}; its modes: "
+                f"{', '.join(family.pipelines)}.",
+            )
+        options, problems = mode.check_options(self.mode_options)
+        if problems:
+            name, message = problems[0]
+            raise InvalidRequest(name, message)
+        object.__setattr__(self, "mode_options", options)
 
     @staticmethod
-    def _check_int(name: str, value: Any, low: int, high: int, label: str | None = None) -> None:
+    def _check_int(
+        name: str, value: Any, low: int, high: int, label: str | None = None, *, where: str = ""
+    ) -> None:
         label = label or name.replace("_", " ").capitalize()
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidRequest(name, f"{label} must be a whole number in {low}–{high}.")
+            raise InvalidRequest(name, f"{label} must be a whole number in {low}–{high}{where}.")
         if not low <= value <= high:
-            raise InvalidRequest(name, f"{label} must be in {low}–{high}; got {value}.")
+            raise InvalidRequest(name, f"{label} must be in {low}–{high}{where}; got {value}.")
 
     @property
     def seeds(self) -> tuple[int, ...]:
         """Seeds of the images in order: seed, seed+1, … wrapping past MAX_SEED to 0."""
         return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images))
 
+    @property
+    def effective_steps(self) -> int:
+        """Denoising steps the pipeline runs (the mode decides: all of them for txt2img)."""
+        return get_mode(self.mode).effective_steps(self)
+
     def pipeline_kwargs(self) -> dict[str, Any]:
-        """Arguments for one image of `StableDiffusion3Pipeline.__call__` (no generator)."""
+        """Arguments for one image of the mode's pipeline call (no generator)."""
         return {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -139,6 +192,7 @@ class GenerationRequest:
             "num_inference_steps": self.num_inference_steps,
             "width": self.width,
             "height": self.height,
+            **get_mode(self.mode).pipeline_kwargs(self),
         }
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from core.demo import DEMO_MODEL
 from core.device import DeviceChoice, DeviceError, choose_device, cpu_has_native_bf16
 from core.errors import explain_local_path
-from core.memory import DEMO_COMPONENTS, MemoryOptions, MemoryPlan, plan_for
+from core.memory import MemoryOptions, MemoryPlan, component_bytes, plan_for
+from core.models import DEMO, family_for, full_size
 from core.safe_text import quote
 from core.settings import Settings
 
@@ -167,20 +168,27 @@ def memory_plan(
 ) -> MemoryPlan | None:
     """Return the plan the loader would pick now, or None without a usable device.
 
-    The demo model is judged by its own tiny size unless `sd35` asks what SD3.5 Medium
-    would need on this machine.
+    The plan uses the model family's component sizes (SD_MODEL_FAMILY, else worked out
+    from SD_MODEL). The demo model is judged by its own tiny size unless `sd35` asks what
+    the full-size model of its family (SD3.5 Medium for the demo family) would need here.
     """
     if facts.choice is None:
         return None
     demo = settings.model == DEMO_MODEL and not sd35
+    family = DEMO if demo else full_size(family_for(settings).family)
     return plan_for(
         MemoryOptions.from_settings(settings),
         device=facts.choice.device,
         dtype=facts.choice.dtype,
         free_vram_bytes=facts.free_vram_bytes,
         free_ram_bytes=facts.ram_available_bytes,
-        components=DEMO_COMPONENTS if demo else None,
+        components=component_bytes(facts.choice.dtype, family),
     )
+
+
+def full_size_label(settings: Settings) -> str:
+    """The real model `memory_plan(..., sd35=True)` plans for, e.g. "SD3.5 Large Turbo"."""
+    return full_size(family_for(settings).family).label
 
 
 def free_memory(device: str) -> tuple[int | None, int]:
@@ -267,12 +275,13 @@ def hub_facts(settings: Settings) -> HubFacts:
     except CacheNotFound:
         pass
     cached = isinstance(index, str)
+    total = f"~{full_size(family_for(settings).family).total_gb:.0f} GB"
     if cached:
         note = "in the local cache; loading reads it from disk"
     elif files:
-        note = "partly in the local cache; the first load downloads the rest (~16 GB in all)"
+        note = f"partly in the local cache; the first load downloads the rest ({total} in all)"
     else:
-        note = "not in the local cache; the first load downloads ~16 GB"
+        note = f"not in the local cache; the first load downloads {total}"
     return HubFacts(
         **common,
         model_kind="hub",

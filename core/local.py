@@ -1,4 +1,5 @@
-"""The local backend: a diffusers `StableDiffusion3Pipeline` on this machine."""
+"""The local backend: the model family's diffusers pipeline (`StableDiffusion3Pipeline` for
+SD3.5) on this machine."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ from core.download import (
     read_in,
     weight_files,
 )
-from core.errors import explain_load_error, explain_local_load_error, explain_local_path
+from core.errors import (
+    explain_load_error,
+    explain_local_load_error,
+    explain_local_path,
+    known_family,
+)
 from core.estimate import SPEEDS
 from core.generation import (
     GenerationError,
@@ -38,16 +44,18 @@ from core.generation import (
     StopCheck,
 )
 from core.memory import (
-    DEMO_COMPONENTS,
     MemoryOptions,
     MemoryPlan,
+    component_bytes,
     components_from_sizes,
     components_in_folder,
     plan_for,
 )
+from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
+from core.quiet import quiet_library_noise
 from core.safe_text import quote
 from core.settings import DEFAULT_VAE_TILE
 
@@ -64,6 +72,32 @@ class LoadedPipeline:
     load_seconds: float
     plan: MemoryPlan | None = None
     held_bytes: int = 0  # parameter and buffer bytes of every component, wherever they are
+    family: Family = DEFAULT_FAMILY
+    # Pipelines of other modes built on the same modules (`pipeline_for`), by mode id.
+    _by_mode: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def pipeline_for(self, mode: str) -> Any:
+        """The pipeline that runs `mode`: the loaded one when the family runs that mode with
+        its class, else that class built on the loaded modules with diffusers' `from_pipe`
+        (no second copy of the weights; kept for the next call). Raise `GenerationError`
+        when the family has no pipeline for `mode`.
+
+        Called under the generation slot (one generation at a time), so the cache needs no
+        lock.
+        """
+        try:
+            name = self.family.pipeline_name(mode)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from None
+        if type(self.pipe).__name__ == name:
+            return self.pipe
+        if mode not in self._by_mode:
+            import diffusers
+
+            built = getattr(diffusers, name).from_pipe(self.pipe)
+            built.set_progress_bar_config(disable=True)
+            self._by_mode[mode] = built
+        return self._by_mode[mode]
 
     @property
     def compiled(self) -> bool:
@@ -119,15 +153,19 @@ def apply_memory_options(pipe: Any, *, vae_tile: int = DEFAULT_VAE_TILE) -> None
         pipe.vae.disable_tiling()
 
 
-def _components(model: str, dtype: str, token: str | None) -> dict[str, int] | None:
-    """Component sizes to plan with: the demo's, the folder's or the Hub's files, else SD3.5's."""
+def _components(
+    model: str, dtype: str, token: str | None, family: Family | None = None
+) -> dict[str, int] | None:
+    """Component sizes to plan with: the demo's, the folder's or the Hub's files, else the
+    family's (None: SD3.5 Medium's)."""
     if model == DEMO_MODEL:
-        return DEMO_COMPONENTS
+        return component_bytes(dtype, DEMO)
     folder = Path(model).expanduser()
     if folder.is_dir():
         return components_in_folder(folder, dtype)
-    if explain_local_path(model):
-        return None  # explained by the loader
+    problem = explain_local_path(model)
+    if problem:  # a missing or broken folder: say so, not a verdict on sizes nobody knows
+        raise GenerationError(problem)
     from huggingface_hub import constants
     from huggingface_hub import errors as hub_errors
 
@@ -139,18 +177,24 @@ def _components(model: str, dtype: str, token: str | None) -> dict[str, int] | N
         sizes = hub_file_sizes(model, token=token)
     except Exception as exc:  # re-raised below unless a cached copy or an explanation exists
         for skip in ((), T5_COMPONENTS):
-            cached = _cached_folder(model, skip=skip)
+            cached = _cached_folder(model, skip=skip, family=family)
             if cached is not None:
                 return components_in_folder(cached, dtype)
-        message = explain_load_error(exc, model=model, has_token=bool(token))
+        message = explain_load_error(exc, model=model, has_token=bool(token), family=family)
         if message is None:
             raise
         raise GenerationError(message) from exc
-    return components_from_sizes(sizes, dtype) if sizes else None
+    if sizes:
+        return components_from_sizes(sizes, dtype)
+    return component_bytes(dtype, family) if family is not None else None
 
 
 def _plan(
-    model: str, choice: DeviceChoice, memory: MemoryOptions, token: str | None = None
+    model: str,
+    choice: DeviceChoice,
+    memory: MemoryOptions,
+    token: str | None = None,
+    family: Family | None = None,
 ) -> MemoryPlan:
     from core.hardware import free_memory
 
@@ -161,7 +205,7 @@ def _plan(
         dtype=choice.dtype,
         free_vram_bytes=free_vram,
         free_ram_bytes=free_ram,
-        components=_components(model, choice.dtype, token),
+        components=_components(model, choice.dtype, token, family),
     )
     if plan.offload != "none" and choice.device != "cuda":
         raise GenerationError(plan.reason)
@@ -203,6 +247,7 @@ def load_pipeline(
     compile: bool = False,
     status: LoadStatus | None = None,
     read_weights: bool = True,
+    family: Family | None = None,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
@@ -212,6 +257,8 @@ def load_pipeline(
     so "loaded" means the first image does not pay for reading them (`read_weights=False`
     skips that, for the benchmark that compares both).
     `compile` wraps the transformer in `torch.compile` (compiled on the first image).
+    `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
+    the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
     plan that cannot work here, such as CPU offload without a GPU).
     """
@@ -219,19 +266,15 @@ def load_pipeline(
     status = status or LoadStatus()
     status.start("starting")
     _require_torch()
+    quiet_library_noise()
     choice = choose_device(device, dtype)
-    plan = _plan(model, choice, memory or MemoryOptions(), token)
+    family = family or known_family(model)  # never a guess: messages name it
+    plan = _plan(model, choice, memory or MemoryOptions(), token, family)
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
     without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
-    if model == DEMO_MODEL:
-        status.start("building")
-        pipe = build_demo_pipeline().to(dtype=choice.torch_dtype)
-        if without_t5:
-            pipe = type(pipe)(**{**pipe.components, **without_t5})
-    else:
-        pipe = _from_pretrained(
-            model, choice, token=token, without_t5=without_t5, status=status, read=read_weights
-        )
+    pipe = _make_pipe(
+        model, choice, family, without_t5=without_t5, token=token, status=status, read=read_weights
+    )
     # Offloading installs hooks that move each component to the GPU when it runs; a
     # `.to(device)` afterwards would undo them, so it is one or the other.
     if plan.offload == "model":
@@ -261,7 +304,34 @@ def load_pipeline(
         load_seconds=seconds,
         plan=plan,
         held_bytes=pipeline_bytes(pipe),
+        family=family or DEFAULT_FAMILY,
     )
+
+
+def _make_pipe(
+    model: str,
+    choice: DeviceChoice,
+    family: Family | None,
+    *,
+    without_t5: dict,
+    token: str | None,
+    status: LoadStatus,
+    read: bool,
+) -> Any:
+    """The demo built in memory, or the model's weights through the family's pipeline."""
+    if model != DEMO_MODEL:
+        return _from_pretrained(
+            model,
+            choice,
+            token=token,
+            without_t5=without_t5,
+            status=status,
+            read=read,
+            family=family,
+        )
+    status.start("building")
+    pipe = build_demo_pipeline(dtype=choice.torch_dtype)
+    return type(pipe)(**{**pipe.components, **without_t5}) if without_t5 else pipe
 
 
 def _from_pretrained(
@@ -272,35 +342,43 @@ def _from_pretrained(
     without_t5: dict,
     status: LoadStatus,
     read: bool = True,
+    family: Family | None = None,
 ) -> Any:
-    """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder."""
-    from diffusers import StableDiffusion3Pipeline
-
+    """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder
+    with the family's text-to-image pipeline class (None: an unknown model, Medium's)."""
+    pipeline = pipeline_class(family or DEFAULT_FAMILY)
     problem = explain_local_path(model)
     if problem:
         raise GenerationError(problem)
     source = model
     if not Path(model).expanduser().exists():
-        source = _download(model, token=token, skip=tuple(without_t5), status=status)
+        source = _download(model, token=token, skip=tuple(without_t5), status=status, family=family)
     if read and Path(source).is_dir():
         skip = tuple(without_t5)
         files = [f for f in weight_files(source) if f.relative_to(source).parts[0] not in skip]
         read_in(files, status=status)
     status.start("building")
     try:
-        return StableDiffusion3Pipeline.from_pretrained(
+        return pipeline.from_pretrained(
             source, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
         )
     except Exception as exc:  # re-raised below unless it is a failure we can explain
         message = explain_load_error(
-            exc, model=model, has_token=bool(token)
+            exc, model=model, has_token=bool(token), family=family
         ) or explain_local_load_error(exc, model=model)
         if message is None:
             raise
         raise GenerationError(message) from exc
 
 
-def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: LoadStatus) -> str:
+def _download(
+    model: str,
+    *,
+    token: str | None,
+    skip: tuple[str, ...],
+    status: LoadStatus,
+    family: Family | None = None,
+) -> str:
     """Fetch a hub id into the cache with byte progress; return the folder to load from.
 
     Offline (HF_HUB_OFFLINE=1), or when the Hub cannot be asked, hand the id to diffusers,
@@ -309,10 +387,11 @@ def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: L
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        return _cached_folder(model, skip=skip) or model  # diffusers explains a missing copy
+        # diffusers explains a missing copy
+        return _cached_folder(model, skip=skip, family=family) or model
     status.start("checking")
     try:
-        plan = plan_download(model, token=token, skip=skip)
+        plan = plan_download(model, token=token, skip=skip, family=family or DEFAULT_FAMILY)
         return fetch(plan, token=token, status=status)
     except DownloadCancelled:
         raise GenerationError(
@@ -322,23 +401,23 @@ def _download(model: str, *, token: str | None, skip: tuple[str, ...], status: L
     except DownloadError as exc:
         raise GenerationError(str(exc)) from exc
     except Exception as exc:  # a hub refusal or no network: explained, unless cached
-        message = explain_load_error(exc, model=model, has_token=bool(token))
+        message = explain_load_error(exc, model=model, has_token=bool(token), family=family)
         if message is None:
             raise
-        cached = _cached_folder(model, skip=skip)
+        cached = _cached_folder(model, skip=skip, family=family)
         if cached is not None:
             log.warning("the Hub did not answer (%s); loading the cached copy", type(exc).__name__)
             return cached
         raise GenerationError(message) from exc
 
 
-def _cached_folder(model: str, *, skip: tuple[str, ...]) -> str | None:
-    """The complete cached snapshot of `model`, or None (no network)."""
-    from diffusers import StableDiffusion3Pipeline
-
+def _cached_folder(
+    model: str, *, skip: tuple[str, ...], family: Family | None = None
+) -> str | None:
+    """The complete cached snapshot of `model` for the family's pipeline, or None."""
     try:
         return str(
-            StableDiffusion3Pipeline.download(
+            pipeline_class(family or DEFAULT_FAMILY).download(
                 model, local_files_only=True, use_safetensors=True, **dict.fromkeys(skip)
             )
         )
@@ -396,7 +475,7 @@ def run_pipeline(
     from core.preview import StepPreview
 
     started = time.perf_counter() if started is None else started
-    total = request.num_inference_steps
+    total = request.effective_steps  # what the mode's pipeline runs (txt2img: all steps)
     tiles = vae_tiles(pipe, request.width, request.height)
 
     def report(phase: str, **fields: Any) -> None:
@@ -490,7 +569,10 @@ class LocalBackend:
         memory: MemoryOptions | None = None,
         compile: bool = False,
         max_queued_per_user: int | Callable[[], int] = 2,
+        family: Family | None = None,
     ) -> None:
+        # SD_MODEL_FAMILY when set; None: the loader works it out from `model`.
+        self.family = family
         self.memory = memory
         self.compile = compile
         self.model = model
@@ -551,6 +633,8 @@ class LocalBackend:
             options = {} if self.memory is None else {"memory": self.memory}
             if self.compile:
                 options["compile"] = True
+            if self.family is not None:
+                options["family"] = self.family
             loaded = self._loader(
                 model=self.model,
                 device=self.device,
@@ -643,7 +727,7 @@ class LocalBackend:
             queued_until = time.perf_counter()
             try:
                 images, per_image = run_pipeline(
-                    loaded.pipe,
+                    loaded.pipeline_for(request.mode),
                     request,
                     on_progress=on_progress,
                     should_stop=should_stop,

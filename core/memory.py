@@ -1,8 +1,8 @@
-"""Memory plans: will SD3.5 Medium fit here, and what to give up so that it does.
+"""Memory plans: will the model fit here, and what to give up so that it does.
 
-`choose_memory_plan` is a pure function of free memory and the component sizes, so the
-Hardware page can show its verdict before anything loads and the loader can apply it.
-No torch import here.
+`choose_memory_plan` is a pure function of free memory and the component sizes (a model
+family's, `core.models`, or the files' own), so the Hardware page can show its verdict
+before anything loads and the loader can apply it. No torch import here.
 """
 
 from __future__ import annotations
@@ -10,21 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core.models import DEFAULT_FAMILY, Family
 from core.settings import DEFAULT_VAE_TILE
 
 GB = 1_000_000_000
 
-# SD3.5 Medium weights in bfloat16 (float16 is the same size, float32 twice as large).
-COMPONENT_GB_BF16 = {
-    "transformer": 4.94,
-    "text_encoder_3": 9.52,  # T5-XXL
-    "text_encoder_2": 1.39,  # CLIP-G
-    "text_encoder": 0.25,  # CLIP-L
-    "vae": 0.17,
-}
+# The SD3 pipeline's components that hold weights (each family gives their sizes).
+COMPONENTS = ("transformer", "text_encoder_3", "text_encoder_2", "text_encoder", "vae")
 DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0}
-# The demo model's components weigh a few hundred kB; judge those, not SD3.5's 16 GB.
-DEMO_COMPONENTS = dict.fromkeys(COMPONENT_GB_BF16, 1_000_000)
 # Activations while denoising 1024² and a tiled VAE decode, at bf16; scaled like the weights.
 # Calibrated on the full-size stand-in (CPU, bf16): peak RSS 16.6–16.9 GB with T5 and
 # 7.97 GB without, i.e. 0.6–1.2 GB above the weights; the 512-px tiled VAE alone peaks at
@@ -76,10 +69,10 @@ class MemoryPlan:
         return " · ".join(parts)
 
 
-def component_bytes(dtype: str) -> dict[str, int]:
-    """Return SD3.5 Medium's component sizes in bytes for `dtype`."""
+def component_bytes(dtype: str, family: Family = DEFAULT_FAMILY) -> dict[str, int]:
+    """Return `family`'s component sizes in bytes for `dtype` (default: SD3.5 Medium)."""
     factor = DTYPE_FACTOR.get(dtype, 2.0)
-    return {name: int(gb * factor * GB) for name, gb in COMPONENT_GB_BF16.items()}
+    return {name: int(gb * factor * GB) for name, gb in family.components_gb.items()}
 
 
 def components_in_folder(folder, dtype: str) -> dict[str, int]:
@@ -88,7 +81,7 @@ def components_in_folder(folder, dtype: str) -> dict[str, int]:
 
     factor = DTYPE_FACTOR.get(dtype, 2.0)
     sizes = {}
-    for name in COMPONENT_GB_BF16:
+    for name in COMPONENTS:
         files = Path(folder, name).glob("*.safetensors")
         sizes[name] = int(sum(f.stat().st_size for f in files) * factor)
     return sizes
@@ -97,7 +90,7 @@ def components_in_folder(folder, dtype: str) -> dict[str, int]:
 def components_from_sizes(sizes: Mapping[str, int], dtype: str) -> dict[str, int]:
     """Component sizes as `dtype` from a repo's file list (safetensors in each folder)."""
     factor = DTYPE_FACTOR.get(dtype, 2.0)
-    out = dict.fromkeys(COMPONENT_GB_BF16, 0)
+    out = dict.fromkeys(COMPONENTS, 0)
     for path, size in sizes.items():
         folder, _, name = path.partition("/")
         if folder in out and name.endswith(".safetensors") and "/" not in name:
@@ -121,6 +114,9 @@ def choose_memory_plan(
     components: Mapping[str, int] | None = None,
 ) -> MemoryPlan:
     """Pick offload and drop-T5 from free memory; `offload`/`drop_t5` force a choice.
+
+    `components` are the sizes in bytes (`component_bytes` of a family, or the files');
+    without them, SD3.5 Medium's (the default family).
 
     The quality-preserving plan comes first: everything on the device, then model offload
     (same images, slower), then dropping T5 (fast, weaker prompt following), then both,

@@ -4,7 +4,10 @@ A1111 (`modules/processing.py` `create_infotext`) writes
 ``<prompt>\\nNegative prompt: <neg>\\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, ...``;
 a value holding `,` `:` or a newline is JSON-quoted. Fooocus, SD.Next and Forge write the
 same form (Fooocus may write JSON instead). Our PNGs carry that chunk, so other tools read
-the settings, plus `sd35-dashboard`, a JSON copy of the full history record.
+the settings, plus `sd35-dashboard`, a JSON copy of the full history record (with its
+model family, generation mode and the mode's options). A mode's options are written
+under their A1111 names (`core.modes`), and an import tells the mode from them, or from
+our JSON chunk when the PNG is ours.
 
 Uploads are hostile: the PNG's chunks are walked here without decoding a pixel (a
 decompression bomb is refused from its header), text is read up to fixed caps, and the
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.generation import MAX_PROMPT_CHARS
+from core.modes import DEFAULT_MODE, MODES, Mode, parse_options_json
 from core.safe_text import quote
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class ParsedParameters:
 
     values: dict[str, Any]
     extras: dict[str, str] = field(default_factory=dict)
+    family: str | None = None  # the model family, when our JSON chunk names one
 
 
 def _quote(value: Any) -> str:
@@ -210,13 +215,36 @@ _FIELDS = {
 }
 
 
+def _key(name: str) -> str:
+    return name.strip().lower().replace(" ", "_")
+
+
+def _mode_of(params: Mapping[str, Any]) -> Mode:
+    """The mode whose options' A1111 names all appear in `params`, the one with the most
+    options first (A1111's img2img writes "Denoising strength"); text to image otherwise."""
+    keys = {_key(k) for k in params}
+    candidates = [m for m in MODES if all(_key(o.infotext) in keys for o in m.options)]
+    return max(candidates, key=lambda m: len(m.options), default=DEFAULT_MODE)
+
+
 def _form_values(params: Mapping[str, Any]) -> ParsedParameters:
-    """Map infotext keys onto the generator's fields; keep the rest as extras."""
+    """Map infotext keys onto the generator's fields (the mode's options too); keep the rest
+    as extras."""
     values: dict[str, Any] = {}
     extras: dict[str, str] = {}
+    mode = _mode_of(params)
+    options = {_key(o.infotext): o for o in mode.options}
+    values["mode"] = mode.id
     for key, raw in params.items():
-        name = key.strip().lower().replace(" ", "_")
-        if name in _FIELDS:
+        name = _key(key)
+        if name in options:
+            option = options[name]
+            converted, problem = option.check(raw)
+            if problem is None:
+                values[option.name] = converted
+            else:
+                extras[key] = str(raw)
+        elif name in _FIELDS:
             target, convert = _FIELDS[name]
             converted = convert(raw)
             if converted is None:
@@ -400,6 +428,41 @@ def read_png_text(data: bytes) -> dict[str, str]:
 def parameters_from_png(data: bytes) -> ParsedParameters:
     """Read the settings of an uploaded PNG; raise `MetadataError` saying what is missing."""
     found = _walk_png(data)
+    parsed = _parameters_chunk(found)
+    return _with_record_chunk(parsed, found.texts.get(RECORD_KEY))
+
+
+def _with_record_chunk(parsed: ParsedParameters, text: str | None) -> ParsedParameters:
+    """Take the family, mode and options from our JSON chunk when it holds them: the
+    record itself is exact where the infotext is read back by guesswork. Values are as
+    written (`core.share.check_values` says which are valid)."""
+    if not text:
+        return parsed
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return parsed
+    if not isinstance(record, dict):
+        return parsed
+    family = record.get("family")
+    if isinstance(family, str) and len(family) <= 64:
+        parsed = ParsedParameters(parsed.values, parsed.extras, family)
+    mode = record.get("mode")
+    if not isinstance(mode, str) or len(mode) > 64:
+        return parsed
+    try:
+        options = parse_options_json(record.get("mode_options", {}))
+    except ValueError:
+        return parsed
+    names = {o.name for m in MODES for o in m.options}
+    values = {k: v for k, v in parsed.values.items() if k not in names}
+    values.update({k: v for k, v in options.items() if k in names})
+    values["mode"] = mode
+    return ParsedParameters(values, parsed.extras, parsed.family)
+
+
+def _parameters_chunk(found: _PngText) -> ParsedParameters:
+    """The `parameters` chunk's settings; `MetadataError` saying what is missing."""
     if PARAMETERS_KEY in found.too_long:
         raise MetadataError(
             f"This PNG's settings text is longer than {MAX_TEXT_CHUNK_BYTES:,} bytes; at most "

@@ -31,6 +31,10 @@ class PromptKey:
     drop_t5: bool
     max_sequence_length: int = MAX_SEQUENCE_LENGTH
     pipe_id: int = 0  # the pipeline object: a reload makes new encoders
+    # The generation mode (core.modes): each mode's pipeline encodes for itself, so one
+    # mode's embeddings are never handed to another's call (they share the encoders
+    # today; a mode that encodes differently needs no change here).
+    mode: str = "txt2img"
 
 
 class PromptCache:
@@ -78,6 +82,7 @@ def prompt_key(pipe: Any, request: Any, *, model: str = "", dtype: str = "") -> 
         dtype=dtype,
         drop_t5=getattr(pipe, "text_encoder_3", None) is None,
         pipe_id=id(pipe),
+        mode=request.mode,
     )
 
 

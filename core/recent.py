@@ -99,6 +99,8 @@ def form_values_of(facts: dict[str, Any], request: Any) -> dict[str, Any]:
         "guidance_scale": float(request.guidance_scale),
         "steps": request.num_inference_steps,
         "num_images": request.num_images,
+        "mode": request.mode,
+        **request.mode_options,
     }
 
 

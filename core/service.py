@@ -18,6 +18,7 @@ from core.device import DeviceError
 from core.generation import Backend, GenerationError
 from core.local import LocalBackend
 from core.memory import MemoryOptions
+from core.models import AUTO, get_family
 from core.safe_text import for_visitor
 from core.settings import Settings, load_settings
 
@@ -67,6 +68,7 @@ def _local_backend(
     dtype: str,
     memory: MemoryOptions | None = None,
     compile: bool = False,
+    family: str = AUTO,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -79,6 +81,8 @@ def _local_backend(
         compile=compile,
         # Read at each Generate, so a changed SD_MAX_QUEUED_PER_USER needs no reload.
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
+        # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
+        family=None if family == AUTO else get_family(family),
     )
 
 
@@ -106,6 +110,7 @@ def get_backend(settings: Settings | None = None) -> Backend:
         settings.dtype,
         MemoryOptions.from_settings(settings),
         settings.compile,
+        settings.model_family,
     )
 
 

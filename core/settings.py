@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from core.models import AUTO, DEMO, DEMO_MODEL, family_ids
 from core.safe_text import SHOW_PATHS_CHOICES, display_url, quote
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ BACKENDS = ("local", "remote")
 DEFAULT_MAX_QUEUED_PER_USER = 2
 MAX_QUEUED_PER_USER = 100
 MAX_DAILY_LIMIT = 100_000
+# SD_MODEL_FAMILY: `auto` (from SD_MODEL: its hub id or its folder's config) or a family id.
+MODEL_FAMILIES = (AUTO, *family_ids())
 
 
 class SettingsError(ValueError):
@@ -42,6 +45,8 @@ class Settings:
     """What the app runs with. The token never appears in `repr` or logs."""
 
     model: str = DEFAULT_MODEL
+    # Which model family's rules apply (core.models): "auto" works it out from `model`.
+    model_family: str = AUTO
     device: str = "auto"
     dtype: str = "auto"
     hf_token: str | None = field(default=None, repr=False)
@@ -82,6 +87,7 @@ class Settings:
 # Setting name → (Settings field, allowed values or None for free text).
 _SETTINGS = {
     "SD_MODEL": ("model", None),
+    "SD_MODEL_FAMILY": ("model_family", MODEL_FAMILIES),
     "SD_DEVICE": ("device", DEVICES),
     "SD_DTYPE": ("dtype", DTYPES),
     "HF_TOKEN": ("hf_token", None),
@@ -215,6 +221,7 @@ def load_settings(
             meaning=f"0 (unlimited) to {MAX_DAILY_LIMIT:,} images per user per day",
         )
     _check_remote(values)
+    _check_family(values)
     if "history_url" in values:
         values["history_url"] = _history_url(str(values["history_url"]))
     known = {f.name for f in fields(Settings)}
@@ -239,6 +246,16 @@ def _check_remote(values: dict[str, object]) -> None:
         raise SettingsError(
             "SD_MODEL=demo is the offline local model; with SD_BACKEND=remote set "
             f"SD_REMOTE_URL, or SD_MODEL to a Hub model id such as {DEFAULT_MODEL}."
+        )
+
+
+def _check_family(values: dict[str, object]) -> None:
+    """The demo family's rules (tiny sizes, light defaults) fit the demo model only."""
+    if values.get("model_family") == DEMO.id and values.get("model", DEFAULT_MODEL) != DEMO_MODEL:
+        raise SettingsError(
+            f"SD_MODEL_FAMILY={DEMO.id} is the demo model's family and applies only with "
+            f"SD_MODEL={DEMO_MODEL}; use auto or one of: "
+            f"{', '.join(f for f in family_ids() if f != DEMO.id)}."
         )
 
 

@@ -15,18 +15,17 @@ from urllib.parse import urlencode
 from core.form import hand_over
 from core.generation import (
     MAX_GUIDANCE,
-    MAX_IMAGE_SIZE,
     MAX_IMAGES,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
-    MIN_IMAGE_SIZE,
-    SIZE_MULTIPLE,
-    nearest_valid_sizes,
 )
+from core.models import DEFAULT_FAMILY, Family
+from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode, option_names
 from core.safe_text import quote
 
-# Query parameter names a shared link may carry (generator field names).
+# Query parameter names a shared link may carry (generator field names); a link may also
+# carry `mode` and that mode's option names (see `_link_keys`).
 QUERY_KEYS = (
     "prompt",
     "negative_prompt",
@@ -37,13 +36,12 @@ QUERY_KEYS = (
     "steps",
     "num_images",
 )
+MODE_KEY = "mode"
 
 _INTS = {
     "seed": ("Seed", 0, MAX_SEED),
     "steps": ("Steps", 1, MAX_STEPS),
     "num_images": ("Images", 1, MAX_IMAGES),
-    "width": ("Width", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
-    "height": ("Height", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
 }
 
 
@@ -59,8 +57,38 @@ def _as_int(value: Any) -> int | None:
     return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
-def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Return (valid generator values, warnings for the ones dropped); unknown keys are ignored."""
+def _check_mode(raw: Mapping[str, Any], values: dict[str, Any], warnings: list[str]) -> Mode | None:
+    """Check `mode` and that mode's options in `raw` into `values`; return the mode, or
+    None when the named mode is unknown (its options are then ignored too)."""
+    mode = DEFAULT_MODE
+    if MODE_KEY in raw:
+        try:
+            mode = get_mode(raw[MODE_KEY])
+        except UnknownMode as exc:
+            warnings.append(f"{exc} Ignored, with its options.")
+            return None
+        values[MODE_KEY] = mode.id
+    for option in mode.options:
+        if option.name in raw:
+            value, problem = option.check(raw[option.name])
+            if problem is None:
+                values[option.name] = value
+            else:
+                warnings.append(
+                    f"{option.label} {quote(raw[option.name], 40)} is not valid: use "
+                    f"{option.describe()}. Ignored."
+                )
+    return mode
+
+
+def check_values(
+    raw: Mapping[str, Any], *, family: Family = DEFAULT_FAMILY
+) -> tuple[dict[str, Any], list[str]]:
+    """Return (valid generator values, warnings for the ones dropped); unknown keys are ignored.
+
+    Sizes are checked against `family`'s rules (the generator's model family); a `mode`
+    must be a known one, and its options in range.
+    """
     values: dict[str, Any] = {}
     warnings: list[str] = []
     for key in ("prompt", "negative_prompt"):
@@ -73,7 +101,10 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 )
             else:
                 values[key] = text
-    for key, (label, low, high) in _INTS.items():
+    rules = family.sizes
+    ints = {**_INTS, "width": ("Width", rules.min, rules.max)}
+    ints["height"] = ("Height", rules.min, rules.max)
+    for key, (label, low, high) in ints.items():
         if key not in raw:
             continue
         number = _as_int(raw[key])
@@ -82,11 +113,12 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 f"{label} {quote(raw[key], 40)} is not valid: use a whole number in "
                 f"{low}–{high}. Ignored."
             )
-        elif key in ("width", "height") and number % SIZE_MULTIPLE:
-            nearest = " or ".join(str(s) for s in nearest_valid_sizes(number))
+        elif key in ("width", "height") and number % rules.multiple:
+            nearest = " or ".join(str(s) for s in rules.nearest(number))
             warnings.append(
-                f"{label} {number} is not a multiple of {SIZE_MULTIPLE} "
-                f"(valid: {MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE}; nearest {nearest}). Ignored."
+                f"{label} {number} is not a multiple of {rules.multiple} "
+                f"(valid for {family.label}: {rules.min}–{rules.max}; nearest {nearest}). "
+                "Ignored."
             )
         else:
             values[key] = number
@@ -102,19 +134,35 @@ def check_values(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             )
         else:
             values["guidance_scale"] = guidance
+    _check_mode(raw, values, warnings)
     if "seed" in values:
         values["randomize_seed"] = False
     return values, warnings
 
 
-def from_query(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _link_keys() -> tuple[str, ...]:
+    """The parameter names a link may carry: the fields, `mode`, and the modes' options."""
+    return (*QUERY_KEYS, MODE_KEY, *option_names())
+
+
+def _last(value: Any) -> Any:
+    return value[-1] if isinstance(value, list) else value
+
+
+def from_query(
+    params: Mapping[str, Any], *, family: Family = DEFAULT_FAMILY
+) -> tuple[dict[str, Any], list[str]]:
     """Read generator values from URL query parameters (`st.query_params.to_dict()`)."""
-    picked = {k: v[-1] if isinstance(v, list) else v for k, v in params.items() if k in QUERY_KEYS}
-    return check_values(picked)
+    keys = _link_keys()
+    picked = {k: _last(v) for k, v in params.items() if k in keys}
+    return check_values(picked, family=family)
 
 
 def query_string(values: Mapping[str, Any]) -> str:
-    """Return the query string that fills the generator with `values` (default fields left out)."""
+    """Return the query string that fills the generator with `values` (default fields left out).
+
+    A mode other than text-to-image is written as `mode=` with its options after it.
+    """
     params = {}
     for key in QUERY_KEYS:
         if key not in values:
@@ -123,6 +171,14 @@ def query_string(values: Mapping[str, Any]) -> str:
         if key in ("prompt", "negative_prompt") and not value:
             continue
         params[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    mode_id = values.get(MODE_KEY)
+    if mode_id is not None and mode_id != DEFAULT_MODE.id:
+        params[MODE_KEY] = str(mode_id)
+        try:
+            options = get_mode(mode_id).options
+        except UnknownMode:
+            options = ()
+        params.update({o.name: o.text(values[o.name]) for o in options if o.name in values})
     return urlencode(params)
 
 
@@ -134,20 +190,26 @@ def share_link(values: Mapping[str, Any], base_url: str) -> str:
 LINK_APPLIED_KEY = "shared_link_applied"
 
 
-def take_query(state: MutableMapping[str, Any], params: Mapping[str, Any]) -> list[str]:
+def take_query(
+    state: MutableMapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    family: Family = DEFAULT_FAMILY,
+) -> list[str]:
     """Hand a shared link's settings to the generator once; return warnings for bad values.
 
     Call before `core.form.prepare`. The same link is applied only once per session, so
     the user's edits are not overwritten on every rerun while the URL still carries it.
+    Sizes are checked against `family`'s rules (the generator's model family).
     """
-    picked = {k: params[k] for k in QUERY_KEYS if k in params}
+    picked = {k: params[k] for k in _link_keys() if k in params}
     if not picked:
         return []
-    signature = query_string({k: str(v) for k, v in picked.items()})
+    signature = urlencode(sorted((k, str(_last(v))) for k, v in picked.items()))
     if state.get(LINK_APPLIED_KEY) == signature:
         return []
     state[LINK_APPLIED_KEY] = signature
-    values, warnings = from_query(picked)
+    values, warnings = from_query(picked, family=family)
     if values:
         hand_over(state, values)
     return warnings

@@ -14,6 +14,7 @@ from core.access import daily_allowance, require_visitor
 from core.device import DeviceError
 from core.generation import MAX_SEED, GenerationError
 from core.history import HistoryError
+from core.models import family_for
 from core.safe_text import for_visitor, format_field, plural
 from core.service import current_settings, get_backend
 from core.settings import SettingsError
@@ -193,7 +194,7 @@ def _import() -> None:
         except metadata.MetadataError as exc:
             st.error(str(exc))  # our words; anything from the file in it is quoted
             return
-        values, warnings = share.check_values(parsed.values)
+        values, warnings = share.check_values(parsed.values, family=family_for(settings).family)
         for warning in warnings:
             st.warning(warning)
         st.caption("Prompt")

@@ -11,19 +11,17 @@ from core.device import DeviceError
 from core.estimate import DRAFT, describe_estimate, estimate_for
 from core.generation import (
     MAX_GUIDANCE,
-    MAX_IMAGE_SIZE,
     MAX_IMAGES,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
-    MIN_IMAGE_SIZE,
-    SIZE_MULTIPLE,
     GenerationError,
     InvalidRequest,
     Progress,
     random_seed,
 )
 from core.memory import DROP_T5_NOTE
+from core.models import family_for
 from core.progress_text import progress_text as _progress_text
 from core.safe_text import for_visitor, plural
 from core.service import (
@@ -51,7 +49,7 @@ def _use_example(prompt: str) -> None:
 def _apply_aspect() -> None:
     ratio = state.get("aspect")
     if ratio:
-        state.width, state.height = form.aspect_size(ratio)
+        state.width, state.height = form.aspect_size(ratio, family)
 
 
 def _use_draft() -> None:
@@ -99,7 +97,7 @@ def _wait_for_model(backend) -> float | None:
 def _generate(backend, *, want_preview: bool) -> None:
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
-        request = form.build_request(state, seed=seed)
+        request = form.build_request(state, seed=seed, family=family.id)
     except InvalidRequest as exc:
         st.error(for_visitor(exc, settings=settings))
         return
@@ -296,6 +294,10 @@ try:
 except SettingsError as exc:
     st.error(for_visitor(exc))
     st.stop()
+resolution = family_for(settings)  # the model family: its sizes and defaults, its note
+family = resolution.family
+if resolution.note:
+    st.info(resolution.note, icon=":material/help:")
 if settings.model == DEMO_MODEL:
     st.info(
         f"Running the {DEMO_LABEL}. Set SD_MODEL to use SD3.5 Medium.", icon=":material/science:"
@@ -307,9 +309,9 @@ if plan is not None and plan.drop_t5:  # the memory plan left T5-XXL out to fit
     )
 
 # A shared link (?prompt=…&seed=…) fills the form once; bad values are named and skipped.
-for warning in share.take_query(state, st.query_params.to_dict()):
+for warning in share.take_query(state, st.query_params.to_dict(), family=family):
     st.warning(warning)
-form.prepare(state)
+form.prepare(state, family)
 
 # Wide screens: the form on the left, the output on the right, so the preview and the
 # result are in view without scrolling. Streamlit stacks columns on narrow screens.
@@ -350,13 +352,11 @@ with form_column:
         )
 
     st.segmented_control("Aspect ratio", form.ASPECT_RATIOS, key="aspect", on_change=_apply_aspect)
-    size_help = f"{MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE}, a multiple of {SIZE_MULTIPLE}"
+    sizes, size_help = family.sizes, family.sizes.describe()
     w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
-    w.number_input(
-        "Width", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="width", help=size_help
-    )
+    w.number_input("Width", sizes.min, sizes.max, step=sizes.multiple, key="width", help=size_help)
     h.number_input(
-        "Height", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=SIZE_MULTIPLE, key="height", help=size_help
+        "Height", sizes.min, sizes.max, step=sizes.multiple, key="height", help=size_help
     )
     s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
     r.checkbox("Randomize seed", key="randomize_seed")

@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.access import require_visitor
 from core.demo import DEMO_MODEL
-from core.hardware import gather_facts, hub_facts, memory_plan
+from core.hardware import full_size_label, gather_facts, hub_facts, memory_plan
 from core.memory import DROP_T5_NOTE
+from core.models import family_for
 from core.remote import remote_facts
 from core.safe_text import for_visitor, inline
 from core.service import current_settings, get_backend, load_text, load_with_status
@@ -179,7 +180,7 @@ def _plan_section(backend, settings, facts) -> None:
     elif plan is not None:
         _show_plan(plan, "Demo model: " if is_demo else "")
     if plan is not None and is_demo:
-        _show_plan(memory_plan(settings, facts, sd35=True), "SD3.5 Medium here: ")
+        _show_plan(memory_plan(settings, facts, sd35=True), f"{full_size_label(settings)} here: ")
         st.caption(
             f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
             f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
@@ -196,6 +197,8 @@ try:
 except SettingsError as exc:
     st.error(for_visitor(exc))
     st.stop()
+if note := family_for(settings).note:  # which model family's rules apply, when guessed
+    st.info(note)
 
 if backend.name == "remote":
     _remote_section(backend)

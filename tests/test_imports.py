@@ -17,6 +17,9 @@ PAGE_IMPORTS = [
     "core.demo",
     "core.settings",
     "core.recent",
+    "core.models",
+    "core.modes",
+    "core.share",
 ]
 HEAVY = ["torch", "diffusers", "transformers"]
 

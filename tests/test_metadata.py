@@ -41,6 +41,7 @@ def test_a1111_sample_gives_the_generator_fields():
         "randomize_seed": False,
         "width": 768,
         "height": 512,
+        "mode": "txt2img",  # no image-to-image key (e.g. "Denoising strength")
     }
     assert parsed.extras["Sampler"] == "DPM++ 2M"
     assert parsed.extras["Model hash"] == "abc123"

@@ -1,8 +1,7 @@
 """This session's recent results: bounded, newest first, PNGs read back from the history."""
 
-from types import SimpleNamespace
-
 from core import recent
+from core.generation import GenerationRequest
 
 
 def _entry(seed: int, *, saved: bool = True) -> recent.RecentEntry:
@@ -52,7 +51,7 @@ def test_a_partly_saved_result_keeps_its_pngs_and_pads_the_ids():
     """When only some images were saved, the entry keeps every PNG and marks the rest unsaved."""
     entry = recent.entry_for(
         {"pngs": [b"a", b"b"], "seeds": [3, 4]},
-        request=SimpleNamespace(
+        request=GenerationRequest(
             prompt="p",
             negative_prompt="",
             seed=3,

@@ -7,6 +7,7 @@ input: an edited database or another app version sharing it may hold anything).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -22,7 +23,9 @@ from typing import Any
 from core import metadata
 from core.auth import LOCAL_USER
 from core.demo import DEMO_MODEL
-from core.generation import GenerationRequest
+from core.generation import GenerationRequest, InvalidRequest
+from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
+from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,9 +54,21 @@ class HistoryRecord:
     duration_seconds: float
     image_sha256: str = ""  # of the RGB pixels, so it survives any lossless re-encode
     owner: str = LOCAL_USER  # the signed-in email who made it; LOCAL_USER without sign-in
+    # The model family (core.models id), the generation mode (core.modes id) and that
+    # mode's options as JSON (`core.modes.options_json`), as the request had them.
+    family: str = DEFAULT_FAMILY.id
+    mode: str = DEFAULT_MODE.id
+    mode_options: str = "{}"
+
+    def options(self) -> dict[str, Any]:
+        """The stored mode options; `InvalidRequest` when they are not a JSON object."""
+        try:
+            return parse_options_json(self.mode_options)
+        except ValueError as exc:
+            raise InvalidRequest("mode_options", f"This record's {exc}.") from None
 
     def request(self) -> GenerationRequest:
-        """The one-image request that reproduces this record.
+        """The one-image request that reproduces this record (its family, mode and options).
 
         Raises `core.generation.InvalidRequest` when a stored value is out of range; call
         `problems()` first to show why.
@@ -67,10 +82,18 @@ class HistoryRecord:
             guidance_scale=self.guidance_scale,
             num_inference_steps=self.steps,
             num_images=1,
+            family=self.family,
+            mode=self.mode,
+            mode_options=self.options(),
         )
 
     def form_values(self) -> dict[str, Any]:
-        """The generator form's fields (`core.form.DEFAULTS` keys) for this record."""
+        """The generator form's fields (`core.form.field_names()`) for this record: the
+        mode and its options too (none when they cannot be read: see `problems()`)."""
+        try:
+            options = self.options()
+        except InvalidRequest:
+            options = {}
         return {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -81,18 +104,26 @@ class HistoryRecord:
             "guidance_scale": self.guidance_scale,
             "steps": self.steps,
             "num_images": 1,
+            **options,
+            "mode": self.mode,
         }
 
     def problems(self) -> list[str]:
         """What makes this record unusable as generator settings ([] when it is usable).
 
-        The same checks as a shared link or an imported PNG (`core.share.check_values`),
-        then the request's own checks (e.g. sizes must be multiples of 16).
+        A known family and mode first, then the same checks as a shared link or an
+        imported PNG (`core.share.check_values`, with the record's family's sizes), then the
+        request's own checks (e.g. sizes must be multiples of 16, the mode's options).
         """
-        from core.generation import InvalidRequest
         from core.share import check_values
 
-        _, warnings = check_values(self.form_values())
+        try:
+            family = get_family(self.family)
+            get_mode(self.mode)
+            self.options()
+        except (UnknownFamily, UnknownMode, InvalidRequest) as exc:
+            return [str(exc)]
+        _, warnings = check_values(self.form_values(), family=family)
         if warnings:
             return warnings
         try:
@@ -101,8 +132,18 @@ class HistoryRecord:
             return [str(exc)]
         return []
 
+    def _mode_infotext(self) -> dict[str, str]:
+        """The mode's A1111 entries (none for txt2img, or when the row's are unusable)."""
+        try:
+            mode = get_mode(self.mode)
+            options, problems = mode.check_options(self.options())
+        except (UnknownMode, InvalidRequest):
+            return {}
+        return {} if problems else mode.infotext(options)
+
     def infotext(self) -> str:
-        """A1111 `parameters` text for this record."""
+        """A1111 `parameters` text for this record (the mode's options under their A1111
+        names, e.g. "Denoising strength")."""
         return metadata.build_infotext(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
@@ -114,6 +155,7 @@ class HistoryRecord:
             height=self.height,
             model=self.model,
             extra={
+                **self._mode_infotext(),
                 "Model revision": self.model_revision,
                 "Device": self.device,
                 "Dtype": self.dtype,
@@ -122,7 +164,12 @@ class HistoryRecord:
         )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+        """The record as JSON (the PNG's `sd35-dashboard` chunk): the mode options as an
+        object when they parse, else as the text stored."""
+        data = dataclasses.asdict(self)
+        with contextlib.suppress(ValueError):
+            data["mode_options"] = parse_options_json(self.mode_options)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HistoryRecord:
@@ -130,11 +177,21 @@ class HistoryRecord:
 
         Text fields become text ("" for NULL) and times numbers (0 when unreadable), so
         any row can be listed and shown; the generator values (seed, size, steps,
-        guidance) are kept as stored, and `problems()` says when they are unusable.
+        guidance, family, mode and options) are kept as stored, and `problems()` says when
+        they are unusable. Data from before families and modes (a PNG's JSON chunk) gets
+        what migration 0003 gives such rows: the demo family for the demo, else SD3.5
+        Medium, text to image, no options.
         """
         values = {}
         for name, kind in _KINDS.items():
             value = data.get(name)
+            if value is None and name in _BEFORE_MODES:
+                value = _BEFORE_MODES[name](data)
+            elif name == "mode_options" and isinstance(value, Mapping):
+                try:  # a JSON chunk holds them as an object
+                    value = options_json(value)
+                except (TypeError, ValueError):
+                    value = str(value)
             if kind is str:
                 value = "" if value is None else str(value)
             elif kind is float and name in ("created_at", "duration_seconds"):
@@ -147,6 +204,21 @@ class HistoryRecord:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(HistoryRecord))
+
+
+# What a row or JSON from before families and modes holds for them (migration 0003).
+def _family_before_modes(data: Mapping[str, Any]) -> str:
+    model = str(data.get("model") or "").lower()
+    if model == DEMO_MODEL:
+        return DEMO.id
+    return next((f.id for f in FAMILIES if model in f.hub_ids), DEFAULT_FAMILY.id)
+
+
+_BEFORE_MODES = {
+    "family": _family_before_modes,
+    "mode": lambda _data: DEFAULT_MODE.id,
+    "mode_options": lambda _data: "{}",
+}
 _KINDS = {
     f.name: {"str": str, "float": float, "int": int}[str(f.type)]
     for f in dataclasses.fields(HistoryRecord)
@@ -187,6 +259,9 @@ def new_record(
         height=request.height,
         steps=request.num_inference_steps,
         guidance_scale=float(request.guidance_scale),
+        family=request.family,
+        mode=request.mode,
+        mode_options=options_json(request.mode_options),
         duration_seconds=float(duration_seconds),
         **{key: str(facts.get(key, "")) for key in FACT_KEYS},
     )

@@ -13,16 +13,16 @@ processes starting at once never run a migration twice:
 A history made before versioning (a `records` table without `alembic_version`) is
 upgraded in place by migration 0001, which creates only what is missing.
 
-Adding a migration (0002, owner + soft delete + audit, was added this way; next is 0003)
----------------------------------------------------------------------------------------
-1. Add `migrations/versions/0003_<what>.py` with ``revision = "0003"``,
-   ``down_revision = "0002"`` and an `upgrade()` using `alembic.op` (use
+Adding a migration (0003, family + mode + mode options, was added this way; next is 0004)
+-----------------------------------------------------------------------------------------
+1. Add `migrations/versions/0004_<what>.py` with ``revision = "0004"``,
+   ``down_revision = "0003"`` and an `upgrade()` using `alembic.op` (use
    ``with op.batch_alter_table("records") as batch:`` for column changes, so SQLite works;
    spell the columns out there rather than importing the tables below, which describe
    only the newest schema). `alembic revision -m "..."` with
    ``script_location=core/history/migrations`` writes the skeleton.
 2. Change the `Table` definitions below to the new newest schema.
-3. Set `HEAD = "0003"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
+3. Set `HEAD = "0004"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
    until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
    `test_a_next_migration_upgrades_an_existing_history_in_place` shows such a file (a
    note column) upgrading a history with records on both engines; move its text into
@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0002"  # the newest migration's `revision`; see "Adding a migration" above
+HEAD = "0003"  # the newest migration's `revision`; see "Adding a migration" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157
@@ -84,6 +84,12 @@ records = Table(
     Column("owner", Text, nullable=False, server_default="local"),
     Column("deleted_at", Float(53)),
     Column("deleted_by", Text),
+    # 0003: the model family, the generation mode and its options (JSON), so a new mode
+    # needs no new column. Older rows: the demo family for the demo model, else SD3.5
+    # Medium (Large / Large Turbo by their Hub id), text to image, no options.
+    Column("family", Text, nullable=False, server_default="sd35-medium"),
+    Column("mode", Text, nullable=False, server_default="txt2img"),
+    Column("mode_options", Text, nullable=False, server_default="{}"),
     Index("records_created_at", "created_at"),
     Index("records_seed", "seed", "created_at"),
     Index("records_session", "session_id", "created_at"),

@@ -1,0 +1,34 @@
+"""SD3.5 Medium: the app's default family (MMDiT-X, 2.5 B-parameter transformer)."""
+
+from core.models.base import Family, SizeRules, StepPriors
+
+SD35_MEDIUM = Family(
+    id="sd35-medium",
+    label="SD3.5 Medium",
+    hub_ids=("stabilityai/stable-diffusion-3.5-medium",),
+    licence_url=(
+        "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/blob/main/LICENSE.md"
+    ),
+    gated=True,
+    pipelines={"txt2img": "StableDiffusion3Pipeline"},
+    # Measured on the real architecture's bf16 files (NOTES-sd3, "Full-size SD3.5 Medium"):
+    # 16.27 GB in all. The transformer checks against its config: 2,469,663,936 parameters
+    # and persistent buffers (pos_embed) × 2 bytes = 4.94 GB.
+    components_gb={
+        "transformer": 4.94,
+        "text_encoder_3": 9.52,  # T5-XXL
+        "text_encoder_2": 1.39,  # CLIP-G
+        "text_encoder": 0.25,  # CLIP-L
+        "vae": 0.17,
+    },
+    # Trained up to 1440 px (~2 MP, its model card); SD3 needs sides divisible by 16.
+    sizes=SizeRules(min=512, max=1440, multiple=16),
+    # The model card's example: 1024², 40 steps, guidance 4.5.
+    width=1024,
+    height=1024,
+    steps=40,
+    guidance=4.5,
+    # Measured on the full-size stand-in, 2-core CPU, bf16 (issue 13, NOTES-sd3): 1024²
+    # 51 s per step (CFG), VAE 37–47 s with 512-px tiles, text encoding 16–19 s.
+    priors=StepPriors(step_s_1024=51.0, decode_s_1024=47.0, encode_s=19.0, measured=True),
+)
