@@ -54,6 +54,13 @@ LINEAR_SHARE = {
     "text_encoder": 0.6917,
     "vae": 0.0250,
 }
+# SD3.5 Large / Large Turbo's 38-layer transformer (same text encoders and VAE): 8,053.7 M
+# Linear of 8,146.3 M values. Phase 2 moves these into each family (core/models).
+LINEAR_SHARE_BY_FAMILY = {
+    "sd35-medium": LINEAR_SHARE,
+    "sd35-large": {**LINEAR_SHARE, "transformer": 0.9886},
+    "sd35-large-turbo": {**LINEAR_SHARE, "transformer": 0.9886},
+}
 # Bytes per quantized Linear weight: int8 and float8 one byte (per-row scales add < 0.1 %);
 # NF4 half a byte plus one float32 absmax per 64-weight block.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "nf4": 0.5 + 4 / 64}
