@@ -61,6 +61,12 @@ LINEAR_SHARE_BY_FAMILY = {
     "sd35-large": {**LINEAR_SHARE, "transformer": 0.9886},
     "sd35-large-turbo": {**LINEAR_SHARE, "transformer": 0.9886},
 }
+# Tables read by index, never whole: with memory-mapped weights (CPU, files loaded in their
+# own dtype) only the rows used are paged in. SD3.5 Medium's `pos_embed` (384² × 1536 values,
+# a 1024² image reads 64² of the positions) and T5-XXL's token embedding (32,128 × 4,096,
+# read for the prompt's tokens only), in bf16 bytes. Large's pos_embed is 192² × 2432.
+SPARSE_TABLE_BYTES_BF16 = {"transformer": 452_984_832, "text_encoder_3": 263_192_576}
+SPARSE_TABLE_BYTES_BF16_LARGE = {**SPARSE_TABLE_BYTES_BF16, "transformer": 179_306_496}
 # Bytes per quantized Linear weight: int8 and float8 one byte (per-row scales add < 0.1 %);
 # NF4 half a byte plus one float32 absmax per 64-weight block.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "nf4": 0.5 + 4 / 64}
@@ -104,6 +110,9 @@ class Machine:
     capability: tuple[int, int] | None = None  # CUDA compute capability, e.g. (9, 0)
     torchao: bool = True
     bitsandbytes: bool = False
+    # CPU with the weights memory-mapped (files loaded in their own dtype, bf16 for SD3.5):
+    # sparse tables (SPARSE_TABLE_BYTES_BF16) are not counted. False: every byte counts.
+    mapped_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,7 @@ def _measure(
     dtype: str,
     share: Mapping[str, float],
     machine: Machine,
+    sparse: Mapping[str, int],
 ) -> Candidate:
     """Predict the candidate's peak like `core.memory`: weights + working (+ runtime on RAM)."""
     kept = {
@@ -311,6 +321,8 @@ def _measure(
         if not (drop and k == T5)
     }
     weights = sum(kept.values())
+    if machine.mapped_weights and machine.device != "cuda":
+        weights -= sum(sparse.get(k, 0) for k in kept)  # paged in by row, if at all
     working = int(WORKING_GB_BF16 * DTYPE_FACTOR.get(dtype, 2.0) * GB)
     runtime = int(RUNTIME_GB * GB)
     ram = 0
@@ -369,6 +381,7 @@ def plan_quantized(
     offload: str | None = None,
     drop_t5: bool | None = None,
     linear_share: Mapping[str, float] = LINEAR_SHARE,
+    sparse_tables: Mapping[str, int] = SPARSE_TABLE_BYTES_BF16,
 ) -> QuantPlan:
     """Try the candidates in order; the first that fits is chosen.
 
@@ -376,7 +389,8 @@ def plan_quantized(
     `core.memory.component_bytes` gives them). `quant` is SD_QUANT: `auto` walks the whole
     ladder, another value keeps only the candidates with that quantization (and refuses
     when this machine cannot run it). `offload` / `drop_t5` (SD_OFFLOAD / SD_DROP_T5)
-    filter the candidates as in `core.memory.choose_memory_plan`.
+    filter the candidates as in `core.memory.choose_memory_plan`. `linear_share` and
+    `sparse_tables` describe the family (SD3.5 Medium's by default).
     """
     refused = refusal(quant, machine)
     if refused:
@@ -395,7 +409,7 @@ def plan_quantized(
     for name, q, off, drop in steps:
         c = _measure(
             name, q, off, drop, sizes=components, dtype=machine.dtype,
-            share=linear_share, machine=machine,
+            share=linear_share, machine=machine, sparse=sparse_tables,
         )  # fmt: skip
         fits = _fits(c, machine, free_vram_bytes, free_ram_bytes)
         candidates.append(_replace(c, fits=fits))
