@@ -259,7 +259,7 @@ def pipeline_mode(quant: str, folder: str, size: int, steps: int) -> None:
     comps = components_in_folder(folder, "bfloat16")
     plan = plan_quantized(
         comps,
-        machine=Machine("cpu"),
+        machine=Machine("cpu", mapped_weights=True),  # bf16 files loaded as bf16
         free_vram_bytes=None,
         free_ram_bytes=10**13,
         quant=quant,
