@@ -292,7 +292,8 @@ def _trades(quant: Mapping[str, str], offload: str, drop: bool) -> str:
         said.append(TRADES["nf4"])
     elif TRANSFORMER in quant:
         key = "fp8" if quant[TRANSFORMER] == "fp8" else "int8"
-        said.append(TRADES[key] if T5 in quant else f"the transformer in {key}: pixels change")
+        words = "float8" if key == "fp8" else "int8"
+        said.append(TRADES[key] if T5 in quant else f"the transformer in {words}: pixels change")
     elif T5 in quant:
         said.append(TRADES["t5-int8"])
     if offload != "none":
