@@ -206,7 +206,11 @@ def _quantize_linears(module: Any, config: Any, device: str | None, release: boo
     from torchao.quantization import quantize_
 
     owners: dict[int, int] = {}  # data pointer → how many tensors start there (tied weights)
-    for t in [*module.parameters(), *module.buffers()]:
+    tensors = [
+        *module.named_parameters(remove_duplicate=False),
+        *module.named_buffers(remove_duplicate=False),
+    ]
+    for _, t in tensors:
         owners[t.data_ptr()] = owners.get(t.data_ptr(), 0) + 1
     mappings = file_mappings() if release else []
     released = 0
