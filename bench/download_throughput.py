@@ -1,6 +1,6 @@
 """Download throughput: the app's download (with byte progress) vs `snapshot_download` alone.
 
-A loopback Hub stand-in (tests/hub_standin.py) serves a pipeline folder under SD3.5
+A loopback Hub stand-in (testkit/hub_standin.py) serves a pipeline folder under SD3.5
 Medium's repo id with every file body throttled; the saved tiny pipeline is padded with
 larger weight files (random bytes: only the transfer is measured, nothing is loaded).
 Each run downloads into a fresh HF_HOME in a fresh process (huggingface_hub reads
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(APP_ROOT))
-    from tests.hub_standin import REPO_ID, HubStandIn
+    from testkit.hub_standin import REPO_ID, HubStandIn
 
     print(machine_facts())
     print(library_versions("huggingface_hub", "diffusers"))

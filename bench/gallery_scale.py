@@ -6,7 +6,7 @@
 Each count gets its own history, filled quickly (one encoded PNG and thumbnail reused per
 record, rows inserted in one transaction: what the page reads is the same as after real
 saves): a data dir with files for SQLite, a database with the bytes in its `images` table
-for PostgreSQL (a throwaway server from tests/pg.py, as in the tests). "first" is a fresh
+for PostgreSQL (a throwaway server from testkit/pg.py, as in the tests). "first" is a fresh
 process-wide store (for SQLite, start-up repair runs beside it); "again" is a rerun with
 the store already open, as every later page view is.
 """
@@ -147,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if "postgresql" in args.engine:
-                from tests.pg import Cluster, find_bin
+                from testkit.pg import Cluster, find_bin
 
                 cluster = Cluster(find_bin())
                 cluster.start()

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.history_save [--runs 15]
 
 Side by side in one run, alternating engines: SQLite with files in a temp data dir, and a
-throwaway PostgreSQL server (tests/pg.py) over loopback TCP with its default fsync on, as a
+throwaway PostgreSQL server (testkit/pg.py) over loopback TCP with its default fsync on, as a
 real server would run. The image is a smooth gradient with noise, about the PNG size of a
 real SD3.5 image. Encoding (PNG, WebP, pixel hash) is the same on both and included.
 """
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     from core import history
     from core.generation import GenerationRequest
-    from tests.pg import Cluster, find_bin
+    from testkit.pg import Cluster, find_bin
 
     image = _image()
     facts = {"model": "demo", "model_revision": "demo", "device": "cpu", "dtype": "float32"}

@@ -69,7 +69,7 @@ def main() -> None:
 
     from bench.common import machine_facts
     from core import metadata
-    from tests.hostile import png_with_text
+    from testkit.hostile import png_with_text
 
     def parse(text: str) -> None:
         metadata.parse_parameters(text, limit=None)

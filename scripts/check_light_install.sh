@@ -31,7 +31,7 @@ done
 "$work/venv/bin/python" -c "import alembic, psycopg, sqlalchemy; print('light install: history drivers', sqlalchemy.__version__, psycopg.__version__, 'libpq', psycopg.pq.version())"
 
 # The server prints its URL on stdout once it listens.
-env -u HF_HUB_OFFLINE .venv/bin/python -m tests.loopback_server >"$work/url" 2>"$work/server.log" &
+env -u HF_HUB_OFFLINE .venv/bin/python -m testkit.loopback_server >"$work/url" 2>"$work/server.log" &
 server_pid=$!
 url=""
 for _ in $(seq 1 600); do

@@ -104,7 +104,7 @@ def fixture_pg_cluster():
     """One throwaway PostgreSQL server for the session (skipped only without the binaries)."""
     import os
 
-    from .pg import Cluster, find_bin
+    from testkit.pg import Cluster, find_bin
 
     bindir = find_bin()
     if bindir is None:

@@ -6,7 +6,7 @@ import pytest
 
 from core.auth import LOCAL_USER, is_listed, sign_in_enabled, visitor_from
 from core.settings import SettingsError, load_settings
-from tests.hostile import outside_code_spans
+from testkit.hostile import outside_code_spans
 
 PAGES = [None, "pages/gallery.py", "pages/hardware.py"]  # None: the default page, Generate
 AUTH = {

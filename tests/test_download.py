@@ -1,7 +1,7 @@
 """The first download, through the real huggingface_hub and diffusers code, from a Hub stand-in.
 
 huggingface_hub reads HF_ENDPOINT and HF_HOME at import, so each load runs in a fresh
-subprocess pointed at the loopback stand-in (tests/hub_standin.py), which serves the saved
+subprocess pointed at the loopback stand-in (testkit/hub_standin.py), which serves the saved
 tiny pipeline under SD3.5 Medium's repo id with throttled bodies.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from core import download
+from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.conftest import APP_ROOT, run_script
-from tests.hub_standin import REPO_ID, HubStandIn
 
 LOAD = """
 import hashlib, json, sys, threading, time

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from bench.common import CHROMIUM_ARGS
-from tests.hub_standin import REPO_ID, HubStandIn
+from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
 
 pytestmark = [

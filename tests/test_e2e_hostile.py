@@ -17,7 +17,7 @@ from urllib.parse import quote as url_quote
 
 import pytest
 
-from tests.hostile import SLOW_REGEX_INFOTEXT, bomb_png, png_with_text, ztxt_bomb_png
+from testkit.hostile import SLOW_REGEX_INFOTEXT, bomb_png, png_with_text, ztxt_bomb_png
 from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, StreamlitServer, serving_tab
 
 pytestmark = [

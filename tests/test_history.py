@@ -1,5 +1,5 @@
 """The seed history store on both engines: real SQLite + PNG files in tmp_path, and a real
-PostgreSQL server (tests/pg.py). Tests taking `engine` run on each; the others are about the
+PostgreSQL server (testkit/pg.py). Tests taking `engine` run on each; the others are about the
 local file layout."""
 
 from __future__ import annotations
@@ -411,3 +411,29 @@ def test_a_next_migration_upgrades_an_existing_history_in_place(engine, tmp_path
         assert "example_note" in {c["name"] for c in inspect(conn).get_columns("records")}
         assert conn.execute(text("SELECT prompt FROM records")).scalar() == saved.prompt
     assert store.get(saved.id) == saved and store.png_bytes(saved.id)
+
+
+def test_a_row_read_back_is_checked_column_by_column():
+    """stored_problems() names each column holding what this app never writes; a sound
+    record has none, and times that are not times read as 0.0 ("unknown")."""
+    import dataclasses
+
+    sound = dataclasses.asdict(_record())
+    assert history.HistoryRecord.from_mapping(sound).stored_problems() == []
+    hostile = {
+        **sound,
+        "id": "../../etc/x",
+        "created_at": 1e15,
+        "duration_seconds": float("nan"),
+        "image_sha256": "<b>not hex</b>",
+        "owner": None,
+        "width": 2000,
+    }
+    record = history.HistoryRecord.from_mapping(hostile)
+    problems = " | ".join(record.stored_problems())
+    for column in ("id", "created_at", "duration_seconds", "image_sha256", "owner", "Width"):
+        assert column in problems, column
+    assert record.created_at == 0.0 and history.format_time(1e15).startswith("unknown")
+    for value in (None, "yesterday", float("nan"), float("inf"), -1.0, b"\x00"):
+        assert history.HistoryRecord.from_mapping({**sound, "created_at": value}).created_at == 0
+    assert history.format_time(1_700_000_000) == "2023-11-14 22:13:20 UTC"

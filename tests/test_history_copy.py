@@ -13,9 +13,9 @@ from PIL import Image
 from core import history, metadata
 from core.generation import GenerationRequest
 from core.history import copy, export
+from testkit.pg import PASSWORD
 
 from .conftest import APP_ROOT, SMALL, current_store, replace_blob
-from .pg import PASSWORD
 
 FACTS = {"model": "demo", "model_revision": "demo", "device": "cpu", "dtype": "float32"}
 
@@ -71,6 +71,22 @@ def test_copy_keeps_a_record_whose_image_is_gone(tmp_path, pg_url):
     report = copy.copy_history(local, history.HistoryStore(url=pg_url), progress=False)
     assert (report.copied, report.without_image) == (2, 1)
     assert history.HistoryStore(url=pg_url).get(saved[0].id) == saved[0]
+
+
+def test_copy_refuses_a_record_whose_id_would_name_a_file_outside_the_folder(tmp_path, pg_url):
+    """A PostgreSQL row edited to id '../../x' is not copied into a folder (no file outside
+    it); the other records are, and the report counts the refused one."""
+    remote = history.HistoryStore(url=pg_url)
+    saved = _fill(remote, 2)
+    with remote.engine.begin() as conn:
+        for table in ("records", "images"):
+            conn.exec_driver_sql(f"UPDATE {table} SET id = '../../x' WHERE id = %s", (saved[0].id,))
+    report = copy.copy_history(
+        remote, history.HistoryStore(tmp_path / "d" / "data"), progress=False
+    )
+    assert (report.copied, report.refused) == (1, 1)
+    assert not (tmp_path / "x.png").exists() and not list(tmp_path.glob("d/*.png"))
+    assert history.HistoryStore(tmp_path / "d" / "data").ids([saved[1].id]) == {saved[1].id}
 
 
 def test_copy_to_a_wrong_password_fails_clearly_without_showing_it(tmp_path, pg_url):

@@ -20,9 +20,7 @@ from PIL import Image
 
 from core import history, metadata, safe_text
 from core.generation import MAX_PROMPT_CHARS, GenerationRequest, InvalidRequest
-
-from .conftest import APP_FILE, SMALL, fill_small
-from .hostile import (
+from testkit.hostile import (
     SLOW_REGEX_INFOTEXT,
     bomb_png,
     jpeg_bytes,
@@ -30,6 +28,8 @@ from .hostile import (
     png_with_text,
     ztxt_bomb_png,
 )
+
+from .conftest import APP_FILE, SMALL, fill_small
 
 GALLERY = "pages/gallery.py"
 HARDWARE = "pages/hardware.py"
@@ -414,7 +414,7 @@ def test_markup_in_sd_model_is_quoted_in_the_offline_load_error(app, monkeypatch
 
 def test_credentials_in_the_remote_url_are_never_shown_or_stored(app, monkeypatch, demo_pipe):
     """user:pass@ and ?key= values of SD_REMOTE_URL stay out of the page, records and PNGs."""
-    from tests.loopback_server import TextToImageServer
+    from testkit.loopback_server import TextToImageServer
 
     server = TextToImageServer(demo_pipe).start()
     try:

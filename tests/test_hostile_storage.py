@@ -110,12 +110,12 @@ class Disk:
         if self.real:
             subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
             return
-        from core.history import store
+        from core.history import engine
 
         def read_only(folder):
             raise OSError(errno.EROFS, "Read-only file system", str(folder))
 
-        self.monkeypatch.setattr(store, "_probe_writable", read_only)
+        self.monkeypatch.setattr(engine, "_probe_writable", read_only)
 
     def remove(self) -> None:
         if self.real:
@@ -242,6 +242,75 @@ def test_corrupt_database_file_is_explained_and_left_untouched(app, monkeypatch,
     assert any("Not saved to the history" in w.value for w in at.warning)
     assert at.session_state["last_result"]["pngs"][0].startswith(metadata.PNG_SIGNATURE)
     assert (data / history.DB_NAME).read_bytes() == garbage  # nothing lost
+
+
+def _zero_version_row(path: Path) -> None:
+    """Zero the cell holding the schema version (the last bytes of its page): the damage
+    that made a history read as 'read-only … (table images already exists)'."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'alembic_version'"
+        ).fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[root * page_size - 64 : root * page_size] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_database_is_reported_as_damaged_not_read_only(app, monkeypatch, tmp_path):
+    """A history.sqlite3 damaged inside (its version row zeroed): the gallery and the
+    generator say damaged and what to do, not read-only; the file is left as it was."""
+    data = tmp_path / "data"
+    store = history.HistoryStore(data)
+    _add(store, seed=1)
+    store.engine.dispose()
+    _zero_version_row(data / history.DB_NAME)
+    damaged = (data / history.DB_NAME).read_bytes()
+    monkeypatch.setenv("SD_DATA_DIR", str(data))
+    at = app(GALLERY)
+    assert not at.exception
+    assert not any("read-only" in m for m in _messages(at))
+    assert any("damaged" in e.value and "move history.sqlite3 aside" in e.value for e in at.error)
+    at.switch_page("pages/generate.py").run()
+    fill_small(at)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    warning = next(w.value for w in at.warning if "Not saved to the history" in w.value)
+    assert "damaged" in warning and "read-only" not in warning
+    assert (data / history.DB_NAME).read_bytes() == damaged  # nothing written
+
+
+def test_a_history_a_newer_app_upgraded_is_browsed_read_only_saying_why(engine):
+    """A schema version no migration here knows (a newer replica upgraded the database):
+    every record is readable, saving is refused, and the reason says to update the app."""
+    store = current_store()
+    saved = _add(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    store.engine.dispose()
+    reopened = current_store()
+    assert "'0099'" in reopened.read_only and "update the app" in reopened.read_only
+    assert reopened.get(saved.id) == saved
+    with pytest.raises(history.HistoryError, match="read-only"):
+        _add(reopened, seed=6)
+
+
+def test_a_row_whose_text_is_not_utf8_is_listed(app):
+    """A prompt stored as bytes that are not UTF-8 (another program, a damaged page): the
+    gallery lists every record, the bad bytes shown as U+FFFD, instead of failing."""
+    store = current_store()
+    _add(store, seed=1, prompt="a sound one")
+    odd = _add(store, seed=2)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE records SET prompt = CAST(X'6F6464FF20E9' AS TEXT) WHERE id = ?", (odd.id,)
+        )
+    at = app(GALLERY)
+    assert not at.exception and not at.error
+    texts = [t.value for t in at.text]
+    assert "a sound one" in texts and "odd\ufffd \ufffd" in texts
 
 
 # --- stored images that are gone, garbage or bombs (issue 10, item 3) -------------------------
@@ -374,11 +443,105 @@ def test_row_with_null_and_text_values_is_listed_and_refused(app):
     assert store.png_bytes(saved.id)  # the image is still there
 
 
+# --- rows whose times or names are impossible (issue 21) -----------------------------------------
+def _edit_raw(store, record_id, column, value):
+    """Set one column as another program would (no SQLAlchemy types, any value)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE records SET {column} = {'?' if store.local else '%s'} WHERE id = "
+            f"{'?' if store.local else '%s'}",
+            (value, record_id),
+        )
+
+
+def test_rows_with_impossible_times_open_in_details_and_export(app, engine):
+    """created_at 1e15, -1e15, infinity (and NaN on PostgreSQL): Details opens for each, and
+    the whole-history zip holds every record, the bad ones marked, saying so."""
+    import json
+    import zipfile
+
+    from core.history import export
+
+    store = current_store()
+    good = _add(store, seed=1, prompt="a sound row")
+    bad_times = [1e15, -1e15, float("inf")] + ([] if store.local else [float("nan")])
+    bad = [_add(store, seed=10 + i, prompt=f"odd time {i}") for i in range(len(bad_times))]
+    for record, value in zip(bad, bad_times, strict=True):
+        _edit_raw(store, record.id, "created_at", value)
+    at = app(GALLERY)
+    assert not at.exception
+    for record in bad:
+        at.button(key=f"open_{record.id}").click().run()
+        assert not at.exception, record.id
+        details = next(c.value for c in at.code if c.value.lstrip().startswith("id"))
+        assert "unknown (not a valid time)" in details
+    with zipfile.ZipFile(io.BytesIO(export.zip_bytes(store))) as archive:
+        lines = [json.loads(x) for x in archive.read("metadata.jsonl").splitlines()]
+        readme = archive.read("README.txt").decode()
+        assert {line["id"] for line in lines} == {good.id} | {r.id for r in bad}
+        marked = {line["id"] for line in lines if line.get("problems")}
+        assert marked == {r.id for r in bad}
+        assert all("created_at" in " ".join(x["problems"]) for x in lines if x["id"] in marked)
+        assert all(archive.read(line["file"]) for line in lines)  # every image is there
+        assert f"{len(bad)} records hold values" in readme
+
+
+def test_export_builds_file_names_only_from_checked_values(engine):
+    """A row whose seed (SQLite) or id (PostgreSQL) is '../../evil' cannot name a file
+    outside images/ in the zip (a zip slip when unpacked)."""
+    import zipfile
+
+    from core.history import export
+
+    store = current_store()
+    saved = _add(store, seed=3)
+    if store.local:  # the files are named by id: edit the seed
+        _edit_raw(store, saved.id, "seed", "../../../evil")
+    else:  # the bytes are found by id: edit it in both tables
+        with store.engine.begin() as conn:
+            for table in ("records", "images"):
+                conn.exec_driver_sql(
+                    f"UPDATE {table} SET id = '../../../evil' WHERE id = %s", (saved.id,)
+                )
+    with zipfile.ZipFile(io.BytesIO(export.zip_bytes(store))) as archive:
+        names = [n for n in archive.namelist() if n.startswith("images/")]
+    assert len(names) == 1 and ".." not in names[0] and names[0].count("/") == 1
+
+
+def test_every_record_is_read_once_past_a_row_whose_time_is_text(tmp_path):
+    """Batched reads (export, copy) page past a row whose created_at is text: each record
+    once, none twice, no endless loop."""
+    import itertools
+
+    store = history.HistoryStore(tmp_path)
+    saved = [_add(store, seed=i) for i in range(4)]
+    _edit_raw(store, saved[2].id, "created_at", "yesterday")
+    read = [r.id for r in itertools.islice(store.iter_records(batch=2), 20)]
+    assert sorted(read) == sorted(r.id for r in saved)
+
+
+def test_admin_panel_draws_when_audit_and_delete_times_are_impossible(app, engine):
+    """An audit line and a delete whose times are text (SQLite) or NaN (PostgreSQL): the
+    admins' panel still lists them."""
+    store = current_store()
+    gone = _add(store, seed=4, prompt="deleted, oddly")
+    store.delete(gone.id)
+    odd = "soon" if store.local else float("nan")
+    _edit_raw(store, gone.id, "deleted_at", odd)
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.audit).values(at=0.0))
+        conn.exec_driver_sql(f"UPDATE audit SET at = {'?' if store.local else '%s'}", (odd,))
+    at = app(GALLERY)
+    assert not at.exception
+    assert any(e.label.startswith("Deleted images (1)") for e in at.expander)
+    assert [e.record_id for e in store.audit_trail()] == [gone.id]
+
+
 # --- the database server goes away (PostgreSQL) -----------------------------------------------
 @pytest.fixture(name="own_pg")
 def fixture_own_pg(pg_cluster):
     """A PostgreSQL server of this test's own, free to stop and start."""
-    from .pg import Cluster
+    from testkit.pg import Cluster
 
     cluster = Cluster(pg_cluster.bindir)
     cluster.start()
@@ -392,7 +555,7 @@ def fixture_own_pg(pg_cluster):
 
 def test_database_stopped_mid_session_keeps_the_image_then_saves_again(app, own_pg, monkeypatch):
     """Server stopped: image shown and downloadable, 'not saved' and why; back: saves again."""
-    from .pg import PASSWORD
+    from testkit.pg import PASSWORD
 
     monkeypatch.setenv("SD_HISTORY_URL", own_pg.url())
     at = app()
@@ -438,7 +601,7 @@ def test_database_server_disk_full_keeps_the_image_then_saves_again(
     app, pg_cluster, tmpfs, monkeypatch
 ):
     """The PostgreSQL server's disk fills up: 'not saved', free space; the next save works."""
-    from .pg import Cluster
+    from testkit.pg import Cluster
 
     disk = tmpfs("96m")
     if not disk.real:

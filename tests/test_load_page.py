@@ -9,8 +9,8 @@ import time
 import pytest
 
 from core.service import get_backend
+from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.conftest import APP_ROOT, fill_small
-from tests.hub_standin import REPO_ID, HubStandIn
 
 
 def no_collapsed_box(at) -> bool:

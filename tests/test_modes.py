@@ -212,6 +212,7 @@ def test_upgrade_to_0003_gives_old_rows_their_family_and_text_to_image(engine):
     with store.engine.begin() as conn:  # back to 0002: what the app before this change left
         for column in ("family", "mode", "mode_options"):
             conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE reservations")  # and 0004's table
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
     store.engine.dispose()
     history._STORES.clear()

@@ -128,6 +128,7 @@ def test_upgrade_from_schema_0001_makes_old_records_the_local_users(engine):
     with store.engine.begin() as conn:  # back to 0001: what the app before this change left
         conn.execute(schema.audit.delete())
         for statement in (
+            "DROP TABLE reservations",  # 0004
             "DROP TABLE audit",
             "DROP INDEX records_owner",
             "DROP INDEX records_deleted",

@@ -24,8 +24,8 @@ from core.remote import (
 )
 from core.safe_text import display_url
 from core.settings import SettingsError, load_settings
+from testkit.loopback_server import TextToImageServer
 from tests.conftest import APP_ROOT, SMALL, fill_small
-from tests.loopback_server import TextToImageServer
 
 
 @pytest.fixture(name="server", scope="session")

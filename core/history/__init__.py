@@ -2,14 +2,19 @@
 
 The pages use this small surface: `open_store(settings)` → `HistoryStore` (`page`, `get`,
 `thumbnails`, `stored_image`, `png_bytes`, `delete`, `read_only`),
-`keep_result` after a generation, `verify`, and the record helpers. Modules:
+`keep_result` after a generation, `verify`, and the record helpers; the daily limit's use
+cases hold places with `reserve` / `release` (through `core.limits`). Modules:
 
 - `record`  — `HistoryRecord`, the facts it keeps, and the check of rows read back;
-- `store`   — `HistoryStore` on SQLAlchemy Core (SQLite locally, PostgreSQL by URL);
+- `store`   — `HistoryStore`, the facade callers use, and `open_store` (one per process);
+- `storage/` — where a history lives, one file per engine behind one interface:
+  `sqlite_files` (SQLite + image files in a folder), `postgresql` (bytes in a table);
+- `records`, `trash`, `spending`, `repair` — the store's parts: records and their images;
+  delete/restore/purge and the audit trail; the daily limit's counts; start-up repair;
 - `engine`  — the SQLAlchemy engines (transactions, read-only opening, timeouts);
 - `errors`  — `HistoryError` in plain words, URLs shown without their password;
 - `keep`    — `keep_result`: save a generation's images and say exactly what was kept;
-- `blobs`   — image bytes: files beside a local SQLite, a table in PostgreSQL;
+- `blobs`   — image bytes: encoding, safe decoding (bombs, garbage), atomic writes;
 - `schema`  — tables and versioned migrations (Alembic, in `migrations/`);
 - `copy`    — `python -m core.history.copy SRC DST`, moving a history between stores;
 - `export`  — the whole history as a zip of PNGs with their metadata;
@@ -51,6 +56,7 @@ from core.history.store import (
     HistoryStore,
     NotAllowed,
     Page,
+    Reservation,
     open_store,
 )
 from core.history.verify import Verification, compare_png, verify
@@ -70,6 +76,7 @@ __all__ = [
     "Kept",
     "Page",
     "PartialSaveError",
+    "Reservation",
     "Verification",
     "_explain",
     "compare_png",

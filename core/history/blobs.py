@@ -1,18 +1,7 @@
-"""Image bytes of the history: encoding, safe decoding, and where the bytes live.
+"""Image bytes of the history: encoding, safe decoding, and atomic file writes.
 
-Two places, one interface (`FileBlobs`, `TableBlobs`):
-
-- a local SQLite history keeps files next to its database, as it always has::
-
-      images/<id[:2]>/<id>.png   the PNG with its `parameters` and record chunks
-      thumbs/<id[:2]>/<id>.webp  256 px thumbnail for the gallery grid
-
-  A save writes both to temporary names, fsyncs and renames them, and only then commits
-  the row; when the row does not commit the files are removed at once. A crash in between
-  leaves an orphan, which start-up repair turns back into a row from the record JSON the
-  PNG carries.
-- any other database (PostgreSQL) keeps the bytes in its `images` table, inserted in the
-  same transaction as the row: one service holds everything, and no half record can exist.
+Where the bytes live is the engine's business (`core.history.storage`: files beside a
+local SQLite, a table in PostgreSQL).
 
 Stored bytes are outside input (a disk can be edited): `safe_image` reads only the header
 and refuses anything that is not the expected format or is too large to decode (a
@@ -21,7 +10,6 @@ decompression bomb), so the gallery draws a placeholder instead of raising.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
@@ -118,91 +106,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-class FileBlobs:
-    """PNG and thumbnail files under one folder (the local SQLite layout)."""
-
-    in_database = False
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.images_dir = root / "images"
-        self.thumbs_dir = root / "thumbs"
-
-    def image_path(self, record_id: str) -> Path:
-        return self.images_dir / record_id[:2] / f"{record_id}.png"
-
-    def thumb_path(self, record_id: str) -> Path:
-        return self.thumbs_dir / record_id[:2] / f"{record_id}.webp"
-
-    def put(self, conn: Any, record_id: str, png: bytes | None, thumb: bytes | None) -> None:
-        """Write both files (before the row's commit; `discard` undoes it)."""
-        if png is not None:
-            _write_atomic(self.image_path(record_id), png)
-        if thumb is not None:
-            _write_atomic(self.thumb_path(record_id), thumb)
-
-    def discard(self, record_id: str) -> None:
-        """Remove the files of a save whose row did not commit."""
-        for path in (self.image_path(record_id), self.thumb_path(record_id)):
-            with contextlib.suppress(OSError):  # else left for start-up repair
-                path.unlink(missing_ok=True)
-
-    def remove(self, conn: Any, record_id: str) -> None:
-        """Files go after the row's delete commits (see `discard`)."""
-
-    def png(self, record_id: str) -> bytes | None:
-        try:
-            return self.image_path(record_id).read_bytes()
-        except OSError:
-            return None
-
-    def thumbs(self, record_ids: list[str]) -> dict[str, bytes]:
-        found = {}
-        for record_id in record_ids:
-            try:
-                found[record_id] = self.thumb_path(record_id).read_bytes()
-            except OSError:
-                continue
-        return found
-
-
-class TableBlobs:
-    """PNG and thumbnail bytes in the database's `images` table (PostgreSQL)."""
-
-    in_database = True
-
-    def __init__(self, engine: Any, table: Any) -> None:
-        self.engine = engine
-        self.table = table
-
-    def put(self, conn: Any, record_id: str, png: bytes | None, thumb: bytes | None) -> None:
-        if png is not None:
-            conn.execute(self.table.insert().values(id=record_id, png=png, thumb=thumb))
-
-    def discard(self, record_id: str) -> None:
-        """Nothing to do: the insert rolled back with its row."""
-
-    def remove(self, conn: Any, record_id: str) -> None:
-        conn.execute(self.table.delete().where(self.table.c.id == record_id))
-
-    def png(self, record_id: str) -> bytes | None:
-        from sqlalchemy import select
-
-        with self.engine.connect() as conn:
-            data = conn.execute(
-                select(self.table.c.png).where(self.table.c.id == record_id)
-            ).scalar()
-        return bytes(data) if data else None
-
-    def thumbs(self, record_ids: list[str]) -> dict[str, bytes]:
-        from sqlalchemy import select
-
-        if not record_ids:
-            return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(self.table.c.id, self.table.c.thumb).where(self.table.c.id.in_(record_ids))
-            )
-            return {row.id: bytes(row.thumb) for row in rows if row.thumb is not None}

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.history.record import valid_id
 from core.history.store import HistoryError, HistoryStore
 from core.safe_text import plural
 
@@ -29,6 +30,7 @@ class CopyReport:
     copied: int = 0
     skipped: int = 0  # already in the destination
     without_image: int = 0  # copied as a row only: the source had no image bytes
+    refused: int = 0  # not copied: the id is not one this app makes (it would name files)
 
 
 def open_location(text: str) -> HistoryStore:
@@ -61,11 +63,14 @@ def copy_history(
 def _copy_batch(source, destination, batch, report: CopyReport) -> None:
     present = destination.ids([record.id for record in batch])
     for record in batch:
+        if not valid_id(record.id):
+            report.refused += 1
+            continue
         if record.id in present:
             report.skipped += 1
             continue
         png = source.png_bytes(record.id)
-        thumb = source.blobs.thumbs([record.id]).get(record.id) if png else None
+        thumb = source.storage.thumbs([record.id]).get(record.id) if png else None
         destination.put(record, png, thumb)
         report.copied += 1
         report.without_image += png is None
@@ -93,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         + (
             f"; {report.without_image} without an image in the source"
             if report.without_image
+            else ""
+        )
+        + (
+            f"; {report.refused} refused (an id this app does not make: an edited source)"
+            if report.refused
             else ""
         )
         + "."

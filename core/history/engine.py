@@ -50,6 +50,9 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin below start transactions, not the sqlite3 module.
         dbapi_connection.isolation_level = None
+        # Text that is not UTF-8 (another program's row, a damaged page) reads with U+FFFD
+        # in place of the bad bytes, instead of failing every query that touches the row.
+        dbapi_connection.text_factory = _lenient_text
         dbapi_connection.execute("PRAGMA busy_timeout=30000")
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
@@ -59,6 +62,10 @@ def make_engine(url: URL, *, read_only: bool = False) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _probe_writable(folder: Path) -> None:

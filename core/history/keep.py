@@ -33,9 +33,18 @@ def _ordinals(numbers: Sequence[int]) -> str:
 
 
 def keep_result(
-    result: Any, *, backend: Any, target: Any, session_id: str, owner: str = LOCAL_USER
+    result: Any,
+    *,
+    backend: Any,
+    target: Any,
+    session_id: str,
+    owner: str = LOCAL_USER,
+    reservation: Any = None,
 ) -> Kept:
     """Save every image of a `GenerationResult` to the history, in order, as `owner`'s.
+
+    With a `reservation` (`core.limits.reserve`) each saved image converts one of its
+    places; the caller releases the rest (`core.limits.release`).
 
     Never raises for a storage fault: every image gets PNG bytes carrying its settings
     chunks (the stored file when saved), and `error` says exactly which were saved and
@@ -65,7 +74,7 @@ def keep_result(
     try:
         store = open_store(target)
         for record, png, thumb in zip(records, pngs, thumbs, strict=True):
-            store.put(record, png, thumb)
+            store.put(record, png, thumb, reservation=reservation)
             kept.append(record)
     except HistoryError as exc:
         failure = exc

@@ -12,6 +12,8 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,6 +28,38 @@ from core.demo import DEMO_MODEL
 from core.generation import GenerationRequest, InvalidRequest
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
+
+# The latest time a record may hold: the end of year 9999, the last a date can show.
+MAX_TIME = 253_402_300_799.0
+# A record id as this app makes it (uuid4 hex), with room for other ids of the same shape.
+# A file or zip entry is only ever named from an id like this: an edited row cannot point
+# outside the history's folders.
+_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def valid_id(value: object) -> bool:
+    """Whether `value` is a record id this app could have made (safe in a file name)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def readable_time(value: object) -> float:
+    """A stored time as a number a date can be drawn from; 0.0 when it is not one.
+
+    Rows are outside input: NULL, text, NaN, infinities and times before 1970 or after
+    the year 9999 all read as 0.0 ("unknown"), so no page or export raises on them.
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) and 0.0 < number <= MAX_TIME else 0.0
+
+
+def _shown(value: object) -> str:
+    """A stored value in a problem message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,16 +205,40 @@ class HistoryRecord:
             data["mode_options"] = parse_options_json(self.mode_options)
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
+    def stored_problems(self) -> list[str]:
+        """What in this record is not what this app writes ([] for a sound record).
+
+        Every column is checked, as input is: the id, the time, the duration, the image
+        hash and the owner here, the generator settings by `problems()`. A record read
+        from an edited or damaged database is still listed, shown and exported, with
+        these words beside it.
+        """
+        found = []
+        if not valid_id(self.id):
+            found.append(f"id {_shown(self.id)} is not a record id this app makes")
+        if readable_time(self.created_at) == 0.0:
+            found.append("created_at is missing or not a time from 1970 to 9999")
+        duration = self.duration_seconds
+        if not isinstance(duration, float | int) or not 0 <= duration < math.inf:
+            found.append(f"duration_seconds {_shown(duration)} is not a duration")
+        if self.image_sha256 and not _SHA256.fullmatch(self.image_sha256):
+            found.append(f"image_sha256 {_shown(self.image_sha256)} is not a SHA-256")
+        if not self.owner:
+            found.append("owner is empty")
+        return found + self.problems()
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HistoryRecord:
         """A record from a stored row or JSON, whatever it holds.
 
-        Text fields become text ("" for NULL) and times numbers (0 when unreadable), so
-        any row can be listed and shown; the generator values (seed, size, steps,
-        guidance, family, mode and options) are kept as stored, and `problems()` says when
-        they are unusable. Data from before families and modes (a PNG's JSON chunk) gets
-        what migration 0003 gives such rows: the demo family for the demo, else SD3.5
-        Medium, text to image, no options.
+        Text fields become text ("" for NULL) and numbers numbers: the time is 0.0 when
+        it is not a readable time (`readable_time`), the duration 0.0 when it is not a
+        number, so any row can be listed, shown and exported; the generator values (seed,
+        size, steps, guidance, family, mode and options) are kept as stored.
+        `stored_problems()` says what was wrong, `problems()` whether the settings can be
+        used. Data from before families and modes (a PNG's JSON chunk) gets what migration
+        0003 gives such rows: the demo family for the demo, else SD3.5 Medium, text to
+        image, no options.
         """
         values = {}
         for name, kind in _KINDS.items():
@@ -194,10 +252,12 @@ class HistoryRecord:
                     value = str(value)
             if kind is str:
                 value = "" if value is None else str(value)
-            elif kind is float and name in ("created_at", "duration_seconds"):
+            elif name == "created_at":
+                value = readable_time(value)
+            elif name == "duration_seconds":
                 try:
                     value = float(value)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     value = 0.0
             values[name] = value
         return cls(**values)
@@ -347,8 +407,13 @@ def environment_differences(record: HistoryRecord, now: Mapping[str, str]) -> li
 
 
 def format_time(timestamp: float) -> str:
-    """A record's Unix time as readable UTC, e.g. "2026-11-26 10:48:18 UTC"."""
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    """A record's Unix time as readable UTC, e.g. "2026-11-26 10:48:18 UTC".
+
+    Never raises: a time that is not one (see `readable_time`) reads "unknown".
+    """
+    if readable_time(timestamp) == 0.0:
+        return "unknown (not a valid time)"
+    moment = datetime.datetime.fromtimestamp(float(timestamp), tz=datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -13,16 +13,17 @@ processes starting at once never run a migration twice:
 A history made before versioning (a `records` table without `alembic_version`) is
 upgraded in place by migration 0001, which creates only what is missing.
 
-Adding a migration (0003, family + mode + mode options, was added this way; next is 0004)
+Adding a migration (0003, family + mode + mode options, and 0004, reservations, were added
+this way; next is 0005)
 -----------------------------------------------------------------------------------------
-1. Add `migrations/versions/0004_<what>.py` with ``revision = "0004"``,
-   ``down_revision = "0003"`` and an `upgrade()` using `alembic.op` (use
+1. Add `migrations/versions/0005_<what>.py` with ``revision = "0005"``,
+   ``down_revision = "0004"`` and an `upgrade()` using `alembic.op` (use
    ``with op.batch_alter_table("records") as batch:`` for column changes, so SQLite works;
    spell the columns out there rather than importing the tables below, which describe
    only the newest schema). `alembic revision -m "..."` with
    ``script_location=core/history/migrations`` writes the skeleton.
 2. Change the `Table` definitions below to the new newest schema.
-3. Set `HEAD = "0004"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
+3. Set `HEAD = "0005"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
    until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
    `test_a_next_migration_upgrades_an_existing_history_in_place` shows such a file (a
    note column) upgrading a history with records on both engines; move its text into
@@ -49,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0003"  # the newest migration's `revision`; see "Adding a migration" above
+HEAD = "0004"  # the newest migration's `revision`; see "Adding a migration" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157
@@ -113,6 +114,19 @@ audit = Table(
     Index("audit_actor", "actor", "action", "at"),
 )
 
+# 0004: places of the daily limit held by requests still running (core.history.spending):
+# `places` images of `owner`, until they are saved, released, or `expires_at` passes.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("places", Integer, nullable=False),
+    Column("created_at", Float(53), nullable=False),
+    Column("expires_at", Float(53), nullable=False),
+    Index("reservations_owner", "owner", "expires_at"),
+)
+
 # Image bytes, for databases that hold them (not the local SQLite layout, which keeps files).
 images = Table(
     "images",
@@ -121,6 +135,16 @@ images = Table(
     Column("png", LargeBinary, nullable=False),
     Column("thumb", LargeBinary),
 )
+
+
+class UnknownVersion(Exception):  # noqa: N818 - reads as what was found
+    """The database is at a schema version no migration here knows (a newer app made it)."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(
+            f"the database is at schema version {str(version)[:40]!r}, which this version of "
+            "the app has no migration for (a newer version upgraded it?): update the app"
+        )
 
 
 def current_version(conn: Any) -> str | None:
@@ -165,13 +189,21 @@ def _version_in(conn: Any) -> str | None:
 
 
 def _upgrade(conn: Any, migrations: Path = MIGRATIONS) -> None:
-    """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction."""
+    """Run Alembic's `upgrade head` on `conn`, inside the caller's transaction.
+
+    Raise `UnknownVersion` when the database is at a version no migration file names.
+    """
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = conn
+    version = _version_in(conn)
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if version is not None and version not in known:
+        raise UnknownVersion(version)
     command.upgrade(config, "head")
 
 

@@ -9,7 +9,7 @@ on the URL make it misbehave on purpose, so tests can meet every failure for rea
 - `?delay=S`: wait S seconds before answering (for timeouts and Stop).
 - `?body=html`: answer 200 with a web page instead of an image.
 
-Run `python -m tests.loopback_server` to serve the demo pipeline; it prints its URL.
+Run `python -m testkit.loopback_server` to serve the demo pipeline; it prints its URL.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class TextToImageServer(LoopbackHTTPServer):
                     self._send(200, b"<html><body>Sign in</body></html>", "text/html")
                     return
                 if "bomb" in query:  # bomb=side<N>: an N×N PNG of a few hundred kB
-                    from tests.hostile import bomb_png
+                    from testkit.hostile import bomb_png
 
                     side = int(query["bomb"].removeprefix("side"))
                     self._send(200, bomb_png(side, text=None), "image/png")

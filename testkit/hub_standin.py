@@ -11,7 +11,7 @@ Options make it behave like a slow or broken network:
 - `stall`: bodies stop after the first chunk until `release()` (a download to kill).
 
 `requests` records (method, path, range) of everything that arrived.
-Run `python -m tests.hub_standin FOLDER [bytes_per_second]` to serve a folder; it prints its URL.
+Run `python -m testkit.hub_standin FOLDER [bytes_per_second]` to serve a folder; it prints its URL.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.loopback_server import LoopbackHTTPServer
+from testkit.loopback_server import LoopbackHTTPServer
 
 log = logging.getLogger(__name__)
 
