@@ -324,30 +324,3 @@ def pretrained_nf4_config(components: tuple[str, ...] = (T5, TRANSFORMER)) -> An
         },
         components_to_quantize=list(components),
     )
-
-
-# torchao 0.18 on torch 2.13 logs these at import time (not Python warnings): two pytree
-# deprecation notes and one "Failed to load ... .so" per CUDA-only extension on a CPU build.
-_IMPORT_NOISE = (
-    "is an Enum subclass and is now natively supported by torch.compile",
-    "Failed to load ",
-)
-
-
-class _ImportNoise(logging.Filter):
-    dropped = 0  # how many lines were dropped, over every logger (for the test)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(text in message for text in _IMPORT_NOISE):
-            _ImportNoise.dropped += 1
-            return False
-        return True
-
-
-def quiet_torchao_import_logs() -> None:
-    """Drop exactly torchao's known import-time log lines; call before importing diffusers."""
-    for name in ("torch.utils._pytree", "torchao"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _ImportNoise) for f in logger.filters):
-            logger.addFilter(_ImportNoise())
