@@ -28,45 +28,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.memory import (
-    DROP_T5_NOTE,
-    DTYPE_FACTOR,
-    GB,
-    OFFLOAD_NEEDS_ACCELERATOR,
-    RUNTIME_GB,
-    WORKING_GB_BF16,
+from core.models import DEFAULT_FAMILY
+from core.units import human_bytes as _gb  # the app's one byte formatter
+
+GB = 1_000_000_000
+DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0}
+# Activations while denoising 1024² and a tiled VAE decode, at bf16; scaled like the weights.
+# Calibrated on the full-size stand-in (CPU, bf16): peak RSS 16.6–16.9 GB with T5 and
+# 7.97 GB without, i.e. 0.6–1.2 GB above the weights; the 512-px tiled VAE alone peaks at
+# 1.77 GB at 1024². 1.5 + 0.8 predicts 18.6 / 9.1 GB: above every measured peak.
+WORKING_GB_BF16 = 1.5
+# torch, Python and the app themselves, in RAM when the model runs on the CPU.
+RUNTIME_GB = 0.8
+DROP_T5_NOTE = "prompts lose T5 conditioning: long or detailed prompts are followed less closely"
+OFFLOAD_NEEDS_ACCELERATOR = (
+    "SD_OFFLOAD={offload} moves weights between RAM and a CUDA GPU's own memory, but the "
+    "model runs on {device} here, where every weight already lives in system RAM (accelerate "
+    "refuses: it requires an accelerator). Set SD_OFFLOAD=none (or leave it unset)."
 )
 
 QUANT_CHOICES = ("auto", "none", "t5-int8", "int8", "fp8", "nf4")
 T5 = "text_encoder_3"
 TRANSFORMER = "transformer"
 
-# Share of each component's weight bytes held by `torch.nn.Linear` weights: the part that
-# weight-only quantization shrinks. Counted from SD3.5 Medium's real configs on the meta
-# device (`python -m bench.quant_shares`): the transformer's 2,241.8 M Linear parameters of
-# 2,243.2 M plus its 226.5 M-entry `pos_embed` buffer; T5-XXL's 4,630.5 M of 4,762.3 M
-# (its 131.6 M-entry token embedding stays in bf16); CLIP-G 630.8 of 694.7 M; CLIP-L 85.5 of
-# 123.7 M; the VAE is convolutions (2.5 %) and is never quantized.
-LINEAR_SHARE = {
-    "transformer": 0.9077,
-    "text_encoder_3": 0.9723,
-    "text_encoder_2": 0.9080,
-    "text_encoder": 0.6917,
-    "vae": 0.0250,
-}
-# SD3.5 Large / Large Turbo's 38-layer transformer (same text encoders and VAE): 8,053.7 M
-# Linear of 8,146.3 M values. Phase 2 moves these into each family (core/models).
-LINEAR_SHARE_BY_FAMILY = {
-    "sd35-medium": LINEAR_SHARE,
-    "sd35-large": {**LINEAR_SHARE, "transformer": 0.9886},
-    "sd35-large-turbo": {**LINEAR_SHARE, "transformer": 0.9886},
-}
-# Tables read by index, never whole: with memory-mapped weights (CPU, files loaded in their
-# own dtype) only the rows used are paged in. SD3.5 Medium's `pos_embed` (384² × 1536 values,
-# a 1024² image reads 64² of the positions) and T5-XXL's token embedding (32,128 × 4,096,
-# read for the prompt's tokens only), in bf16 bytes. Large's pos_embed is 192² × 2432.
-SPARSE_TABLE_BYTES_BF16 = {"transformer": 452_984_832, "text_encoder_3": 263_192_576}
-SPARSE_TABLE_BYTES_BF16_LARGE = {**SPARSE_TABLE_BYTES_BF16, "transformer": 179_306_496}
+# Share of each component's weight bytes held by `torch.nn.Linear` weights (the part that
+# weight-only quantization shrinks) and the tables read by index only: each family declares
+# its own (`core.models`); SD3.5 Medium's are the defaults.
+LINEAR_SHARE = dict(DEFAULT_FAMILY.linear_share)
+SPARSE_TABLE_BYTES_BF16 = dict(DEFAULT_FAMILY.sparse_tables)
 # Bytes per quantized Linear weight: int8 and float8 one byte (per-row scales add < 0.1 %);
 # NF4 half a byte plus one float32 absmax per 64-weight block.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "nf4": 0.5 + 4 / 64}
@@ -80,11 +69,10 @@ SCHEMES: dict[str, dict[str, str]] = {
 }
 FP8_MIN_CAPABILITY = (8, 9)  # float8 matmuls: Ada (8.9), Hopper (9.0) and newer
 
-# Untiled VAE decode, extra memory per megapixel of the image at 16-bit. Measured: H200 bf16
-# 1024² 2.33 GB and 1440² 4.83 GB above the loaded weights (2.22 / 2.33 GB per MP); CPU fp32
-# 4.55 GB at 1024² and 8.31 GB at 1440² whole-process (NOTES-sd3.md), under the 2× of this
-# figure. 512-pixel tiles stay under 1.8 GB at any size, inside WORKING_GB_BF16.
-UNTILED_DECODE_GB_PER_MP_BF16 = 2.35
+# Untiled VAE decode, extra memory per megapixel of the image at 16-bit: the family's
+# (`Family.vae_decode_gb_per_mp`; SD3.5's 2.35, measured on the H200 and the CPU). 512-pixel
+# tiles stay under 1.8 GB at any size, inside WORKING_GB_BF16.
+UNTILED_DECODE_GB_PER_MP_BF16 = DEFAULT_FAMILY.vae_decode_gb_per_mp
 DEFAULT_TILE = 512
 # Headroom kept free on top of a prediction before "it fits" (allocator slack, other apps).
 MIN_MARGIN_GB = 1.0
@@ -167,10 +155,6 @@ def quant_label(quant: Mapping[str, str]) -> str:
 
 def _order(item: tuple[str, str]) -> int:
     return [T5, TRANSFORMER].index(item[0]) if item[0] in (T5, TRANSFORMER) else 9
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB" if n < GB / 10 else f"{n / GB:.1f} GB"
 
 
 def quantized_bytes(size: int, method: str | None, *, dtype: str, share: float) -> int:
@@ -323,7 +307,9 @@ def _measure(
     }
     weights = sum(kept.values())
     if machine.mapped_weights and machine.device != "cuda":
-        weights -= sum(sparse.get(k, 0) for k in kept)  # paged in by row, if at all
+        # Paged in by row, if at all; never more than the component (a smaller model
+        # planned with Medium's rules).
+        weights -= sum(min(sparse.get(k, 0), v) for k, v in kept.items())
     working = int(WORKING_GB_BF16 * DTYPE_FACTOR.get(dtype, 2.0) * GB)
     runtime = int(RUNTIME_GB * GB)
     ram = 0
@@ -347,6 +333,26 @@ def _measure(
         parts=kept,
         trades=_trades(quant, offload, drop),
     )
+
+
+def candidate(
+    components: Mapping[str, int],
+    *,
+    machine: Machine,
+    quant: Mapping[str, str],
+    offload: str = "none",
+    drop_t5: bool = False,
+    linear_share: Mapping[str, float] = LINEAR_SHARE,
+    sparse_tables: Mapping[str, int] = SPARSE_TABLE_BYTES_BF16,
+) -> Candidate:
+    """One plan's numbers as set (SD_MEMORY=manual: not checked against free memory)."""
+    parts = [quant_label(quant) if quant else "no quantization"]
+    parts += [f"{offload} offload"] if offload != "none" else []
+    parts += ["drop T5"] if drop_t5 else []
+    return _measure(
+        " + ".join(parts), dict(quant), offload, drop_t5, sizes=components,
+        dtype=machine.dtype, share=linear_share, machine=machine, sparse=sparse_tables,
+    )  # fmt: skip
 
 
 def _fits(c: Candidate, machine: Machine, free_vram: int | None, free_ram: int) -> bool | None:
@@ -426,9 +432,9 @@ def plan_quantized(
     for index, c in enumerate(allowed):
         if c.fits is False:
             continue
-        where = "RAM" if machine.device != "cuda" else "VRAM"
         reason = (
-            f"{c.name}: predicted peak {_gb(c.peak_bytes)} ≤ {_gb(available)} free {where}"
+            f"{c.name}: {_numbers(c, machine)} ≤ {_gb(available)} free "
+            f"{'RAM' if machine.device != 'cuda' else 'VRAM'}"
             if c.fits
             else f"{c.name}: free GPU memory is unknown; trying the first plan"
         )
@@ -448,16 +454,33 @@ def plan_quantized(
     return QuantPlan(None, tuple(candidates), "won't fit", reason, available, tuple(notes))
 
 
+def _numbers(c: Candidate, machine: Machine) -> str:
+    """How a candidate's peak adds up, e.g. "16.3 GB of bfloat16 weights + … = 18.6 GB"."""
+    factor = DTYPE_FACTOR.get(machine.dtype, 2.0)
+    working = _gb(WORKING_GB_BF16 * factor * GB)
+    if machine.device != "cuda":
+        mapped = " (sparse tables paged in by row)" if machine.mapped_weights else ""
+        return (
+            f"{_gb(c.weights_bytes)} of {machine.dtype} weights{mapped} + {working} working + "
+            f"{_gb(RUNTIME_GB * GB)} runtime = {_gb(c.peak_bytes)}"
+        )
+    held = {"none": "all weights", "model": "the largest component", "sequential": "one layer"}
+    return f"peak {_gb(c.peak_bytes)} on the GPU ({held[c.offload]} + {working} working)"
+
+
 def _replace(c: Candidate, **changes) -> Candidate:
     from dataclasses import replace
 
     return replace(c, **changes)
 
 
-def untiled_decode_bytes(width: int, height: int, *, dtype: str) -> int:
-    """Extra memory of one untiled VAE decode at `width`×`height` (see the constant above)."""
+def untiled_decode_bytes(
+    width: int, height: int, *, dtype: str, gb_per_mp: float = UNTILED_DECODE_GB_PER_MP_BF16
+) -> int:
+    """Extra memory of one untiled VAE decode at `width`×`height` (`gb_per_mp` at 16-bit:
+    the family's `vae_decode_gb_per_mp`)."""
     megapixels = width * height / 1e6
-    return int(UNTILED_DECODE_GB_PER_MP_BF16 * DTYPE_FACTOR.get(dtype, 2.0) * megapixels * GB)
+    return int(gb_per_mp * DTYPE_FACTOR.get(dtype, 2.0) * megapixels * GB)
 
 
 def choose_vae_tile(
@@ -469,6 +492,7 @@ def choose_vae_tile(
     width: int,
     height: int,
     tile: int = DEFAULT_TILE,
+    decode_gb_per_mp: float = UNTILED_DECODE_GB_PER_MP_BF16,
 ) -> tuple[int, str]:
     """SD_VAE_TILE: a number is kept; `auto` tiles only when an untiled decode would not fit.
 
@@ -476,6 +500,7 @@ def choose_vae_tile(
     `width`×`height` image (the largest the app allows, so one decision holds for every
     request) runs beside the weights still on the device then (all of them without
     offload, the VAE alone with model offload), with a margin of max(1 GB, 10 %) kept free.
+    `decode_gb_per_mp` is the family's untiled decode cost (`Family.vae_decode_gb_per_mp`).
     Unknown free memory or no plan: tile (the safe side).
     """
     if setting != "auto":
@@ -483,7 +508,7 @@ def choose_vae_tile(
         return tile_px, "SD_VAE_TILE as set" if tile_px else "SD_VAE_TILE=0: untiled"
     if chosen is None or available_bytes is None:
         return tile, "free memory unknown: tiles on the safe side"
-    decode = untiled_decode_bytes(width, height, dtype=machine.dtype)
+    decode = untiled_decode_bytes(width, height, dtype=machine.dtype, gb_per_mp=decode_gb_per_mp)
     working = int(WORKING_GB_BF16 * DTYPE_FACTOR.get(machine.dtype, 2.0) * GB)
     if machine.device == "cuda" and chosen.offload != "none":
         # Model offload brings the VAE in alone; sequential streams it layer by layer.

@@ -154,7 +154,10 @@ def test_candidate_numbers_and_trades():
 def test_reason_has_the_numbers():
     """The chosen plan's reason shows its predicted peak against free memory."""
     p = plan(CPU, None, 16)
-    assert p.reason.startswith("T5 int8: predicted peak 13.9 GB ≤ 16.0 GB free RAM")
+    assert p.reason.startswith(
+        "T5 int8: 11.6 GB of bfloat16 weights + 1.5 GB working + 800 MB runtime = 13.9 GB "
+        "≤ 16.0 GB free RAM"
+    )
     assert p.summary == "offload none · with T5 · quant t5:int8"
     assert plan(RTX3060, 12, 32).reason.count("GB") >= 3
     assert "even sequential offload without T5" in plan(RTX3060, 1, 64).reason
@@ -355,3 +358,11 @@ def test_new_modules_import_no_torch():
 
     code = "import core.quant_plan, core.quantize, core.compile, core.warmup\n"
     assert _heavy_modules_after(code) == []
+
+
+def test_mapped_sparse_tables_never_exceed_the_component():
+    """A small model planned with Medium's sparse tables: nothing goes below zero."""
+    tiny = dict.fromkeys(("transformer", "text_encoder_3", "vae"), 1_000_000)
+    machine = Machine("cpu", "bfloat16", mapped_weights=True)
+    p = plan_quantized(tiny, machine=machine, free_vram_bytes=None, free_ram_bytes=64 * GB)
+    assert p.chosen.weights_bytes == 1_000_000  # the VAE's; the two mapped tables count 0
