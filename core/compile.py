@@ -40,6 +40,7 @@ _FALSE = {"0", "false", "no", "off"}
 CACHE_SUBFOLDER = "torch-compile"
 MEGA_CACHE_FILE = "mega-cache.bin"
 BLOCKS_ATTRIBUTE = "transformer_blocks"
+FIRST_IMAGE_LABEL = "compiling (first image only)"  # the page's words for the first step
 
 
 def decide_compile(setting: str | bool | None, device: str) -> tuple[bool, str]:
@@ -187,7 +188,7 @@ class FirstImage:
     @property
     def label(self) -> str | None:
         """The page's words while the first image compiles, else None."""
-        return "compiling (first image only)" if self._pending else None
+        return FIRST_IMAGE_LABEL if self._pending else None
 
     def started(self) -> None:
         with self._lock:

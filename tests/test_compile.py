@@ -162,3 +162,75 @@ def test_real_regional_compile_on_cpu_matches_eager(tmp_path):
     assert save_mega_cache(folder) > 0
     assert use_cache_folder(folder).mega_cache_loaded is True
     torch._dynamo.reset()
+
+
+def test_sd_compile_auto_is_off_on_the_cpu():
+    """The app's default (SD_COMPILE=auto) does not compile on a CPU, and says why."""
+    from core.local import load_pipeline
+    from core.settings import load_settings
+
+    assert load_settings(environ={}, secrets={}).compile == "auto"
+    loaded = load_pipeline(model="demo", device="cpu", dtype="float32")
+    facts = loaded.facts()
+    assert (facts.compiled, facts.compiling, facts.compile_cache) == (False, False, "")
+    assert (
+        facts.compile_reason == "SD_COMPILE=auto: compiling pays on CUDA only; not compiled on cpu"
+    )
+    assert compiled_blocks(loaded.pipe.transformer) == 0
+
+
+def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monkeypatch):
+    """SD_COMPILE=true through the app's backend, with a fake compile: the cache folder is
+    made under SD_DATA_DIR; the first image reports "compiling" before its first step (no
+    ETA, no speed record) and then writes the compile artifacts, once; the next image is a
+    plain one; a restart on the same folder finds the first start's files."""
+    import core.local
+    from core.estimate import SPEEDS
+    from core.local import LocalBackend
+    from tests.conftest import SMALL
+
+    log: list[str] = []
+    saved: list[Path] = []
+    monkeypatch.setattr(
+        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
+    )
+    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
+    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    data = tmp_path / "data"
+
+    def backend():
+        return LocalBackend(
+            model="demo", device="cpu", dtype="float32", compile="true", compile_cache=data
+        )
+
+    first = backend()
+    request = GenerationRequest(prompt="a lighthouse", seed=5, **SMALL)
+    seen: list = []
+    first.generate(request, on_progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases[: phases.index("denoising")] == ["encoding", "compiling"]
+    assert all(p.compiling and p.eta is None for p in seen if p.phase == "denoising")
+    facts = first.loaded_facts
+    assert facts.compile_cache == str(cache_folder(data).resolve())
+    assert facts.compile_cache_reused is False and facts.compiling is False
+    assert facts.first_image_seconds is not None
+    assert saved == [cache_folder(data).resolve()] and log == ["miss", "miss"]
+
+    seen.clear()
+    first.generate(request, on_progress=seen.append)
+    assert "compiling" not in [p.phase for p in seen] and len(saved) == 1
+    assert log[-1] == "speed"  # a plain image: its speed counts for estimates
+
+    again = backend().ensure_loaded()  # a restart with the same SD_DATA_DIR
+    assert again.compile_cache.reused is True and again.compile_cache.files_before == 2
+    assert log[-2:] == ["hit", "hit"]
+
+
+def test_progress_says_compiling_first_image_only():
+    """The generator's bar reads "Compiling (first image only)" before the first step."""
+    from core.generation import Progress
+    from core.progress_text import progress_text
+
+    assert progress_text(Progress("compiling", 3.2)) == "Compiling (first image only) · 3 s"
+    step = Progress("denoising", 20.0, step=1, total_steps=40, compiling=True)
+    assert step.eta is None and progress_text(step) == "step 1/40"

@@ -58,3 +58,28 @@ def test_warm_run_changes_no_pixel(demo_pipe):
     warm.set_progress_bar_config(disable=True)
     assert warm_run(warm) > 0
     assert image(warm) == image(demo_pipe)  # the same weights, never warmed
+
+
+def test_offload_plan_pages_weights_in_at_load(demo_dir, monkeypatch):
+    """Under an offload plan the loader pages every weight in before it says "loaded" (the
+    status goes through "paging"), and the Hardware page's facts say how much. accelerate's
+    hooks need a GPU, so the offload call itself is a no-op here: the wiring is the point."""
+    import dataclasses
+
+    from diffusers import StableDiffusion3Pipeline
+
+    import core.local
+    from core.download import LoadStatus
+
+    real_plan = core.local._plan
+    monkeypatch.setattr(
+        core.local,
+        "_plan",
+        lambda *a, **k: dataclasses.replace(real_plan(*a, **k), offload="model"),
+    )
+    monkeypatch.setattr(StableDiffusion3Pipeline, "enable_model_cpu_offload", lambda *a, **k: 0)
+    status = LoadStatus()
+    loaded = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32", status=status)
+    assert status.phases[-1] == "paging"
+    assert loaded.warm is not None and loaded.warm.bytes_touched == weight_bytes(loaded.pipe)
+    assert loaded.facts().prefault_bytes == loaded.warm.bytes_touched
