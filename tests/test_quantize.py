@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -17,12 +13,11 @@ from core.quantize import (
     facts_of,
     quant_record,
     quantize_pipeline,
-    quiet_torchao_import_logs,
     same_quantization,
     torchao_config,
     torchao_version,
 )
-from tests.conftest import APP_ROOT, SMALL
+from tests.conftest import SMALL
 
 pytest.importorskip("torchao", reason="quantization needs torchao (make install)")
 
@@ -156,33 +151,55 @@ def test_record_string_and_like_with_like():
     assert "not a reproducibility failure" in sentence
 
 
-def test_import_noise_filter_drops_only_the_known_lines(caplog):
-    """The filter drops torchao's two known import-time lines and nothing else."""
-    quiet_torchao_import_logs()
-    quiet_torchao_import_logs()  # idempotent: one filter per logger
-    pytree = logging.getLogger("torch.utils._pytree")
-    assert len(pytree.filters) == 1
-    with caplog.at_level(logging.WARNING):
-        pytree.warning("<enum 'KernelPreference'> is an Enum subclass and is now natively "
-                       "supported by torch.compile as an opaque value type.")  # fmt: skip
-        logging.getLogger("torchao").warning("Failed to load /x/_C_mxfp8.so: nope")
-        pytree.warning("something else")
-    assert [r.getMessage() for r in caplog.records] == ["something else"]
+@pytest.fixture(name="quantized_backend", scope="module")
+def fixture_quantized_backend():
+    """The app's backend on the demo with SD_QUANT=t5-int8 (loaded on first use)."""
+    from core.local import LocalBackend
+    from core.memory import MemoryOptions
+
+    return LocalBackend(
+        model="demo", device="cpu", dtype="float32", memory=MemoryOptions(quant="t5-int8")
+    )
 
 
-def test_import_noise_is_gone_in_a_fresh_process():
-    """Importing torchao after quiet_torchao_import_logs() prints none of the known lines."""
-    code = (
-        "from core.quantize import _ImportNoise, quiet_torchao_import_logs\n"
-        "quiet_torchao_import_logs()\n"
-        "import torchao\n"
-        "print('DROPPED', _ImportNoise.dropped)\n"
+def test_sd_quant_loads_quantized_records_it_and_verifies_like_with_like(
+    quantized_backend, t5_int8, tmp_path
+):
+    """SD_QUANT=t5-int8 through the app's own path: the loader quantizes T5 (the plan says
+    so), the image equals the in-place quantized demo's, the record keeps how the model was
+    quantized, and Regenerate & verify compares like with like — identical on the same
+    quantization; on an unquantized model it says a difference is expected, not a failure."""
+    from core.auth import LOCAL_USER, Visitor
+    from core.history import keep_result, open_store
+    from core.local import LocalBackend
+    from core.settings import Settings
+    from core.usecases import regenerate_and_verify
+
+    result = quantized_backend.generate(REQUEST)
+    facts = quantized_backend.loaded_facts
+    assert facts.plan.quant == (("text_encoder_3", "int8"),)
+    assert facts.plan.summary.startswith("offload none · with T5 · quantized t5:int8")
+    assert facts.quantization == T5_INT8
+    assert result.images[0].tobytes() == t5_int8[2]  # the pixels the quantized demo makes
+    kept = keep_result(result, backend=quantized_backend, target=tmp_path, session_id="s")
+    record = kept.records[0]
+    assert kept.error is None and record.quantization == T5_INT8
+    assert record.options() == {} and not record.problems()  # not a request option
+    assert f"Quantization: {T5_INT8!r}".replace("'", '"') in record.infotext()
+
+    store, settings = open_store(tmp_path), Settings(data_dir=tmp_path)
+    visitor = Visitor(id=LOCAL_USER)
+    same = regenerate_and_verify(
+        store, record, settings=settings, visitor=visitor, backend=quantized_backend
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=APP_ROOT, capture_output=True, text=True, check=True
+    assert (
+        same.same_quantization and same.quantization == f"same quantization as recorded ({T5_INT8})"
     )
-    dropped = int(proc.stdout.split("DROPPED")[1])
-    if dropped == 0:
-        pytest.skip("this torch/torchao pair logs none of the known lines at import")
-    assert "is an Enum subclass" not in proc.stderr
-    assert "Failed to load" not in proc.stderr
+    assert same.verification.identical
+
+    plain = LocalBackend(model="demo", device="cpu", dtype="float32", memory=None)
+    other = regenerate_and_verify(store, record, settings=settings, visitor=visitor, backend=plain)
+    assert other.same_quantization is False
+    assert other.quantization.startswith(f"recorded with quantization {T5_INT8}, now none")
+    assert "not a reproducibility failure" in other.quantization
+    assert not other.verification.identical  # the difference the sentence announced
