@@ -1,30 +1,37 @@
-"""GPU check for issue 20: compiled by default, quantized plans, offload warm-up (H200).
+"""GPU check for issue 20: the app's own default path, quantized plans, offload (H200).
 
 Builds the full-size random-weight SD3.5 Medium on the GPU (`bench.gpu_sd35`), saves it,
-and loads it back through the app's own `core.local.load_pipeline`, then applies the new
-pieces the way phase 2 will wire them (`core.compile`, `core.quantize`, `core.warmup`,
-`core.quant_plan`). Every stage appends one JSON line to $OUT/gpu20.jsonl as it ends, so a
-run cut short still reports. Stages, in priority order (1024², 40 steps, guidance 4.5):
+and from then on goes through the app itself: `core.local.LocalBackend` (as
+`core.service` builds it, the compile cache under SD_DATA_DIR) and its `generate`, with
+the settings' defaults unless a stage says otherwise. Every stage appends one JSON line to
+$OUT/gpu20.jsonl as it ends, so a run cut short still reports. Stages, in priority order
+(1024², 40 steps, guidance 4.5, one image per call):
 
-  a  defaults after phase 2: regional compile (each JointTransformerBlock, fullgraph) with
-     the cache under a kept folder, VAE as SD_VAE_TILE=auto decides (untiled here): first
-     image including the compile, then s/image (targets: ≤ 30 s first, ≤ 2.0 s after)
-  b  a second process start reusing that cache folder: its first image (≤ warm + 5 s)
-  c  transformer in float8 (torchao weight-only, then dynamic rowwise), compiled: s/image, peak
-  d  T5-XXL in int8 on the GPU: prompt-encode time, cosine to bf16, peak
-  e  model offload: first vs second image without and with the load-time warm-up
-  f  each planner candidate's predicted vs measured peak (8 steps: the peak is per step)
+  a  the default path: SD_QUANT=auto, SD_VAE_TILE=auto, SD_COMPILE=auto (compiles each
+     JointTransformerBlock on CUDA, cache kept under SD_DATA_DIR): load, first image
+     including the compile, then s/image (targets: ≤ 30 s first, ≤ 2.0 s after), peak vs
+     the plan's prediction, the plan's VAE and compile decisions
+  b  a second process start on the same SD_DATA_DIR: its first image (≤ warm + 5 s)
+  c  SD_QUANT=fp8 (T5 int8 + transformer float8 weight-only), compiled: s/image, peak
+  d  SD_QUANT=t5-int8: prompt-encode time int8 vs bf16, cosine of the embeddings, s/image
+  e  model offload with the load-time prefault (the loader's): first vs second image
+     (SD_COMPILE=false, as the 21.1 / 6.1 s baseline was measured); then without the
+     prefault for contrast when time is left
+  f  each planner candidate (SD_MEMORY=manual as the candidate says, SD_COMPILE=false):
+     predicted vs measured peak, 8 steps (the peak is per step)
+  g  the transformer in float8 with dynamic rowwise activations (not an SD_QUANT choice):
+     s/image and peak beside c's weight-only
 
-    python bench/gpu_issue20.py [--smoke] [--budget SECONDS] [--stages abcdef]
+    python bench/gpu_issue20.py [--smoke] [--budget SECONDS] [--stages abcdefg]
 
-`--smoke` runs every stage on the CPU at toy size in seconds (compile with the "eager"
-backend, int8 where the GPU run uses float8, no offload hooks) to check the plumbing.
+`--smoke` runs every stage on the CPU at toy size (SD_COMPILE=true with the "eager"
+backend, int8 where the GPU run uses float8, offload calls as no-ops) to check the plumbing.
 On the device (see ../shared/tools/gpu/README.md; wheels in .whl):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \\
         --target /tmp/site .whl/*.whl &&
     PYTHONPATH=.:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 python3 bench/gpu_issue20.py \\
-        --budget 450
+        --budget 420
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ OUT = Path(os.environ.get("OUT", "/tmp/gpu-out"))
 LOG = OUT / "gpu20.jsonl"
 T0 = time.perf_counter()
 FOLDER = Path(os.environ.get("SD35_STANDIN", "/tmp/sd35-standin"))
-CACHE_BASE = Path(os.environ.get("COMPILE_BASE", "/tmp/sd-data"))  # phase 2: SD_DATA_DIR
+DATA_DIR = Path(os.environ.get("SD_DATA_DIR", "/tmp/sd-data"))  # the compile cache's home
 
 
 def emit(stage: str, **facts) -> None:
@@ -114,23 +121,11 @@ class Bench:
         self.sync()
         return time.perf_counter() - began, out
 
-    def generate(self, pipe, request=None):
-        """One image through the app's run_pipeline (one image per call, CPU generator)."""
-        from core.local import run_pipeline
-
-        images, _ = run_pipeline(pipe, request or self.request)
-        return images[0]
-
     def free(self) -> None:
         gc.collect()
         if self.cuda:
             self.torch.cuda.empty_cache()
         self.torch._dynamo.reset()  # the recompile limit is per code object: start clean
-
-    def compile_fn(self):
-        if self.smoke:
-            return lambda block: block.compile(fullgraph=True, backend="eager")
-        return lambda block: block.compile(fullgraph=True)
 
     def machine(self):
         from core.quant_plan import Machine
@@ -143,13 +138,77 @@ class Bench:
         return "int8" if self.smoke else "fp8"
 
 
-def load(b: Bench, **memory):
-    """The app's load path: core.local.load_pipeline from the saved folder."""
-    from core.local import load_pipeline
+def backend(b: Bench, *, compile: str = "auto", **memory):
+    """The app's backend as core.service builds it: SD_MODEL = the saved folder, SD_DEVICE /
+    SD_DTYPE auto, the compile cache under SD_DATA_DIR; memory settings as given (none:
+    the defaults, SD_MEMORY=auto, SD_QUANT=auto, SD_VAE_TILE=auto)."""
+    from core.local import LocalBackend
     from core.memory import MemoryOptions
 
-    options = MemoryOptions(**({"memory": "manual"} | memory)) if memory else MemoryOptions()
-    return load_pipeline(model=str(FOLDER), device=b.device, dtype="bfloat16", memory=options)
+    if b.smoke and compile == "auto":
+        compile = "true"  # the CPU would not compile: run the plumbing with "eager"
+    return LocalBackend(
+        model=str(FOLDER),
+        memory=MemoryOptions(**memory) if memory else None,
+        compile=compile,
+        compile_cache=DATA_DIR,
+    )
+
+
+def smoke_patches(b: Bench) -> None:
+    """On the CPU: compile with the "eager" backend (no inductor), offload as a no-op."""
+    if not b.smoke:
+        return
+    import functools
+
+    from diffusers import StableDiffusion3Pipeline
+
+    import core.local
+    from core.compile import compile_blocks
+
+    eager = functools.partial(
+        compile_blocks, compile_fn=lambda block: block.compile(fullgraph=True, backend="eager")
+    )
+    core.local.compile_blocks = eager
+    StableDiffusion3Pipeline.enable_model_cpu_offload = lambda self, **kw: None
+    real_plan = core.local._plan
+
+    def plan_on_cpu(*args, **kwargs):  # the CPU refuses offload plans: ask without, then say
+        model, choice, memory, *rest = args
+        offload = memory.offload
+        plan = real_plan(model, choice, dataclasses.replace(memory, offload=None), *rest, **kwargs)
+        return dataclasses.replace(plan, offload=offload or plan.offload)
+
+    core.local._plan = plan_on_cpu
+
+
+def timed_image(b: Bench, be, request=None) -> tuple[float, object]:
+    """Wall seconds of one `LocalBackend.generate` (the page's call) and its image."""
+    seconds, result = b.timed(be.generate, request or b.request)
+    return seconds, result.images[0]
+
+
+def plan_facts(loaded) -> dict:
+    """What the loaded backend's plan and load decided, for the JSON line."""
+    facts = loaded.facts()
+    plan = facts.plan
+    free = plan.available_bytes
+    return {
+        "chosen": plan.chosen, "verdict": plan.verdict, "quant": plan.quant_label,
+        "offload": plan.offload, "drop_t5": plan.drop_t5, "vae_tile": plan.vae_tile,
+        "vae_reason": plan.vae_reason, "predicted_gb": round(plan.needed_bytes / 1e9, 2),
+        "available_gb": None if free is None else round(free / 1e9, 1),
+        "quantization": facts.quantization, "compiled": facts.compiled,
+        "compile_reason": facts.compile_reason, "cache": facts.compile_cache,
+        "cache_reused": facts.compile_cache_reused, "load_s": round(facts.load_seconds, 1),
+        "prefault_gb": round(facts.prefault_bytes / 1e9, 2),
+        "prefault_s": round(facts.prefault_seconds, 1),
+    }  # fmt: skip
+
+
+def release(b: Bench, be) -> None:
+    be.unload()
+    b.free()
 
 
 def stage_build(b: Bench) -> dict:
@@ -175,52 +234,34 @@ def stage_build(b: Bench) -> dict:
     return comps
 
 
-def candidates(b: Bench, comps: dict) -> dict:
-    """Every auto-ladder candidate with its prediction (free memory unbounded), by name."""
-    from core.quant_plan import plan_quantized
+def stage_a(b: Bench) -> float | None:
+    """The default path: LocalBackend.generate with every setting at its default."""
+    import shutil
 
-    plan = plan_quantized(comps, machine=b.machine(), free_vram_bytes=10**14,
-                          free_ram_bytes=10**14)  # fmt: skip
-    return {c.name: c for c in plan.candidates}
+    from core.compile import MEGA_CACHE_FILE
 
-
-def stage_a(b: Bench, comps: dict) -> float | None:
-    """Defaults after phase 2: regional compile + kept cache + SD_VAE_TILE=auto."""
-    from core.compile import cache_folder, compile_blocks, save_mega_cache, use_cache_folder
-    from core.hardware import free_memory
-    from core.local import apply_memory_options
-    from core.quant_plan import choose_vae_tile
-
-    cache = cache_folder(CACHE_BASE)
-    facts = use_cache_folder(cache)
+    shutil.rmtree(DATA_DIR / "torch-compile", ignore_errors=True)  # a first start, honestly
+    be = backend(b)
     b.reset_peak()
-    load_s, loaded = b.timed(load, b)
-    pipe = loaded.pipe
-    free_vram, _ = free_memory(b.device) if b.cuda else (None, 0)
-    as_is = candidates(b, comps)["as is"]
-    available = (free_vram + b.torch.cuda.memory_allocated()) if b.cuda else 10**12
-    tile, why = choose_vae_tile("auto", chosen=as_is, machine=b.machine(),
-                                available_bytes=available, width=1440, height=1440)  # fmt: skip
-    apply_memory_options(pipe, vae_tile=tile)
-    blocks = compile_blocks(pipe.transformer, compile_fn=b.compile_fn())
-    first, image = b.timed(b.generate, pipe)
-    warm = [b.timed(b.generate, pipe)[0] for _ in range(1 if b.smoke else 3)]
-    mega = save_mega_cache(cache)
+    load_s, loaded = b.timed(be.ensure_loaded)
+    first, image = timed_image(b, be)
+    warm = [timed_image(b, be)[0] for _ in range(1 if b.smoke else 3)]
     warm_s = statistics.median(warm)
-    emit("a_default_compiled", load_s=round(load_s, 1), vae_tile=tile, vae_reason=why,
-         blocks=blocks, cache=str(cache), cache_reused=facts.reused, first_s=round(first, 1),
+    cache = Path(loaded.facts().compile_cache or DATA_DIR)
+    mega = cache / MEGA_CACHE_FILE
+    emit("a_default_path", **plan_facts(loaded), load_wall_s=round(load_s, 1),
+         first_s=round(first, 2), first_compile_s=loaded.first_image.seconds,
          warm_s=[round(x, 3) for x in warm], median_s=round(warm_s, 3),
-         target_warm_le_2s=warm_s <= 2.0, target_first_le_30s=first <= 30,
-         peak_gb=b.peak_gb(), predicted_gb=round(as_is.peak_bytes / 1e9, 2),
-         mega_cache_bytes=mega, cache_files=sum(1 for p in cache.rglob("*") if p.is_file()),
+         target_first_le_30s=first <= 30, target_warm_le_2s=warm_s <= 2.0,
+         peak_gb=b.peak_gb(), mega_cache_bytes=mega.stat().st_size if mega.is_file() else 0,
+         cache_files=sum(1 for p in cache.rglob("*") if p.is_file()),
          hash=digest(image))  # fmt: skip
-    del pipe, loaded
-    b.free()
+    release(b, be)
     return warm_s
 
 
 def stage_b(b: Bench, warm_s: float | None) -> None:
-    """A fresh process with the same cache folder: its first image vs a warm one."""
+    """A fresh process on the same SD_DATA_DIR: its first image vs a warm one."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--child"]
     if b.smoke:
         argv.append("--smoke")
@@ -235,190 +276,179 @@ def stage_b(b: Bench, warm_s: float | None) -> None:
 
 
 def child_restart(b: Bench) -> None:
-    from core.compile import cache_folder, compile_blocks, use_cache_folder
-    from core.local import apply_memory_options
-
     began = time.perf_counter()
-    facts = use_cache_folder(cache_folder(CACHE_BASE))
-    loaded = load(b)
-    apply_memory_options(loaded.pipe, vae_tile=0)
-    compile_blocks(loaded.pipe.transformer, compile_fn=b.compile_fn())
-    first, _ = b.timed(b.generate, loaded.pipe)
-    again, _ = b.timed(b.generate, loaded.pipe)
-    emit("b_restart", cache_reused=facts.reused, files_before=facts.files_before,
-         mega_cache_loaded=facts.mega_cache_loaded, first_s=round(first, 2),
-         second_s=round(again, 3), since_start_s=round(time.perf_counter() - began, 1))  # fmt: skip
+    be = backend(b)
+    loaded = be.ensure_loaded()
+    first, _ = timed_image(b, be)
+    again, _ = timed_image(b, be)
+    cache = loaded.compile_cache
+    emit("b_restart", **plan_facts(loaded), files_before=cache.files_before if cache else None,
+         mega_cache_loaded=cache.mega_cache_loaded if cache else None,
+         first_s=round(first, 2), second_s=round(again, 3),
+         since_start_s=round(time.perf_counter() - began, 1))  # fmt: skip
 
 
-def stage_c(b: Bench, comps: dict) -> None:
-    """The transformer in float8: weight-only, then dynamic rowwise; compiled; s/image, peak."""
-    from core.compile import compile_blocks
-    from core.local import apply_memory_options
-    from core.quantize import quantize_pipeline
-
-    methods = [b.tmethod()] if b.smoke else ["fp8", "fp8-dynamic"]
-    for method in methods:
-        if b.left() < 60:
-            emit("c_skipped", method=method, left_s=round(b.left()))
-            continue
-        try:
-            b.reset_peak()
-            loaded = load(b)
-            pipe = loaded.pipe
-            apply_memory_options(pipe, vae_tile=0)
-            q, facts = b.timed(quantize_pipeline, pipe, {"transformer": method})
-            held = b.held_gb()
-            eager = b.timed(b.generate, pipe)[0]
-            compile_blocks(pipe.transformer, compile_fn=b.compile_fn())
-            first, image = b.timed(b.generate, pipe)
-            warm = [b.timed(b.generate, pipe)[0] for _ in range(1 if b.smoke else 2)]
-            emit("c_transformer_float8", method=method, record=facts.label,
-                 quantize_s=round(q, 1), held_after_quant_gb=held, eager_s=round(eager, 2),
-                 compiled_first_s=round(first, 1), compiled_s=[round(x, 3) for x in warm],
-                 peak_gb=b.peak_gb(), hash=digest(image))  # fmt: skip
-            del pipe, loaded
-        except Exception as exc:  # report and go on
-            emit("c_error", method=method, error=f"{type(exc).__name__}: {exc}"[:600])
-        b.free()
+def stage_c(b: Bench) -> None:
+    """SD_QUANT=fp8 (T5 int8, transformer float8 weight-only), compiled by default."""
+    be = backend(b, quant=b.tmethod())
+    b.reset_peak()
+    load_s, loaded = b.timed(be.ensure_loaded)
+    held = b.held_gb()
+    first, image = timed_image(b, be)
+    warm = [timed_image(b, be)[0] for _ in range(1 if b.smoke else 3)]
+    emit("c_sd_quant_fp8", **plan_facts(loaded), quantize_s=round(loaded.quant.seconds, 1),
+         held_after_load_gb=held, first_s=round(first, 2), warm_s=[round(x, 3) for x in warm],
+         median_s=round(statistics.median(warm), 3), peak_gb=b.peak_gb(),
+         hash=digest(image))  # fmt: skip
+    release(b, be)
 
 
 def stage_d(b: Bench) -> None:
-    """T5-XXL in int8 on the GPU: encode time, embeddings' cosine to bf16, peak."""
-    from core.local import apply_memory_options
+    """SD_QUANT=t5-int8: encode time int8 vs bf16 (same weights), cosine, s/image."""
     from core.prompt_cache import encode as encode_prompt
-    from core.quantize import quantize_pipeline
 
     torch = b.torch
-    b.reset_peak()
-    loaded = load(b)
-    pipe = loaded.pipe
-    apply_memory_options(pipe, vae_tile=0)
+    plain = backend(b, quant="none", compile="false")
+    pipe = plain.ensure_loaded().pipe
 
-    def encode(p=pipe):
+    def encode(p):
         with torch.inference_mode():
             return encode_prompt(p, b.request)
 
-    encode()
-    bf16_s = [b.timed(encode)[0] for _ in range(3)]
-    ref = encode()["prompt_embeds"].float()
-    image_bf16 = b.timed(b.generate, pipe)[0]
-    held_before = b.held_gb()
-    q, facts = b.timed(quantize_pipeline, pipe, {"text_encoder_3": "int8"})
-    held_after = b.held_gb()
+    encode(pipe)
+    bf16_s = [b.timed(encode, pipe)[0] for _ in range(3)]
+    ref = encode(pipe)["prompt_embeds"].float().cpu()
+    release(b, plain)
+    del pipe
+    be = backend(b, quant="t5-int8")
     b.reset_peak()
-    encode()
-    int8_s = [b.timed(encode)[0] for _ in range(3)]
-    got = encode()["prompt_embeds"].float()
+    loaded = be.ensure_loaded()
+    encode(loaded.pipe)
+    int8_s = [b.timed(encode, loaded.pipe)[0] for _ in range(3)]
+    got = encode(loaded.pipe)["prompt_embeds"].float().cpu()
     cos = torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0).item()
     t5_only = torch.nn.functional.cosine_similarity(
         ref[:, 77:].flatten(), got[:, 77:].flatten(), dim=0
     ).item()  # T5's 256 tokens (the first 77 are the CLIPs')
-    image_s, _ = b.timed(b.generate, pipe)
-    emit("d_t5_int8", record=facts.label, quantize_s=round(q, 1),
-         held_before_gb=held_before, held_after_gb=held_after,
+    first = timed_image(b, be)[0]
+    warm = [timed_image(b, be)[0] for _ in range(1 if b.smoke else 2)]
+    emit("d_t5_int8", **plan_facts(loaded), quantize_s=round(loaded.quant.seconds, 1),
          encode_bf16_s=[round(x, 4) for x in bf16_s], encode_int8_s=[round(x, 4) for x in int8_s],
          cosine_prompt_embeds=round(cos, 5), cosine_t5_tokens=round(t5_only, 5),
-         image_bf16_s=round(image_bf16, 2), image_t5_int8_s=round(image_s, 2),
+         first_s=round(first, 2), warm_s=[round(x, 3) for x in warm],
          peak_gb=b.peak_gb())  # fmt: skip
-    del pipe, loaded
-    b.free()
+    release(b, be)
 
 
 def stage_e(b: Bench) -> None:
-    """Model offload: first vs second image, without and with the warm-up at load."""
-    from core.warmup import prefault_weights
+    """Model offload: the loader pages the weights in ("loaded" means loaded); then the
+    same without it, for contrast (baseline 2026-12-04: 21.1 s first, 6.1 s second)."""
+    import core.local
 
-    for warm in (False, True):
+    real = core.local.prefault_weights
+    for prefault in (True, False):
         if b.left() < 75:
-            emit("e_skipped", warm=warm, left_s=round(b.left()))
+            emit("e_skipped", prefault=prefault, left_s=round(b.left()))
             continue
+        if not prefault:
+            core.local.prefault_weights = lambda pipe: None
         try:
+            be = backend(b, compile="false", quant="none", offload="model")
             b.reset_peak()
-            load_s, loaded = b.timed(load, b, **({"offload": "model"} if b.cuda else {}))
-            warm_s = b.timed(prefault_weights, loaded.pipe)[0] if warm else 0.0
-            first = b.timed(b.generate, loaded.pipe)[0]
-            second = b.timed(b.generate, loaded.pipe)[0]
-            emit("e_offload_warmup", warm=warm, load_s=round(load_s, 1),
-                 warmup_s=round(warm_s, 1), first_s=round(first, 2), second_s=round(second, 2),
-                 peak_gb=b.peak_gb())  # fmt: skip
-            if loaded.plan.offload != "none":
-                loaded.pipe.remove_all_hooks()
-            del loaded
+            load_s, loaded = b.timed(be.ensure_loaded)
+            first = timed_image(b, be)[0]
+            second = timed_image(b, be)[0]
+            emit("e_offload", prefault=prefault, **plan_facts(loaded),
+                 load_wall_s=round(load_s, 1), first_s=round(first, 2),
+                 second_s=round(second, 2), peak_gb=b.peak_gb())  # fmt: skip
+            release(b, be)
         except Exception as exc:
-            emit("e_error", warm=warm, error=f"{type(exc).__name__}: {exc}"[:600])
-        b.free()
+            emit("e_error", prefault=prefault, error=f"{type(exc).__name__}: {exc}"[:600])
+            b.free()
+        finally:
+            core.local.prefault_weights = real
 
 
-def load_candidate(b: Bench, c):
-    """Load as phase 2 will: from_pretrained, drop T5, quantize on the GPU, offload, VAE."""
-    from diffusers import StableDiffusion3Pipeline
+def candidates(b: Bench, comps: dict) -> list:
+    """Every auto-ladder candidate (free memory unbounded), sequential offload left out
+    (measured 2026-12-04: 1.15 GB vs 1.5 predicted, 14 s for 8 steps)."""
+    from core.memory import default_machine
+    from core.quant_plan import plan_quantized
 
-    from core.local import apply_memory_options
-    from core.quantize import quantize_pipeline
+    machine = default_machine(b.device, "bfloat16", capability=b.machine().capability)
+    plan = plan_quantized(comps, machine=machine, free_vram_bytes=10**14, free_ram_bytes=10**14)
+    return [c for c in plan.candidates if c.offload != "sequential"]
 
-    torch = b.torch
-    without = {"text_encoder_3": None, "tokenizer_3": None} if c.drop_t5 else {}
-    pipe = StableDiffusion3Pipeline.from_pretrained(FOLDER, dtype=torch.bfloat16, **without)
-    pipe.set_progress_bar_config(disable=True)
-    quant = {k: ("int8" if b.smoke else v) for k, v in c.quant.items()}
-    # On the GPU each Linear moves there to be quantized; an offload plan's components go
-    # back to RAM one by one (the GPU never holds more than one).
-    quantize_pipeline(pipe, quant, device="cuda" if b.cuda else None,
-                      back_to_cpu=c.offload != "none")  # fmt: skip
-    if c.offload == "model" and b.cuda:
-        pipe.enable_model_cpu_offload(device="cuda")
-    elif c.offload == "sequential" and b.cuda:
-        pipe.enable_sequential_cpu_offload(device="cuda")
-    else:
-        pipe.to(b.device)
-    apply_memory_options(pipe, vae_tile=512)
-    return pipe
+
+def quant_setting(c, b: Bench) -> str:
+    """The SD_QUANT value that gives candidate `c`'s quantization (manual memory)."""
+    methods = dict(c.quant)
+    if not methods:
+        return "none"
+    if "transformer" not in methods:
+        return "t5-int8"
+    return b.tmethod() if methods["transformer"] == "fp8" else "int8"
 
 
 def stage_f(b: Bench, comps: dict) -> None:
-    """Each candidate plan: predicted vs measured peak, 8 steps (the peak is per step)."""
+    """Each candidate through the app's loader (SD_MEMORY=manual as the candidate says):
+    the plan's predicted peak vs the measured one, 8 steps."""
     request = dataclasses.replace(b.request, num_inference_steps=2 if b.smoke else 8)
-    for name, c in candidates(b, comps).items():
-        if c.offload == "sequential":
-            continue  # measured 2026-12-04: 1.15 GB vs 1.5 predicted; 14 s for 8 steps
-        if b.smoke and c.offload != "none":
-            continue  # offload needs CUDA
+    for c in candidates(b, comps):
         if b.left() < 45:
-            emit("f_skipped", plan=name, left_s=round(b.left()))
+            emit("f_skipped", plan=c.name, left_s=round(b.left()))
             continue
         try:
+            be = backend(b, compile="false", memory="manual", quant=quant_setting(c, b),
+                         offload=c.offload, drop_t5=c.drop_t5)  # fmt: skip
             b.reset_peak()
-            load_s, pipe = b.timed(load_candidate, b, c)
-            gen_s, image = b.timed(b.generate, pipe, request)
+            loaded = be.ensure_loaded()
+            gen_s, image = timed_image(b, be, request)
             peak = b.peak_gb()
-            predicted = round(c.peak_bytes / 1e9, 2)
-            emit("f_plan", plan=name, quant=c.quant_label, offload=c.offload, drop_t5=c.drop_t5,
-                 load_s=round(load_s, 1), gen_s=round(gen_s, 2), peak_gb=peak,
-                 predicted_gb=predicted,
-                 over=None if not peak else round(predicted / peak - 1, 3),
+            predicted = round(loaded.plan.needed_bytes / 1e9, 2)
+            emit("f_plan", plan=c.name, **plan_facts(loaded), gen_s=round(gen_s, 2),
+                 peak_gb=peak, over=None if not peak else round(predicted / peak - 1, 3),
                  hash=digest(image))  # fmt: skip
-            if c.offload != "none" and b.cuda:
-                pipe.remove_all_hooks()
-            del pipe
+            release(b, be)
         except Exception as exc:
-            emit("f_error", plan=name, error=f"{type(exc).__name__}: {exc}"[:600])
-        b.free()
+            emit("f_error", plan=c.name, error=f"{type(exc).__name__}: {exc}"[:600])
+            b.free()
+
+
+def stage_g(b: Bench) -> None:
+    """The transformer in float8 with dynamic rowwise activations, compiled (not an
+    SD_QUANT choice: beside c's weight-only to see what it would add)."""
+    from core.quantize import quantize_pipeline
+
+    be = backend(b, quant="none")
+    b.reset_peak()
+    loaded = be.ensure_loaded()
+    method = "int8" if b.smoke else "fp8-dynamic"
+    q, facts = b.timed(quantize_pipeline, loaded.pipe, {"transformer": method})
+    first, image = timed_image(b, be)
+    warm = [timed_image(b, be)[0] for _ in range(1 if b.smoke else 3)]
+    emit("g_transformer_fp8_dynamic", record=facts.label, quantize_s=round(q, 1),
+         first_s=round(first, 2), warm_s=[round(x, 3) for x in warm],
+         median_s=round(statistics.median(warm), 3), peak_gb=b.peak_gb(),
+         hash=digest(image))  # fmt: skip
+    release(b, be)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--budget", type=float, default=450)
-    ap.add_argument("--stages", default="abcdef")
+    ap.add_argument("--budget", type=float, default=420)
+    ap.add_argument("--stages", default="abcdefg")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from core.quantize import quiet_torchao_import_logs
+    from core.quiet import quiet_library_noise
 
-    quiet_torchao_import_logs()
+    quiet_library_noise()
     b = Bench(args.smoke, args.budget)
     if b.cuda and not b.torch.cuda.is_available():
         print("gpu_issue20: no CUDA device here; use --smoke for the CPU plumbing check")
         return
+    smoke_patches(b)
     if args.child:
         child_restart(b)
         return
@@ -430,17 +460,19 @@ def main() -> None:
             break
         try:
             if stage == "a":
-                warm = stage_a(b, comps)
+                warm = stage_a(b)
             elif stage == "b":
                 stage_b(b, warm)
             elif stage == "c":
-                stage_c(b, comps)
+                stage_c(b)
             elif stage == "d":
                 stage_d(b)
             elif stage == "e":
                 stage_e(b)
             elif stage == "f":
                 stage_f(b, comps)
+            elif stage == "g":
+                stage_g(b)
         except Exception as exc:  # one stage failing must not lose the others
             emit(f"{stage}_error", error=f"{type(exc).__name__}: {exc}"[:800])
             b.free()
