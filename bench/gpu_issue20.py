@@ -10,7 +10,8 @@ $OUT/gpu20.jsonl as it ends, so a run cut short still reports. Stages, in priori
   a  the default path: SD_QUANT=auto, SD_VAE_TILE=auto, SD_COMPILE=auto (compiles each
      JointTransformerBlock on CUDA, cache kept under SD_DATA_DIR): load, first image
      including the compile, then s/image (targets: ≤ 30 s first, ≤ 2.0 s after), peak vs
-     the plan's prediction, the plan's VAE and compile decisions
+     the plan's prediction, the plan's VAE and compile decisions; then, time permitting,
+     two images at 832×1216 (the first recompiles: what a size change costs)
   b  a second process start on the same SD_DATA_DIR: its first image (≤ warm + 5 s)
   c  SD_QUANT=fp8 (T5 int8 + transformer float8 weight-only), compiled: s/image, peak
   d  SD_QUANT=t5-int8: prompt-encode time int8 vs bf16, cosine of the embeddings, s/image
@@ -247,15 +248,23 @@ def stage_a(b: Bench) -> float | None:
     first, image = timed_image(b, be)
     warm = [timed_image(b, be)[0] for _ in range(1 if b.smoke else 3)]
     warm_s = statistics.median(warm)
+    peak = b.peak_gb()  # at 1024², before another size
     cache = Path(loaded.facts().compile_cache or DATA_DIR)
     mega = cache / MEGA_CACHE_FILE
+    mega_bytes = mega.stat().st_size if mega.is_file() else 0
+    other = {}
+    if b.left() > 240:  # another size recompiles the blocks: what a size change costs
+        side = (832, 1216) if not b.smoke else (512, 768)
+        request = dataclasses.replace(b.request, width=side[0], height=side[1])
+        other = {f"size_{side[0]}x{side[1]}_s": [round(timed_image(b, be, request)[0], 2)
+                                                 for _ in range(2)]}  # fmt: skip
     emit("a_default_path", **plan_facts(loaded), load_wall_s=round(load_s, 1),
          first_s=round(first, 2), first_compile_s=loaded.first_image.seconds,
          warm_s=[round(x, 3) for x in warm], median_s=round(warm_s, 3),
          target_first_le_30s=first <= 30, target_warm_le_2s=warm_s <= 2.0,
-         peak_gb=b.peak_gb(), mega_cache_bytes=mega.stat().st_size if mega.is_file() else 0,
+         peak_gb=peak, mega_cache_bytes=mega_bytes,
          cache_files=sum(1 for p in cache.rglob("*") if p.is_file()),
-         hash=digest(image))  # fmt: skip
+         hash=digest(image), **other)  # fmt: skip
     release(b, be)
     return warm_s
 
