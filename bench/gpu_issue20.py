@@ -24,6 +24,7 @@ $OUT/gpu20.jsonl as it ends, so a run cut short still reports. Stages, in priori
      s/image and peak beside c's weight-only
 
     python bench/gpu_issue20.py [--smoke] [--budget SECONDS] [--stages abcdefg]
+    python bench/gpu_issue20.py --report gpu20.jsonl    # the figures, one line per stage
 
 `--smoke` runs every stage on the CPU at toy size (SD_COMPILE=true with the "eager"
 backend, int8 where the GPU run uses float8, offload calls as no-ops) to check the plumbing.
@@ -443,13 +444,48 @@ def stage_g(b: Bench) -> None:
     release(b, be)
 
 
+# The figures docs/benchmarks.md asks for, per stage (`--report FILE` prints them).
+REPORT = {
+    "env": ("gpu", "capability", "torch", "torchao"),
+    "a_default_path": ("chosen", "vae_tile", "compiled", "load_wall_s", "first_s", "warm_s",
+                       "median_s", "peak_gb", "predicted_gb", "mega_cache_bytes",
+                       "cache_files", "size_832x1216_s"),
+    "b_restart": ("cache_reused", "files_before", "mega_cache_loaded", "first_s", "second_s"),
+    "b_summary": ("first_s", "warm_s_parent", "target_first_le_warm_plus_5"),
+    "c_sd_quant_fp8": ("quantization", "quantize_s", "first_s", "median_s", "peak_gb",
+                       "predicted_gb"),
+    "d_t5_int8": ("encode_bf16_s", "encode_int8_s", "cosine_prompt_embeds",
+                  "cosine_t5_tokens", "first_s", "warm_s", "peak_gb", "predicted_gb"),
+    "e_offload": ("prefault", "load_wall_s", "prefault_gb", "prefault_s", "first_s",
+                  "second_s", "peak_gb", "predicted_gb"),
+    "f_plan": ("plan", "predicted_gb", "peak_gb", "over", "gen_s"),
+    "g_transformer_fp8_dynamic": ("record", "first_s", "median_s", "peak_gb"),
+}  # fmt: skip
+
+
+def report(path: str) -> None:
+    """One line per stage with the figures the benchmarks page needs; errors in full."""
+    for line in Path(path).read_text().splitlines():
+        facts = json.loads(line)
+        stage = facts["stage"]
+        keys = REPORT.get(stage)
+        if keys is None:  # errors, skips, stops, build, done: everything
+            print(stage, {k: v for k, v in facts.items() if k != "stage"})
+        else:
+            print(stage, {k: facts.get(k) for k in keys})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--budget", type=float, default=420)
     ap.add_argument("--stages", default="abcdefg")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--report", metavar="GPU20_JSONL", help="print a run's figures and exit")
     args = ap.parse_args()
+    if args.report:
+        report(args.report)
+        return
     from core.quiet import quiet_library_noise
 
     quiet_library_noise()
