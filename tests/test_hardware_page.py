@@ -154,3 +154,13 @@ def test_page_shows_torch_compile_state(app, monkeypatch):
     text = _markdown(at)
     assert "**torch.compile:** on, each transformer block: first image compiling" in text
     assert "**Compile cache:**" in text and "torch-compile" in text
+
+
+def test_refused_quantization_is_said_before_loading(app, monkeypatch):
+    """SD_QUANT=fp8 on a CPU: the plan is refused with the reason, and no candidate table."""
+    monkeypatch.setenv("SD_QUANT", "fp8")
+    at = app(PAGE)
+    assert not at.exception
+    refused = [e.value for e in at.error if "**refused**" in e.value]
+    assert refused and all("SD_QUANT=fp8 needs a CUDA GPU" in e for e in refused)
+    assert len(at.table) == 0

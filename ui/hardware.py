@@ -73,8 +73,9 @@ def _pipeline_section(backend: Backend, settings: Settings) -> None:
             "Quantization": loaded.quantization,
             "torch.compile": plans.compile_text(loaded, settings, loaded.device),
         }
-        if plans.cache_text(loaded):
-            rows["Compile cache"] = plans.cache_text(loaded)
+        cache = plans.cache_text(loaded)
+        if cache:
+            rows["Compile cache"] = cache
         if loaded.prefault_bytes:
             rows["Paged in at load"] = (
                 f"{human_bytes(loaded.prefault_bytes)} in {loaded.prefault_seconds:.1f} s"
@@ -174,7 +175,8 @@ def plan_section(backend: Backend, settings: Settings, facts: HardwareFacts) -> 
             f"SD_QUANT={settings.quant} · SD_VAE_TILE={settings.vae_tile} · "
             f"SD_COMPILE={settings.compile}. Applied at the next load."
         )
-    plans.candidates_table(shown, cuda=cuda, label=f"{full_size_label(settings)}: " * is_demo)
+    label = f"{full_size_label(settings)}: " if is_demo else ""
+    plans.candidates_table(shown, cuda=cuda, label=label)
     device = facts.choice.device if facts.choice is not None else None
     decisions = {"VAE": plans.vae_text(in_force)}
     decisions["Compile"] = plans.compile_text(loaded, settings, device)

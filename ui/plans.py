@@ -34,13 +34,9 @@ def candidate_rows(plan: MemoryPlan, *, cuda: bool) -> list[dict[str, str]]:
 
 
 def candidates_table(plan: MemoryPlan | None, *, cuda: bool, label: str = "") -> None:
-    """The candidate plans with their numbers, the notes, and a refusal when there is one."""
-    if plan is None:
-        return
-    if plan.verdict == "refused":
-        st.error(f"{label}refused: {plan.reason}", icon="⛔")
-        return
-    if not plan.candidates:
+    """The candidate plans with their numbers, and the planner's notes. A refused setting
+    has none (the plan's own message above says why)."""
+    if plan is None or not plan.candidates:
         return
     free = "unknown" if plan.available_bytes is None else human_bytes(plan.available_bytes)
     st.caption(
