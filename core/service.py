@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
@@ -42,9 +43,10 @@ def _local_backend(
     device: str,
     dtype: str,
     memory: MemoryOptions | None = None,
-    compile: bool = False,
+    compile: str = "auto",
     family: str = AUTO,
     lora_dir: str | None = None,
+    data_dir: Path | None = None,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -60,6 +62,8 @@ def _local_backend(
         # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
         family=None if family == AUTO else get_family(family),
         lora_dir=lora_dir,
+        # The compile cache is kept under SD_DATA_DIR, so a restart reuses compiled code.
+        compile_cache=data_dir,
     )
 
 
@@ -89,4 +93,5 @@ def get_backend(settings: Settings | None = None) -> Backend:
         settings.compile,
         settings.model_family,
         str(settings.lora_dir) if settings.lora_dir else None,
+        settings.data_dir,
     )

@@ -174,6 +174,9 @@ def test_sd_compile_turns_loras_off_with_the_reason(folder):
     assert backend.loras().note == COMPILED and backend.loras().names
     with pytest.raises(LoraError, match="SD_COMPILE"):
         LoraFolder(folder).weights([LoraChoice("grain")], None, compiled=True)
+    # SD_COMPILE=auto (the default) never compiles beside a LoRA folder: LoRAs are offered.
+    auto = LocalBackend(model="demo", lora_dir=folder, compile="auto")
+    assert auto.loras().note == "" and "grain" in auto.loras().names
 
 
 def test_a_remote_service_refuses_loras_before_any_call():

@@ -43,6 +43,13 @@ MAX_TIME = 253_402_300_799.0
 # outside the history's folders.
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# How the weights were quantized (`core.quantize.QuantFacts.label`) rides in the options
+# JSON beside the mode's options, under a name no option may take (`core.modes.base`): a
+# fact of the record, not of the request, kept without a column of its own. Absent: "none"
+# (every record from before quantization was made unquantized). Longer text is not ours.
+QUANTIZATION_KEY = "quantization"
+UNQUANTIZED = "none"
+MAX_QUANTIZATION_CHARS = 200
 
 
 def valid_id(value: object) -> bool:
@@ -121,9 +128,24 @@ class HistoryRecord:
     def options(self) -> dict[str, Any]:
         """The stored mode options; `InvalidRequest` when they are not a JSON object."""
         try:
-            return parse_options_json(self.mode_options)
+            options = parse_options_json(self.mode_options)
         except ValueError as exc:
             raise InvalidRequest("mode_options", f"This record's {exc}.") from None
+        options.pop(QUANTIZATION_KEY, None)  # the record's fact, not a request option
+        return options
+
+    @property
+    def quantization(self) -> str:
+        """How the model that made this image was quantized: "none", or e.g.
+        "t5:int8-weight-only(torchao 0.18.0)" (`core.quantize.QuantFacts.label`). A value
+        that is not text of a sane length reads "?" (rows are outside input)."""
+        try:
+            value = parse_options_json(self.mode_options).get(QUANTIZATION_KEY, UNQUANTIZED)
+        except ValueError:
+            return UNQUANTIZED
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_QUANTIZATION_CHARS:
+            return "?"
+        return value
 
     def request(self) -> GenerationRequest:
         """The one-image request that reproduces this record (its family, mode and options).
@@ -252,6 +274,7 @@ class HistoryRecord:
                 "Model revision": self.model_revision,
                 "Device": self.device,
                 "Dtype": self.dtype,
+                "Quantization": "" if self.quantization == UNQUANTIZED else self.quantization,
                 "Version": f"diffusers {self.diffusers_version}",
             },
         )
@@ -287,6 +310,8 @@ class HistoryRecord:
             found.append(f"image_sha256 {_shown(self.image_sha256)} is not a SHA-256")
         if not self.owner:
             found.append("owner is empty")
+        if self.quantization == "?":
+            found.append("quantization (in mode_options) is not text this app writes")
         return found + self.problems()
 
     @classmethod
@@ -424,7 +449,8 @@ def new_record(
     loras: Sequence[tuple[str, str, float]] = (),
     grid: tuple[str, int] | None = None,
 ) -> HistoryRecord:
-    """The record of one image of `request` made with `seed` in environment `facts`.
+    """The record of one image of `request` made with `seed` in environment `facts`
+    (`environment`: its "quantization" goes into the options JSON when not "none").
 
     `loras` are the LoRAs as applied (name, A1111 sha256, weight; the result says); a
     request's LoRAs not among them are kept without a hash. `grid` is (grid id, cell
@@ -437,6 +463,10 @@ def new_record(
     ]
     styles = [dataclasses.asdict(style) for style in request.styles]
     grid_id, grid_cell = grid if grid is not None else ("", 0)
+    options = dict(request.mode_options)
+    quantization = str(facts.get(QUANTIZATION_KEY) or UNQUANTIZED)
+    if quantization != UNQUANTIZED:
+        options[QUANTIZATION_KEY] = quantization
     return HistoryRecord(
         owner=owner,
         id=uuid.uuid4().hex,
@@ -451,7 +481,7 @@ def new_record(
         guidance_scale=float(request.guidance_scale),
         family=request.family,
         mode=request.mode,
-        mode_options=options_json(request.mode_options),
+        mode_options=options_json(options),
         loras=json.dumps(entries, ensure_ascii=False),
         styles=json.dumps(styles, ensure_ascii=False),
         grid_id=grid_id,
@@ -516,6 +546,8 @@ def environment(backend: Any) -> dict[str, str]:
         "diffusers_version": package_version("diffusers"),
         "transformers_version": package_version("transformers"),
         "backend": facts.backend,
+        # A remote service's weights are its own business: "none" as far as we know.
+        QUANTIZATION_KEY: loaded.quantization if loaded is not None else UNQUANTIZED,
     }
 
 

@@ -31,4 +31,7 @@ SD35_LARGE_TURBO = Family(
         encode_s=19.0,
         measured=False,
     ),
+    linear_share=SD35_LARGE.linear_share,
+    sparse_tables=SD35_LARGE.sparse_tables,
+    vae_decode_gb_per_mp=SD35_LARGE.vae_decode_gb_per_mp,
 )
