@@ -64,6 +64,7 @@ from core.grid import GridPlan, distinct_prompts
 from core.grid_run import GridOutcome, cell_label, run_grid
 from core.lora import LoraWeights, adapter_bytes, applied_loras
 from core.lora_folder import LoraFolder
+from core.lora_hub import HubLoras
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
@@ -788,7 +789,8 @@ class LocalBackend:
         self.load_status = LoadStatus()
         self.prompt_cache = PromptCache()
         # SD_LORA_DIR: files read once, applied per request under the generation slot.
-        self.lora_folder = LoraFolder(lora_dir)
+        # Hub ids: one file downloaded into the HF cache with the app's token (core.lora_hub).
+        self.lora_folder = LoraFolder(lora_dir, hub=HubLoras(token_provider=token_provider))
 
     # --- loading -------------------------------------------------------------------------
     @property
