@@ -166,6 +166,9 @@ def discover_loras(
             except OSError:
                 continue
             problem = name_problem(name) or size_problem(size, max_bytes)
+            if problem is None and name.lower().endswith(SUFFIX):
+                # A name ending in .safetensors is a Hub id (core.lora_hub).
+                problem = "its name ends in .safetensors twice; rename it"
             if problem:
                 refused.append(RefusedFile(name, path, problem))
             else:

@@ -209,22 +209,48 @@ def test_imports_say_where_a_hub_lora_comes_from(backend, tmp_path):
 
 def test_hf_endpoint_and_hf_home_are_what_a_default_hub_loras_uses(hub, tmp_path):
     """As the app runs: no endpoint or cache given, so huggingface_hub's own settings
-    (read at import, hence a subprocess) decide; the file lands under HF_HOME."""
+    (read at import, hence subprocesses) decide; the file lands under HF_HOME. Then with
+    HF_HUB_OFFLINE=1 the downloaded file is used and another one gets the offline line."""
     script = (
         "import json, sys\n"
+        "from core.lora import LoraError\n"
         "from core.lora_hub import HubLoras\n"
-        f"print(json.dumps(str(HubLoras().file({LORA!r}).path)))\n"
+        "out = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        out.append(str(HubLoras().file(name).path))\n"
+        "    except LoraError as exc:\n"
+        "        out.append('error: ' + str(exc))\n"
+        "print(json.dumps(out))\n"
     )
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_HUB_OFFLINE", None)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    path = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def run(*names: str, **extra: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", script, *names],
+            cwd=APP_ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    (path,) = run(LORA)
     assert path.startswith(str(tmp_path / "hf" / "hub")) and path.endswith(DEFAULT_FILE)
+    gets = len(hub.file_gets())
+    again, missing = run(LORA, f"{REPO}/v2/grain-strong.safetensors", HF_HUB_OFFLINE="1")
+    assert again == path and len(hub.file_gets()) == gets
+    assert missing.startswith("error: The Hub cannot be reached (offline")
+    assert "grain-strong" in missing and "\n" not in missing
+
+
+def test_a_folder_file_named_like_a_hub_id_is_refused(tmp_path):
+    """A folder LoRA's name never ends in .safetensors (that marks a Hub id)."""
+    from core.lora import discover_loras
+
+    (tmp_path / "x.safetensors.safetensors").write_bytes(b"unread")
+    found = discover_loras(tmp_path)
+    assert found.files == () and "twice" in found.refused[0].reason
