@@ -145,5 +145,7 @@ def test_a_hub_lora_is_named_checked_downloaded_and_recorded(app, demo_pipe, tmp
         (record,) = current_store().page().records
         assert [(e["name"], e["weight"]) for e in record.lora_entries()] == [(name, 0.5)]
         assert server.file_gets() == ["pytorch_lora_weights.safetensors"]
+        at.button(key=f"lora_hub_remove::{name}").click().run()
+        assert at.session_state["lora_hub_picked"] == [] and at.session_state["loras"] == []
     finally:
         server.stop()

@@ -36,7 +36,8 @@ def _sync(shelf: LoraShelf) -> list[str]:
     if state.get(DRAWN_KEY) == chosen and PICK_KEY in state:
         return []
     hub = [(n, w) for n, w in chosen if is_hub_name(n) and shelf.hub and _canonical(n)]
-    missing = [name for name, _ in chosen if name not in shelf.names and (name, _) not in hub]
+    hub_names = {name for name, _ in hub}
+    missing = [name for name, _ in chosen if name not in shelf.names and name not in hub_names]
     kept = [(name, weight) for name, weight in chosen if name in shelf.names][:MAX_LORAS]
     hub = hub[: MAX_LORAS - len(kept)]
     state[PICK_KEY] = [name for name, _ in kept]
@@ -62,13 +63,13 @@ def _add_hub() -> None:
     except LoraError as exc:
         state[HUB_PROBLEM] = str(exc)
         return
-    picked = state.setdefault(HUB_KEY, [])
+    picked = list(state.get(HUB_KEY, []))
     if name in picked:
         return
     if len(picked) + len(state.get(PICK_KEY, [])) >= MAX_LORAS:
         state[HUB_PROBLEM] = f"At most {MAX_LORAS} LoRAs per image."
         return
-    picked.append(name)
+    state[HUB_KEY] = [*picked, name]
     state[HUB_INPUT] = ""
 
 
