@@ -331,8 +331,7 @@ def load_pipeline(
     paged in (`core.warmup.prefault_weights`) for the same reason.
     `compile` is SD_COMPILE (`auto`: on CUDA only): each transformer block is compiled on
     the first image, with torch's compile cache in `compile_cache`/torch-compile (None: the
-    Hugging Face cache folder), kept for the next start; `loras` (a LoRA folder is set)
-    keeps `auto` from compiling, since each LoRA switch would compile the blocks anew.
+    Hugging Face cache folder), kept for the next start (`auto` not beside a LoRA folder).
     `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
     the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
