@@ -211,7 +211,7 @@ def test_fit_size_follows_the_rules(size, rules, expected):
     assert (width, height) == expected
     multiple = rules.get("multiple", images.MULTIPLE)
     assert width % multiple == 0 and height % multiple == 0
-    assert 512 <= min(width, height) and max(width, height) <= 1440
+    assert min(width, height) >= 512 and max(width, height) <= 1440
 
 
 def test_the_fit_applies_to_a_mask_of_the_original_upload_too():
