@@ -19,8 +19,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
+# setuptools' "Editable installation … folders in your working directory with the same name as
+# your package may take precedence" notice describes exactly how this app runs (from its own
+# folder): that one message is dropped, every other warning still shows.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

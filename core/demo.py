@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
+
+from core.quiet import quiet_library_noise
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,13 @@ def _clip_text_model(vocab_size: int, seed: int):
     return CLIPTextModelWithProjection(config).eval()
 
 
-def build_demo_pipeline(seed: int = 0):
-    """Return a tiny `StableDiffusion3Pipeline` with deterministic random weights."""
+def build_demo_pipeline(seed: int = 0, dtype: Any = None):
+    """Return a tiny `StableDiffusion3Pipeline` with deterministic random weights.
+
+    `dtype` (a torch dtype) casts every model before the pipeline is assembled; the
+    weights are drawn in float32 first, so each dtype gets the same weights, rounded.
+    """
+    quiet_library_noise()
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -144,15 +152,25 @@ def build_demo_pipeline(seed: int = 0):
             decoder_start_token_id=0,
         )
     ).eval()
+    models = {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": _clip_text_model(len(clip_tokenizer), seed + 3),
+        "text_encoder_2": _clip_text_model(len(clip_tokenizer_2), seed + 4),
+        "text_encoder_3": t5,
+    }
+    if dtype is not None:
+        for model in models.values():
+            # torch's own cast of floating-point parameters and buffers: what diffusers'
+            # `ModelMixin.to(dtype)` does for a model without quantization, minus its warning
+            # "modules … should be kept in float32: []", which diffusers 0.42 prints on every
+            # dtype cast (`_keep_in_fp32_modules or []`), even when the list is empty.
+            torch.nn.Module.to(model, dtype=dtype)
     return StableDiffusion3Pipeline(
-        transformer=transformer,
-        vae=vae,
+        **models,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        text_encoder=_clip_text_model(len(clip_tokenizer), seed + 3),
         tokenizer=clip_tokenizer,
-        text_encoder_2=_clip_text_model(len(clip_tokenizer_2), seed + 4),
         tokenizer_2=clip_tokenizer_2,
-        text_encoder_3=t5,
         tokenizer_3=t5_tokenizer,
     )
 

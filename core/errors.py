@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from core.safe_text import quote
+from core.safe_text import inline, quote
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -37,7 +37,11 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
     """Return a user-facing message with the remedy, or None for a failure we cannot explain."""
     from huggingface_hub import errors as hub
 
+    # SD_MODEL is outside text in a message pages render as markdown: a plain hub id reads
+    # as is, anything markdown would read (`:red[**x**]`, links) is quoted as code.
+    name = inline(model)
     page = f"https://huggingface.co/{model}"
+    page = page if name == model else quote(page)
     token_fix = (
         "Create a read token at https://huggingface.co/settings/tokens and set HF_TOKEN "
         "in `.env` or `.streamlit/secrets.toml`, then click Generate again."
@@ -45,20 +49,20 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
     for err in _chain(exc):
         if isinstance(err, hub.GatedRepoError):
             return (
-                f"{model} is a gated model and this token has not been granted access. "
+                f"{name} is a gated model and this token has not been granted access. "
                 f"Open {page}, log in with the account the token belongs to, accept the "
                 "licence, then click Generate again."
             )
         if isinstance(err, hub.RepositoryNotFoundError):
             if not has_token:
                 return (
-                    f"The Hub refused {model} without a token: it is gated (SD3.5 needs a "
+                    f"The Hub refused {name} without a token: it is gated (SD3.5 needs a "
                     f"licence accepted at {page}) or does not exist. {token_fix}"
                 )
             if _status(err) == 401:
                 return f"The Hub rejected HF_TOKEN as invalid or expired. {token_fix}"
             return (
-                f"{model} was not found on the Hub, or this token cannot see it. Check "
+                f"{name} was not found on the Hub, or this token cannot see it. Check "
                 "SD_MODEL (a hub id like stabilityai/stable-diffusion-3.5-medium, or a local "
                 "folder) and that the token's account has accepted the licence."
             )
@@ -67,13 +71,13 @@ def explain_load_error(exc: BaseException, *, model: str, has_token: bool) -> st
         if isinstance(err, hub.OfflineModeIsEnabled | hub.LocalEntryNotFoundError):
             return (
                 f"The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and "
-                f"{model} is not fully in the local cache. Connect to the internet for the "
+                f"{name} is not fully in the local cache. Connect to the internet for the "
                 "first download (~16 GB), point SD_MODEL at a local copy, or set "
                 "SD_MODEL=demo to try the app with the offline demo model."
             )
         if _is_transport_error(err):
             return (
-                f"The Hugging Face Hub could not be reached while loading {model}. Check the "
+                f"The Hugging Face Hub could not be reached while loading {name}. Check the "
                 "network (or proxy), or set SD_MODEL=demo to use the offline demo model."
             )
     return None

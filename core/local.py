@@ -48,6 +48,7 @@ from core.memory import (
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
+from core.quiet import quiet_library_noise
 from core.safe_text import quote
 from core.settings import DEFAULT_VAE_TILE
 
@@ -219,13 +220,14 @@ def load_pipeline(
     status = status or LoadStatus()
     status.start("starting")
     _require_torch()
+    quiet_library_noise()
     choice = choose_device(device, dtype)
     plan = _plan(model, choice, memory or MemoryOptions(), token)
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
     without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
     if model == DEMO_MODEL:
         status.start("building")
-        pipe = build_demo_pipeline().to(dtype=choice.torch_dtype)
+        pipe = build_demo_pipeline(dtype=choice.torch_dtype)
         if without_t5:
             pipe = type(pipe)(**{**pipe.components, **without_t5})
     else:

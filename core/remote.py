@@ -41,6 +41,19 @@ POLL_SECONDS = 0.1  # how often Stop is checked and progress reported while wait
 LATENCY_HISTORY = 20  # successful calls kept for the hardware page
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _BODY_SCAN = 4096  # characters of an error body ever looked at
+# The largest image an answer may hold, checked from its header before any pixel is decoded.
+# A correct answer has the requested size (at most 1440², about 2 MP); 4096² leaves room for
+# a service that upscales, and stays far below Pillow's bomb threshold (89 MP warns, 179 MP
+# raises), so no answer can make this process decode hundreds of megapixels.
+MAX_ANSWER_PIXELS = 4096 * 4096
+
+
+class AnswerTooLarge(ValueError):  # noqa: N818 - reads as "raise AnswerTooLarge"
+    """The service sent an image larger than MAX_ANSWER_PIXELS; it was not decoded."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__("image too large to decode")
+        self.size = size
 
 
 class RemoteStopped(GenerationStopped):
@@ -137,7 +150,7 @@ def explain_remote_error(
     `token` is the configured token: it is redacted from anything the service said.
     """
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(exc, OfflineModeIsEnabled):
         return RemoteFailure(
@@ -148,6 +161,15 @@ def explain_remote_error(
         return RemoteFailure(
             f"{target} did not answer within {timeout:.0f} s. The service may be overloaded "
             "or the image too large for it; try again, or use a smaller size or fewer steps."
+        )
+    if isinstance(exc, AnswerTooLarge | Image.DecompressionBombError):
+        pixels = exc.size if isinstance(exc, AnswerTooLarge) else None  # Pillow's: unknown
+        size = f" ({pixels[0]}×{pixels[1]})" if pixels else ""
+        return RemoteFailure(
+            f"{target} sent an image too large to open safely{size}: this app decodes at most "
+            f"{MAX_ANSWER_PIXELS / 1e6:.1f} megapixels per answer and asked for far less. "
+            "Nothing was decoded or kept. Check that SD_REMOTE_URL points at a text-to-image "
+            "endpoint that returns the requested size."
         )
     not_image = isinstance(exc, UnidentifiedImageError) or (
         isinstance(exc, OSError) and "image" in str(exc).lower() and not _is_network_error(exc)
@@ -334,6 +356,9 @@ class RemoteBackend:
             seed=seed,
             model=model,
         )
+        width, height = image.size  # from the header: nothing is decoded yet
+        if width * height > MAX_ANSWER_PIXELS:
+            raise AnswerTooLarge((width, height))
         image.load()  # decode here: a truncated or non-image body fails in this thread
         return image if image.mode == "RGB" else image.convert("RGB")
 

@@ -5,11 +5,14 @@ image through the remote backend and checks that torch/diffusers were never impo
 """
 
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from core.quiet import DropMessage
 
 ROOT = Path(os.environ["APP_ROOT"])
 BLOCKED = ("torch", "diffusers", "transformers")
@@ -21,6 +24,12 @@ def main() -> None:
     # Sign-in (st.login) needs Authlib: requirements.txt asks for streamlit[auth].
     assert importlib.util.find_spec("authlib") is not None, "Authlib missing: st.login would fail"
 
+    # This check drives the app through AppTest from a plain script ("bare mode"), where
+    # AppTest's own set-up makes Streamlit say "missing ScriptRunContext! This warning can
+    # be ignored when running in bare mode": drop that one message, nothing else.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+        DropMessage("missing ScriptRunContext")
+    )
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception

@@ -162,6 +162,12 @@ class TextToImageServer(LoopbackHTTPServer):
                 if query.get("body") == "html":
                     self._send(200, b"<html><body>Sign in</body></html>", "text/html")
                     return
+                if "bomb" in query:  # bomb=side<N>: an N×N PNG of a few hundred kB
+                    from tests.hostile import bomb_png
+
+                    side = int(query["bomb"].removeprefix("side"))
+                    self._send(200, bomb_png(side, text=None), "image/png")
+                    return
                 if not isinstance(body, dict) or "seed" not in (body.get("parameters") or {}):
                     self._error(422, "inputs and parameters.seed are required")
                     return

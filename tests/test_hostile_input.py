@@ -397,6 +397,21 @@ def test_remote_error_body_is_a_short_redacted_excerpt(app, monkeypatch, echo_se
     assert _store().page().total == 1  # the failed request recorded nothing, lost nothing
 
 
+def test_markup_in_sd_model_is_quoted_in_the_offline_load_error(app, monkeypatch):
+    """SD_MODEL holding markdown is named in a code span in the load error, never rendered."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("SD_MODEL", ":red[**bad**]")
+    at = fill_small(app(), seed=1)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error if "cannot be reached" in e.value]
+    assert "`:red[**bad**]`" in error
+    rendered = outside_code_spans(error)
+    assert ":red[" not in rendered and "**" not in rendered
+
+
 def test_credentials_in_the_remote_url_are_never_shown_or_stored(app, monkeypatch, demo_pipe):
     """user:pass@ and ?key= values of SD_REMOTE_URL stay out of the page, records and PNGs."""
     from tests.loopback_server import TextToImageServer

@@ -156,6 +156,18 @@ def test_error_statuses_explain_the_fix_and_record_nothing(server, query, token,
     assert backend.recent_calls() == ()
 
 
+@pytest.mark.parametrize("side", [24_000, 5_000], ids=["Pillow's bomb", "over our cap"])
+def test_oversized_answer_is_refused_before_decoding(server, side):
+    """An answer too large to decode safely is a clear message, never a crash or a decode."""
+    # "side…": URL query values are redacted from messages as possible secrets.
+    backend = RemoteBackend(url=endpoint(server, bomb=f"side{side}"), model="demo")
+    with pytest.raises(GenerationError, match="too large to open safely") as raised:
+        backend.generate(small())
+    assert "megapixels" in str(raised.value)
+    assert (f"{side}×{side}" in str(raised.value)) == (side == 5_000)  # Pillow's gives no size
+    assert backend.recent_calls() == ()
+
+
 def test_timeout_is_explained(server):
     """A service slower than the timeout gives a timeout message, not a hang."""
     backend = RemoteBackend(url=endpoint(server, delay=3, status=500), model="demo", timeout=0.5)
