@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.masks import DEFAULT_MASK_BLUR, blur_mask, is_empty, paste_back
+from core.quiet import DropMessage
 from core.slg import SkipLayerGuidance, SkipLayerGuidedTransformer, slg_runs
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,9 @@ def steps_that_run(steps: int, strength: float) -> int:
 
 
 # --- the mode's pipeline -----------------------------------------------------------------
-class _DropEmptyFp32Note(logging.Filter):
-    """diffusers' `ModelMixin.to(dtype=...)` warns "modules … kept in float32: []" even when
-    the list is empty; `from_pipe` calls it on every build. Drop only that empty case."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "should be kept in float32: []" not in message
+# diffusers' `ModelMixin.to(dtype=...)` warns "modules … should be kept in float32: []" even
+# when the list is empty, and `from_pipe` casts on every build: drop that one message there.
+EMPTY_FP32_NOTE = "should be kept in float32: []"
 
 
 def pipeline_dtype(pipe: Any) -> Any:
@@ -123,7 +120,7 @@ def mode_pipeline(
         # Only this call's own scheduler object: the loaded pipeline's is left alone.
         scheduler.step = guide.wrap_step(scheduler.step)
         overrides["transformer"] = guide
-    note_filter = _DropEmptyFp32Note()
+    note_filter = DropMessage(EMPTY_FP32_NOTE)
     model_log = logging.getLogger("diffusers.models.modeling_utils")
     model_log.addFilter(note_filter)
     try:
