@@ -3,8 +3,8 @@
 Target (issue 18): ≤ 1.03×, because `core.image_modes.mode_pipeline` builds both pipelines
 with `from_pipe` on the loaded modules. Each case runs in a fresh Python so the figures do
 not mix. The demo pipeline's transformer is swapped for a wider one (12 layers × 768, about
-86 M parameters) so the weights, not Python and torch, are most of what is resident: a second
-copy would show. Two contrasts are measured the same way:
+250 M parameters, 1 GB in float32) so the weights, not Python and torch, are most of what
+is resident: a second copy would show. Two contrasts are measured the same way:
 
 - `copy`: the img2img/inpaint pipelines on deep copies of the modules (what to avoid);
 - `bf16-no-dtype`: a bfloat16 pipeline handed to diffusers' `from_pipe` without `dtype`,
