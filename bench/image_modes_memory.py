@@ -60,6 +60,8 @@ options = dict(embeds=embeds, image=source, seed=1, steps=steps, guidance_scale=
 if case in ("from_pipe", "bf16-no-dtype"):
     if case == "bf16-no-dtype":
         StableDiffusion3Img2ImgPipeline.from_pipe(pipe)  # no dtype: casts the shared modules
+        embeds = prompt_embeddings(pipe, prompt="a fox", negative_prompt="blur", guidance_scale=4.5)
+        options["embeds"] = embeds  # the encoders are float32 now too
     run_image_mode(pipe, mode="img2img", **options)
     run_image_mode(pipe, mode="inpaint", mask=mask, **options)
 else:  # "copy": separate pipelines on copied modules
