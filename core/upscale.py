@@ -1,0 +1,124 @@
+"""Upscale ("hires fix") of a finished image: Lanczos to ×1.25 or ×1.4 within the family's
+limits, then image-to-image at a low strength with the same prompt and seed.
+
+As A1111's hires fix does for a result (`modules/processing.py`, `StableDiffusionProcessingTxt2Img`:
+`hr_upscale_to_x = int(width * hr_scale)`, resize, then img2img at `denoising_strength`; its
+infotext says `Hires upscale: 1.4`), with two differences: the target is snapped to the
+model's multiple (16 for SD3, to the nearest, never past the limits), and the resize is a plain
+Lanczos (no upscaler model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.image_modes import ModeImage, run_image_mode
+from core.slg import SkipLayerGuidance
+
+HIRES_FACTORS = (1.25, 1.4)
+DEFAULT_HIRES_STRENGTH = 0.35
+INFOTEXT_KEY = "Hires upscale"  # A1111's key; the value is the factor, e.g. 1.4
+
+
+class UpscaleError(ValueError):
+    """The image cannot be upscaled (already at the limit, unknown factor); says why."""
+
+
+def upscale_size(
+    width: int,
+    height: int,
+    factor: float,
+    *,
+    max_side: int,
+    multiple: int,
+    max_pixels: int | None = None,
+) -> tuple[int, int]:
+    """`width`×`height` × `factor`, capped at `max_side` (and `max_pixels`) keeping the
+    shape, each side snapped to the nearest multiple of `multiple` within the caps:
+    1024×768 at ×1.4 → 1440×1072; 1024² at ×1.25 → 1280²; 1440² → `UpscaleError`."""
+    if factor not in HIRES_FACTORS:
+        raise UpscaleError(f"Upscale by {' or '.join(map(str, HIRES_FACTORS))}; got {factor!r}.")
+    scale = min(factor, max_side / max(width, height))
+    if max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (width * height)))
+
+    def snap(value: int) -> int:
+        snapped = int(round(value * scale / multiple)) * multiple
+        while snapped > max_side:
+            snapped -= multiple
+        return max(snapped, multiple)
+
+    target_w, target_h = snap(width), snap(height)
+    while max_pixels and target_w * target_h > max_pixels:  # rounding up went past the area
+        if target_w >= target_h:
+            target_w -= multiple
+        else:
+            target_h -= multiple
+    target = target_w, target_h
+    if target[0] <= width and target[1] <= height:
+        raise UpscaleError(
+            f"{width}×{height} is already at this model's largest size ({max_side} px a side"
+            + (f", {max_pixels / 1e6:.1f} MP" if max_pixels else "")
+            + "): there is nothing to upscale to."
+        )
+    return target
+
+
+def lanczos(image: Any, size: tuple[int, int]) -> Any:
+    from PIL import Image
+
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class Upscaled:
+    result: ModeImage  # `.image` is the upscaled, refined image
+    resized: Any  # the Lanczos resize that went into image-to-image
+    factor: float
+    note: str  # "Upscaled 1024×768 → 1280×960 (×1.25 asked; Lanczos, then strength 0.35)"
+
+
+def run_upscale(
+    pipe: Any,
+    *,
+    image: Any,
+    factor: float,
+    embeds: dict[str, Any],
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    max_side: int,
+    multiple: int,
+    max_pixels: int | None = None,
+    strength: float = DEFAULT_HIRES_STRENGTH,
+    slg: SkipLayerGuidance | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    class_name: str | None = None,
+) -> Upscaled:
+    """Upscale `image` (a result: its prompt's `embeds` and its `seed`) by `factor`."""
+    size = upscale_size(
+        *image.size, factor, max_side=max_side, multiple=multiple, max_pixels=max_pixels
+    )
+    resized = lanczos(image, size)
+    result = run_image_mode(
+        pipe,
+        mode="img2img",
+        embeds=embeds,
+        image=resized,
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        strength=strength,
+        slg=slg,
+        on_step=on_step,
+        class_name=class_name,
+    )
+    w, h = image.size
+    note = (
+        f"Upscaled {w}×{h} → {size[0]}×{size[1]} (×{factor:g} asked; Lanczos, then "
+        f"image-to-image at strength {strength:g}, {result.steps_run} steps)."
+    )
+    return Upscaled(result=result, resized=resized, factor=factor, note=note)
