@@ -139,6 +139,9 @@ class _Prompt:
     prompt: str
     negative_prompt: str
     guidance_scale: float
+    # Encoded on the loaded (text-to-image) pipeline's encoders, so cached under that
+    # mode's key: a "Vary" right after a generation encodes nothing.
+    mode: str = "txt2img"
 
 
 def prompt_embeddings(

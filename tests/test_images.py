@@ -13,8 +13,7 @@ from PIL import Image
 
 from core import images
 from core.images import UploadError, fit_size, plan_fit, read_upload
-
-from .hostile import PNG_SIGNATURE, bomb_png, chunk, jpeg_bytes
+from testkit.hostile import PNG_SIGNATURE, bomb_png, chunk, jpeg_bytes
 
 SMALL_RULES = {"min_side": 64, "max_side": 1440, "multiple": 16}
 

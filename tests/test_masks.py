@@ -12,8 +12,7 @@ from PIL import Image
 from core import masks
 from core.images import plan_fit
 from core.masks import MaskError, read_mask_upload
-
-from .hostile import bomb_png
+from testkit.hostile import bomb_png
 
 
 def png(image: Image.Image) -> bytes:
