@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.masks import DEFAULT_MASK_BLUR, blur_mask, is_empty, paste_back
+from core.modes.img2img import DEFAULT_STRENGTH as IMG2IMG_STRENGTH
+from core.modes.inpaint import DEFAULT_STRENGTH as INPAINT_STRENGTH
+from core.modes.shared import MAX_STRENGTH, MIN_STRENGTH, steps_that_run
 from core.quiet import DropMessage
 from core.slg import SkipLayerGuidance, SkipLayerGuidedTransformer, slg_runs
 
@@ -41,11 +44,11 @@ SD3_PIPELINES = {
     "inpaint": "StableDiffusion3InpaintPipeline",
 }
 IMAGE_MODES = ("img2img", "inpaint")
-MIN_STRENGTH = 0.05
-MAX_STRENGTH = 1.0
-DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 0.75}  # diffusers' and A1111's defaults
+DEFAULT_STRENGTH = {"img2img": IMG2IMG_STRENGTH, "inpaint": INPAINT_STRENGTH}
 
 StepCallback = Callable[[int, int], None]  # (step done, counting from 1; steps that run)
+# (the call's scheduler, step done counting from 1, that step's latents): a live preview.
+LatentsCallback = Callable[[Any, int, Any], None]
 
 
 class ModeError(ValueError):
@@ -58,16 +61,6 @@ def check_strength(strength: float) -> float:
     if not math.isfinite(strength) or not MIN_STRENGTH <= strength <= MAX_STRENGTH:
         raise ModeError(f"Strength must be in {MIN_STRENGTH:g}–{MAX_STRENGTH:g}; got {strength!r}.")
     return float(strength)
-
-
-def steps_that_run(steps: int, strength: float) -> int:
-    """Denoising steps an image-to-image or inpaint call really runs.
-
-    diffusers' `get_timesteps`: `t_start = int(steps − steps·strength)`, and the steps from
-    t_start on run: 40 × 0.6 → 24, but 10 × 0.35 → 4 (not int(3.5) = 3), 40 × 0.05 → 2.
-    """
-    init = min(steps * strength, steps)
-    return steps - int(max(steps - init, 0))
 
 
 # --- the mode's pipeline -----------------------------------------------------------------
@@ -208,6 +201,7 @@ def run_image_mode(
     slg: SkipLayerGuidance | None = None,
     on_step: StepCallback | None = None,
     class_name: str | None = None,
+    on_latents: LatentsCallback | None = None,
 ) -> ModeImage:
     """Make one image-to-image or inpaint image with a CPU generator seeded with `seed`.
 
@@ -215,7 +209,9 @@ def run_image_mode(
     Inpaint: `mask` ("L", 255 = repaint) at the same size is blurred by `mask_blur` px, the
     blurred mask goes to the pipeline, and the result is pasted back through it
     (`core.masks.paste_back`). `on_step(k, n)` is called after step k of the n that run;
-    an exception raised there stops the call. SLG runs only with guidance on.
+    an exception raised there stops the call. `on_latents(scheduler, k, latents)` sees
+    each step's latents (a live preview; it must not change them). SLG runs only with
+    guidance on.
     """
     import torch
 
@@ -241,6 +237,8 @@ def run_image_mode(
     def step_end(_pipe: Any, step: int, _t: Any, _kwargs: dict) -> dict:
         if on_step is not None:
             on_step(step + 1, n)
+        if on_latents is not None:
+            on_latents(_pipe.scheduler, step + 1, _kwargs["latents"])
         return {}
 
     kwargs: dict[str, Any] = {

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.images import UploadError, check_upload
+from core.modes.inpaint import DEFAULT_MASK_BLUR, MAX_MASK_BLUR  # noqa: F401 - the mode declares them; image_modes reads DEFAULT_MASK_BLUR here
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MASK_BLUR = 4  # A1111's default "Mask blur"
-MAX_MASK_BLUR = 64  # A1111's slider maximum
 # Masks whose shape differs from the image's by more than this are refused, not stretched.
 SHAPE_TOLERANCE = 0.01
 

@@ -45,6 +45,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 INFOTEXT_KEY = "Skip layer guidance"  # one clearly named key in the A1111 `parameters`
+OFF = "off"  # the mode option's value when SLG is off (then nothing is written)
+EXAMPLE = "layers 7 8 9; scale 2.8; start 0.01; stop 0.2"
 
 
 class SLGError(ValueError):
@@ -130,6 +132,28 @@ class SkipLayerGuidance:
             )
         except (KeyError, ValueError) as exc:
             raise SLGError(f"Unreadable {INFOTEXT_KEY} value ({exc}).") from None
+
+
+def parse_option(text: str) -> tuple[str | None, str | None]:
+    """The `slg` mode option from text: (its one written form, None) or (None, why not).
+
+    "off" (or nothing) is off; anything else must read as `infotext()` does, e.g.
+    "layers 7 8 9; scale 2.8; start 0.01; stop 0.2" (a share link, a form, an infotext).
+    """
+    words = str(text).strip()
+    if words.lower() in (OFF, ""):
+        return OFF, None
+    try:
+        return SkipLayerGuidance.from_infotext(words).infotext(), None
+    except SLGError as exc:
+        return None, f"Skip layer guidance must be off or like {EXAMPLE!r}: {exc}"
+
+
+def from_option(value: object) -> SkipLayerGuidance | None:
+    """The SLG settings of a validated `slg` option (None: off)."""
+    if not isinstance(value, str) or value == OFF:
+        return None
+    return SkipLayerGuidance.from_infotext(value)
 
 
 def slg_runs(slg: SkipLayerGuidance | None, guidance_scale: float) -> bool:

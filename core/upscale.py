@@ -10,61 +10,30 @@ Lanczos (no upscaler model).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from core.image_modes import ModeImage, run_image_mode
+from core.modes.upscale import (  # the size arithmetic is the mode's (light, for the pages)
+    DEFAULT_HIRES_STRENGTH,
+    HIRES_FACTORS,
+    INFOTEXT_KEY,
+    UpscaleError,
+    upscale_size,
+)
 from core.slg import SkipLayerGuidance
 
-HIRES_FACTORS = (1.25, 1.4)
-DEFAULT_HIRES_STRENGTH = 0.35
-INFOTEXT_KEY = "Hires upscale"  # A1111's key; the value is the factor, e.g. 1.4
-
-
-class UpscaleError(ValueError):
-    """The image cannot be upscaled (already at the limit, unknown factor); says why."""
-
-
-def upscale_size(
-    width: int,
-    height: int,
-    factor: float,
-    *,
-    max_side: int,
-    multiple: int,
-    max_pixels: int | None = None,
-) -> tuple[int, int]:
-    """`width`×`height` × `factor`, capped at `max_side` (and `max_pixels`) keeping the
-    shape, each side snapped to the nearest multiple of `multiple` within the caps:
-    1024×768 at ×1.4 → 1440×1072; 1024² at ×1.25 → 1280²; 1440² → `UpscaleError`."""
-    if factor not in HIRES_FACTORS:
-        raise UpscaleError(f"Upscale by {' or '.join(map(str, HIRES_FACTORS))}; got {factor!r}.")
-    scale = min(factor, max_side / max(width, height))
-    if max_pixels:
-        scale = min(scale, math.sqrt(max_pixels / (width * height)))
-
-    def snap(value: int) -> int:
-        snapped = int(round(value * scale / multiple)) * multiple
-        while snapped > max_side:
-            snapped -= multiple
-        return max(snapped, multiple)
-
-    target_w, target_h = snap(width), snap(height)
-    while max_pixels and target_w * target_h > max_pixels:  # rounding up went past the area
-        if target_w >= target_h:
-            target_w -= multiple
-        else:
-            target_h -= multiple
-    target = target_w, target_h
-    if target[0] <= width and target[1] <= height:
-        raise UpscaleError(
-            f"{width}×{height} is already at this model's largest size ({max_side} px a side"
-            + (f", {max_pixels / 1e6:.1f} MP" if max_pixels else "")
-            + "): there is nothing to upscale to."
-        )
-    return target
+__all__ = [
+    "DEFAULT_HIRES_STRENGTH",
+    "HIRES_FACTORS",
+    "INFOTEXT_KEY",
+    "UpscaleError",
+    "Upscaled",
+    "lanczos",
+    "run_upscale",
+    "upscale_size",
+]
 
 
 def lanczos(image: Any, size: tuple[int, int]) -> Any:
@@ -97,6 +66,7 @@ def run_upscale(
     slg: SkipLayerGuidance | None = None,
     on_step: Callable[[int, int], None] | None = None,
     class_name: str | None = None,
+    on_latents: Callable[[Any, int, Any], None] | None = None,
 ) -> Upscaled:
     """Upscale `image` (a result: its prompt's `embeds` and its `seed`) by `factor`."""
     size = upscale_size(
@@ -115,6 +85,7 @@ def run_upscale(
         slg=slg,
         on_step=on_step,
         class_name=class_name,
+        on_latents=on_latents,
     )
     w, h = image.size
     note = (

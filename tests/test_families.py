@@ -243,7 +243,7 @@ def test_a_turbo_record_names_its_family(app, engine, monkeypatch):
     assert (record.family, record.mode, record.mode_options) == (
         "sd35-large-turbo",
         "txt2img",
-        "{}",
+        '{"slg":"off"}',  # Large Turbo's SLG starts off
     )
     assert (record.seed, record.guidance_scale, record.model) == (11, 0.0, "demo")
     assert record.problems() == []

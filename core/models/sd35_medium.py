@@ -10,7 +10,13 @@ SD35_MEDIUM = Family(
         "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/blob/main/LICENSE.md"
     ),
     gated=True,
-    pipelines={"txt2img": "StableDiffusion3Pipeline"},
+    # Every mode on the same loaded modules (diffusers' from_pipe): issue 18's image modes.
+    pipelines={
+        "txt2img": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+        "upscale": "StableDiffusion3Img2ImgPipeline",  # a Lanczos resize, then image to image
+    },
     # Measured on the real architecture's bf16 files (NOTES-sd3, "Full-size SD3.5 Medium"):
     # 16.27 GB in all. The transformer checks against its config: 2,469,663,936 parameters
     # and persistent buffers (pos_embed) × 2 bytes = 4.94 GB.
@@ -31,4 +37,9 @@ SD35_MEDIUM = Family(
     # Measured on the full-size stand-in, 2-core CPU, bf16 (issue 13, NOTES-sd3): 1024²
     # 51 s per step (CFG), VAE 37–47 s with 512-px tiles, text encoding 16–19 s.
     priors=StepPriors(step_s_1024=51.0, decode_s_1024=47.0, encode_s=19.0, measured=True),
+    transformer_layers=24,  # its transformer/config.json: num_layers 24
+    # The model card recommends SLG "for better structure and anatomy coherency", with
+    # layers 7, 8, 9 (diffusers' defaults): on from the start.
+    slg_layers=(7, 8, 9),
+    slg_on=True,
 )
