@@ -106,6 +106,9 @@ class GenerationRequest:
     mode_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: ImageInput | None = field(default=None, hash=False)
     mask: ImageInput | None = field(default=None, hash=False)
+    # The settings of a stored record whose images are not read back yet: the source and
+    # mask may be missing (the output size is then the request's own). Nothing runs it.
+    inputs_pending: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         family = self._family()
@@ -177,12 +180,14 @@ class GenerationRequest:
             value = getattr(self, name)
             if value is not None and not isinstance(value, ImageInput):
                 raise InvalidRequest(name, f"The {name} must be an image input.")
-            if name in mode.inputs and value is None:
+            if name in mode.inputs and value is None and not self.inputs_pending:
                 what = "an image to work on" if name == "source" else "a painted mask"
                 raise InvalidRequest(name, f"{mode.label} needs {what}.")
             if name not in mode.inputs and value is not None:
                 raise InvalidRequest(name, f"{mode.label} takes no {name} image.")
         if self.source is None:
+            if mode.needs_source and (self.width is None or self.height is None):
+                raise InvalidRequest("source", f"{mode.label} needs an image to work on.")
             return None
         if self.mask is not None and self.mask.size != self.source.size:
             raise InvalidRequest(

@@ -833,6 +833,8 @@ class LocalBackend:
             if not mode.needs_source:
                 return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
             loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
+            if request.source is None or ("mask" in mode.inputs and request.mask is None):
+                raise GenerationError(f"{mode.label} needs its image (and mask) to run.")
             tiles = vae_tiles(loaded.pipe, request.width, request.height)
             return run_image_request(
                 loaded.pipe, request, family=loaded.family, tiles=tiles, **run, **facts

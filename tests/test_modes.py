@@ -218,6 +218,9 @@ def test_upgrade_to_0003_gives_old_rows_their_family_and_text_to_image(engine):
         for column in ("family", "mode", "mode_options"):
             conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE reservations")  # and 0004's table
+        for column in ("source_record", "source_sha256", "mask_sha256"):  # and 0005's
+            conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE inputs")
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
     store.engine.dispose()
     history._STORES.clear()

@@ -28,6 +28,7 @@ from core.demo import DEMO_MODEL
 from core.generation import GenerationRequest, InvalidRequest
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
+from core.sources import ImageInput
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
@@ -93,6 +94,12 @@ class HistoryRecord:
     family: str = DEFAULT_FAMILY.id
     mode: str = DEFAULT_MODE.id
     mode_options: str = "{}"
+    # What Vary / Inpaint / Upscale worked on (migration 0005; "" for text to image): the
+    # record whose image was the source, or else the SHA-256 of the source's own PNG bytes
+    # (an upload), and of the inpaint mask's; the history keeps those bytes once each.
+    source_record: str = ""
+    source_sha256: str = ""
+    mask_sha256: str = ""
 
     def options(self) -> dict[str, Any]:
         """The stored mode options; `InvalidRequest` when they are not a JSON object."""
@@ -101,13 +108,21 @@ class HistoryRecord:
         except ValueError as exc:
             raise InvalidRequest("mode_options", f"This record's {exc}.") from None
 
-    def request(self) -> GenerationRequest:
+    def request(
+        self, *, source: ImageInput | None = None, mask: ImageInput | None = None
+    ) -> GenerationRequest:
         """The one-image request that reproduces this record (its family, mode and options).
 
+        A mode that works on an image needs its `source` (and Inpaint its `mask`), read back
+        from the history (`core.history.inputs.record_request`); without them the request
+        holds the settings only (`inputs_pending`), for checking and for the form.
         Raises `core.generation.InvalidRequest` when a stored value is out of range; call
         `problems()` first to show why.
         """
         return GenerationRequest(
+            source=source,
+            mask=mask,
+            inputs_pending=source is None,
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             seed=self.seed,
@@ -164,7 +179,34 @@ class HistoryRecord:
             self.request()
         except InvalidRequest as exc:
             return [str(exc)]
-        return []
+        return self.input_problems()
+
+    def input_problems(self) -> list[str]:
+        """What is wrong with the record's references to its source and mask ([] if fine):
+        the mode's images must be named (by a record id or a SHA-256), and nothing else."""
+        try:
+            needs = get_mode(self.mode).inputs
+        except UnknownMode as exc:
+            return [str(exc)]
+        found = []
+        if self.source_record and not valid_id(self.source_record):
+            found.append(f"source_record {_shown(self.source_record)} is not a record id")
+        for name in ("source_sha256", "mask_sha256"):
+            value = getattr(self, name)
+            if value and not _SHA256.fullmatch(value):
+                found.append(f"{name} {_shown(value)} is not a SHA-256")
+        if self.source_record and self.source_sha256:
+            found.append("the source is named twice (a record and its own bytes)")
+        has_source = bool(self.source_record or self.source_sha256)
+        if "source" in needs and not has_source:
+            found.append(f"this {self.mode} record names no source image")
+        if "mask" in needs and not self.mask_sha256:
+            found.append(f"this {self.mode} record names no mask")
+        if "source" not in needs and (has_source or self.mask_sha256):
+            found.append(f"a {self.mode} record names no source or mask images")
+        if "mask" not in needs and "source" in needs and self.mask_sha256:
+            found.append(f"a {self.mode} record names no mask")
+        return found
 
     def _mode_infotext(self) -> dict[str, str]:
         """The mode's A1111 entries (none for txt2img, or when the row's are unusable)."""
@@ -296,6 +338,17 @@ FACT_KEYS = (
 )
 
 
+def input_fields(request: GenerationRequest) -> dict[str, str]:
+    """How a record names its request's source and mask: the source record's id when the
+    source is one, else the SHA-256 of its own bytes; the mask's SHA-256."""
+    source, mask = request.source, request.mask
+    return {
+        "source_record": source.record_id or "" if source is not None else "",
+        "source_sha256": source.sha256 if source is not None and not source.record_id else "",
+        "mask_sha256": mask.sha256 if mask is not None else "",
+    }
+
+
 def new_record(
     request: GenerationRequest,
     *,
@@ -322,6 +375,7 @@ def new_record(
         family=request.family,
         mode=request.mode,
         mode_options=options_json(request.mode_options),
+        **input_fields(request),
         duration_seconds=float(duration_seconds),
         **{key: str(facts.get(key, "")) for key in FACT_KEYS},
     )
