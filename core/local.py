@@ -811,6 +811,14 @@ class LocalBackend:
             details=self.describe().identity(),
         )
 
+    def why_not(self, mode_id: str) -> str:
+        """Why `mode_id` does not run here ("" when the family has a pipeline for it)."""
+        if mode_id in self.modes:
+            return ""
+        family = self._loaded.family if self._loaded is not None else self.family
+        family = family or resolve_family(self.model).family
+        return f"{family.label} has no pipeline for {get_mode(mode_id).label} here."
+
     def _run(
         self, loaded: LoadedPipeline, request: GenerationRequest, **run: Any
     ) -> tuple[list[Any], list[float]]:
