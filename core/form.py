@@ -107,8 +107,11 @@ def prepare(state: MutableMapping[str, Any], family: Family = DEFAULT_FAMILY) ->
 
 
 def remember(state: MutableMapping[str, Any]) -> None:
-    """Copy the widgets' values into the store that survives page changes."""
-    state[SAVED_KEY] = {key: state[key] for key in field_names() if key in state}
+    """Copy the widgets' values into the store that survives page changes (a field whose
+    widget was not drawn this run, e.g. a mode's option, keeps its saved value)."""
+    saved = dict(state.get(SAVED_KEY) or {})
+    saved.update({key: state[key] for key in field_names() if key in state})
+    state[SAVED_KEY] = saved
 
 
 def build_request(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,14 @@ MAX_INPUT_BYTES = 20 * 1024 * 1024
 # most 1440², so this only keeps a decompression bomb from being decoded.
 MAX_INPUT_PIXELS = 4096 * 4096
 KINDS = ("source", "mask")
+# A record id as this app makes it (uuid4 hex), with room for other ids of the same shape:
+# the only text a file, a zip entry or a link's `source` is ever named from.
+RECORD_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def valid_record_id(value: object) -> bool:
+    """Whether `value` is a record id this app could have made (safe in a file name)."""
+    return isinstance(value, str) and RECORD_ID.fullmatch(value) is not None
 
 
 class InputError(ValueError):

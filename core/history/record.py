@@ -28,20 +28,18 @@ from core.demo import DEMO_MODEL
 from core.generation import GenerationRequest, InvalidRequest
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
-from core.sources import ImageInput
+from core.sources import ImageInput, valid_record_id
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
-# A record id as this app makes it (uuid4 hex), with room for other ids of the same shape.
-# A file or zip entry is only ever named from an id like this: an edited row cannot point
-# outside the history's folders.
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def valid_id(value: object) -> bool:
-    """Whether `value` is a record id this app could have made (safe in a file name)."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
+    """Whether `value` is a record id this app could have made (safe in a file name): a
+    file or zip entry is only ever named from an id like this, so an edited row cannot
+    point outside the history's folders (`core.sources.RECORD_ID`)."""
+    return valid_record_id(value)
 
 
 def readable_time(value: object) -> float:

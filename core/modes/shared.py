@@ -53,8 +53,7 @@ SLG_OPTION = ModeOption(
     infotext=slg.INFOTEXT_KEY,
     parse=slg.parse_option,
     unwritten=(slg.OFF,),
-    help="Guidance from the model run again with some layers skipped (SD3.5 Medium's card "
-    "recommends it for structure and anatomy). Runs only with guidance on.",
+    help=slg.SLG_HELP,
 )
 
 
