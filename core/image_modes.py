@@ -186,6 +186,20 @@ def _decode_latents(pipe: Any, latents: Any) -> Any:
     return pipe.image_processor.postprocess(image, output_type="pil")[0]
 
 
+def _check_inputs(mode: str, image: Any, mask: Any) -> None:
+    """A known mode, and for inpaint a non-empty mask of the image's size (`ModeError`)."""
+    if mode not in IMAGE_MODES:
+        raise ModeError(f"Mode must be one of {', '.join(IMAGE_MODES)}; got {mode!r}.")
+    if mode != "inpaint":
+        return
+    if mask is None:
+        raise ModeError("Inpaint needs a mask: paint the area to repaint, or upload one.")
+    if mask.size != image.size:
+        raise ModeError(f"The mask is {mask.size}, the image {image.size}: same size needed.")
+    if is_empty(mask):
+        raise ModeError("The mask is empty: paint the area to repaint (white in a mask PNG).")
+
+
 def run_image_mode(
     pipe: Any,
     *,
@@ -215,17 +229,9 @@ def run_image_mode(
     """
     import torch
 
-    if mode not in IMAGE_MODES:
-        raise ModeError(f"Mode must be one of {', '.join(IMAGE_MODES)}; got {mode!r}.")
+    _check_inputs(mode, image, mask)
     strength = check_strength(strength)
     width, height = image.size
-    if mode == "inpaint":
-        if mask is None:
-            raise ModeError("Inpaint needs a mask: paint the area to repaint, or upload one.")
-        if mask.size != image.size:
-            raise ModeError(f"The mask is {mask.size}, the image {image.size}: same size needed.")
-        if is_empty(mask):
-            raise ModeError("The mask is empty: paint the area to repaint (white in a mask PNG).")
     n = steps_that_run(steps, strength)
     guided = None
     if slg_runs(slg, guidance_scale):

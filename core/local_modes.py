@@ -11,6 +11,7 @@ the same progress phases, Stop, live preview and speed records as text to image
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from core import slg as skip_layers
@@ -24,6 +25,85 @@ from core.generation import (
 )
 from core.models import Family
 from core.prompt_cache import PromptCache
+
+
+@dataclass
+class _Image:
+    """One image's progress: its index, the stop check, the preview, when denoising ended."""
+
+    request: GenerationRequest
+    index: int
+    report: Any  # (phase, **fields) → None
+    should_stop: StopCheck | None
+    previewer: Any = None  # core.preview.StepPreview, when a live preview is wanted
+    tiles: int = 0
+    denoised_at: list[float] = field(default_factory=list)
+
+    def on_step(self, step: int, steps: int) -> None:
+        """After step `step` of the `steps` that run: Stop, and progress (unless the preview
+        reports it, from `on_latents`, which sees the same step next)."""
+        if self.should_stop is not None and self.should_stop():
+            raise GenerationStopped(step, steps)
+        if step == steps:
+            self.denoised_at.append(time.perf_counter())
+        if self.previewer is None:
+            self._reported(step, steps, None)
+
+    def on_latents(self, scheduler: Any, step: int, latents: Any) -> None:
+        jpeg = self.previewer.update(scheduler, step, latents)
+        self._reported(step, self.request.effective_steps, jpeg)
+
+    def _reported(self, step: int, steps: int, jpeg: bytes | None) -> None:
+        self.report("denoising", image_index=self.index, step=step, preview=jpeg)
+        if step == steps:  # the pipeline decodes right after the last step
+            self.report("decoding", image_index=self.index, step=steps, tiles=self.tiles)
+
+
+def _made(pipe: Any, request: GenerationRequest, family: Family, **common: Any) -> Any:
+    """One image of `request` (`core.image_modes.ModeImage`): Upscale resizes first."""
+    from core.image_modes import run_image_mode
+    from core.upscale import run_upscale
+
+    options = request.mode_options
+    source = request.source.image("RGB")  # type: ignore[union-attr]
+    if request.mode == "upscale":
+        return run_upscale(
+            pipe,
+            image=source,
+            factor=float(options["factor"]),
+            max_side=family.sizes.max,
+            multiple=family.sizes.multiple,
+            **common,
+        ).result
+    mask = request.mask.image("L") if request.mask is not None else None
+    return run_image_mode(
+        pipe,
+        mode=request.mode,
+        image=source,
+        mask=mask,
+        mask_blur=int(options.get("mask_blur", 0)),
+        **common,
+    )
+
+
+def _embeddings(
+    pipe: Any, request: GenerationRequest, *, cache: PromptCache | None, model: str, dtype: str
+) -> tuple[dict[str, Any], float | None]:
+    """The prompt's embeddings, and the seconds encoding took (None: from the cache)."""
+    from core.image_modes import prompt_embeddings
+
+    start, hits = time.perf_counter(), cache.hits if cache is not None else 0
+    embeds = prompt_embeddings(
+        pipe,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        guidance_scale=request.guidance_scale,
+        cache=cache,
+        model=model,
+        dtype=dtype,
+    )
+    encoded = cache is None or cache.hits == hits
+    return embeds, time.perf_counter() - start if encoded else None
 
 
 def run_image_request(
@@ -42,120 +122,59 @@ def run_image_request(
     tiles: int = 0,
 ) -> tuple[list[Any], list[float]]:
     """Make the request's images (one per seed) from its source, as `run_pipeline` does
-    for text to image; return (images, seconds per image).
-
-    `pipe` is the loaded (text-to-image) pipeline: each call builds the mode's pipeline on
-    its modules. The prompt is encoded once (or taken from `cache`, under text to image's
-    key: a Vary after a generation encodes nothing). `tiles` is what the VAE decode splits
-    into (for the progress words).
-    """
+    for text to image; return (images, seconds per image). `pipe` is the loaded pipeline;
+    the prompt is encoded once (or taken from `cache` under text to image's key: a Vary
+    after a generation encodes nothing); `tiles`: the VAE decode's, for progress words."""
     import torch
 
-    from core.image_modes import prompt_embeddings, run_image_mode
     from core.preview import StepPreview
-    from core.upscale import run_upscale
 
     started = time.perf_counter() if started is None else started
     total = request.effective_steps
-    options = request.mode_options
 
     def report(phase: str, **fields: Any) -> None:
         if on_progress is not None:
             elapsed = time.perf_counter() - started
-            on_progress(
-                Progress(phase, elapsed, num_images=request.num_images, total_steps=total, **fields)
-            )
+            n = request.num_images
+            on_progress(Progress(phase, elapsed, num_images=n, total_steps=total, **fields))
 
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
-    encode_start = time.perf_counter()
-    hits = cache.hits if cache is not None else 0
     report("encoding")
-    embeds = prompt_embeddings(
-        pipe,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        guidance_scale=request.guidance_scale,
-        cache=cache,
-        model=model,
-        dtype=dtype,
-    )
-    encoded = cache is None or cache.hits == hits  # not from the cache: this was timed
-    encode_seconds = time.perf_counter() - encode_start if encoded else None
-    source = request.source.image("RGB")  # type: ignore[union-attr]
-    mask = request.mask.image("L") if request.mask is not None else None
-    guide = skip_layers.from_option(options.get("slg"))
-    class_name = family.pipeline_name(request.mode)
+    embeds, encode_seconds = _embeddings(pipe, request, cache=cache, model=model, dtype=dtype)
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
-        marks: list[float] = []
-        previewer = StepPreview(total_steps=total) if preview and on_progress else None
-
-        def on_step(
-            step: int, steps: int, index: int = index, marks: list = marks, previewer=previewer
-        ) -> None:
-            if should_stop is not None and should_stop():
-                raise GenerationStopped(step, steps)
-            if step == steps:
-                marks.append(time.perf_counter())
-            if previewer is None:  # else reported with the preview, from on_latents
-                reported(step, steps, index, None)
-
-        def on_latents(
-            scheduler: Any, step: int, latents: Any, index: int = index, previewer=previewer
-        ) -> None:
-            jpeg = previewer.update(scheduler, step, latents)  # type: ignore[union-attr]
-            reported(step, total, index, jpeg)
-
-        def reported(step: int, steps: int, index: int, jpeg: bytes | None) -> None:
-            report("denoising", image_index=index, step=step, preview=jpeg)
-            if step == steps:  # the pipeline decodes right after the last step
-                report("decoding", image_index=index, step=steps, tiles=tiles)
-
         if should_stop is not None and should_stop():
             raise GenerationStopped(0, total)
+        wanted = preview and on_progress is not None
+        one = _Image(request, index, report, should_stop, tiles=tiles)
+        one.previewer = StepPreview(total_steps=total) if wanted else None
         image_start = time.perf_counter()
-        common = {
-            "embeds": embeds,
-            "seed": seed,
-            "steps": request.num_inference_steps,
-            "guidance_scale": request.guidance_scale,
-            "strength": options["strength"],
-            "slg": guide,
-            "on_step": on_step,
-            "class_name": class_name,
-            "on_latents": on_latents if previewer is not None else None,
-        }
         with torch.inference_mode():
-            if request.mode == "upscale":
-                made = run_upscale(
-                    pipe,
-                    image=source,
-                    factor=float(options["factor"]),
-                    max_side=family.sizes.max,
-                    multiple=family.sizes.multiple,
-                    **common,
-                ).result
-            else:
-                made = run_image_mode(
-                    pipe,
-                    mode=request.mode,
-                    image=source,
-                    mask=mask,
-                    mask_blur=int(options.get("mask_blur", 0)),
-                    **common,
-                )
+            made = _made(
+                pipe,
+                request,
+                family,
+                embeds=embeds,
+                seed=seed,
+                steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                strength=request.mode_options["strength"],
+                slg=skip_layers.from_option(request.mode_options.get("slg")),
+                on_step=one.on_step,
+                class_name=family.pipeline_name(request.mode),
+                on_latents=one.on_latents if one.previewer is not None else None,
+            )
         done = time.perf_counter()
         images.append(made.image)
         seconds.append(done - image_start)
-        if model and device and marks and made.steps_run:
+        if model and device and one.denoised_at and made.steps_run:
+            denoised = one.denoised_at[0]
             SPEEDS.record(
-                model=model,
-                device=device,
+                **{"model": model, "device": device, "encode_seconds": encode_seconds},
                 width=request.width,
                 height=request.height,
-                step_seconds=(marks[0] - image_start) / made.steps_run,
-                decode_seconds=done - marks[0],
-                encode_seconds=encode_seconds,
+                step_seconds=(denoised - image_start) / made.steps_run,  # the steps that ran
+                decode_seconds=done - denoised,
             )
     return images, seconds
