@@ -22,7 +22,9 @@ MASK_ERROR = "work_mask_error"
 KEPT = "work_mask_kept"  # a record's mask ("Use these settings"), until painted over
 INVERT = "mask_invert"
 BRUSH = "mask_brush"
-CANVAS_WIDTH = 512  # px on the page; the image's shape, scaled (the mask is scaled back)
+# px on the page: fits the form column beside the output on a wide screen (the canvas does
+# not shrink with its column); the image's shape, scaled, and the mask scaled back.
+CANVAS_WIDTH = 360
 
 
 def current_mask() -> ImageInput | None:
@@ -120,13 +122,18 @@ def mask_panel(source: ImageInput | None, *, fit: Any = None) -> None:
     state = st.session_state
     if source is None:
         return
-    brush, clear, invert = st.columns([3, 1, 1], vertical_alignment="bottom")
-    brush.slider("Brush size", 4, 96, 32, step=4, key=BRUSH)
+    st.slider("Brush size", 4, 96, 32, step=4, key=BRUSH, help="Pixels on the canvas.")
+    st.caption("Paint over what to repaint:")  # the canvas's own toolbar sits beside this
+    painted = _canvas(source)
+    clear, invert = st.columns(2, vertical_alignment="center")
     clear.button(
-        "Clear", key="mask_clear", icon=":material/ink_eraser:", on_click=clear_mask, args=(state,)
+        "Clear the mask",
+        key="mask_clear",
+        icon=":material/ink_eraser:",
+        on_click=clear_mask,
+        args=(state,),
     )
     invert.toggle("Invert", key=INVERT, help="Repaint everything except what is painted.")
-    painted = _canvas(source)
     st.file_uploader(
         "…or upload a mask PNG (white = repaint)",
         type=["png"],

@@ -178,7 +178,9 @@ def _strip_actions(
         png = entry.pngs[0]
     else:
         return  # neither kept nor held: nothing to work on
-    with st.popover("Work on it", icon=":material/edit:", width="stretch"):
+    with st.popover(
+        "", icon=":material/edit:", width="stretch", help="Vary, Inpaint or Upscale it"
+    ):
         workbench.action_buttons(
             png=png,
             record_id=record_id,

@@ -294,8 +294,10 @@ def _source_panel(start: Any, mode_id: str) -> ImageInput | None:
     state = st.session_state
     source: ImageInput | None = state.get(SOURCE)
     if source is not None:
-        picture, words = st.columns([1, 2], vertical_alignment="center")
-        if mode_id != "inpaint":  # inpaint paints on it below
+        if mode_id == "inpaint":  # painted on below: no picture of it here
+            words = st.container()
+        else:
+            picture, words = st.columns([1, 2], vertical_alignment="center")
             picture.image(source.png, width="stretch")
         words.caption(f"Working on {source.width}×{source.height}: {source.note}")
         words.button(
