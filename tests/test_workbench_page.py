@@ -55,6 +55,20 @@ def test_vary_on_a_result_makes_an_image_to_image_record_of_it(app):
     assert "Denoising strength: 0.5" in Image.open(io.BytesIO(png)).info["parameters"]
 
 
+def test_the_time_estimate_counts_the_steps_that_run(app):
+    """Vary at strength 0.6 of 40 steps runs 24: the estimate before the click says 24 steps
+    (at the image's size), and text to image again says 40."""
+    at = _generated(app, seed=7)
+    at.button(key="work_0_img2img").click().run()
+    at.slider(key="steps").set_value(40).run()
+    assert "40 steps × 0.6 = 24 steps run" in _captions(at)
+    shown = _captions(at) + "\n".join(i.value for i in at.info)
+    assert "at 512², 24 steps on this CPU" in shown, shown
+    at.get("button_group")[0].set_value("txt2img").run()
+    shown = _captions(at) + "\n".join(i.value for i in at.info)
+    assert "at 512², 40 steps on this CPU" in shown and "24 steps on" not in shown, shown
+
+
 def test_an_upload_is_fitted_with_a_note_and_inpainted_through_an_uploaded_mask(app):
     """A 700×500 JPEG becomes a valid-size source with the note saying how; a mask PNG
     painted on the original is fitted alike; Inpaint keeps every pixel outside its blur."""
