@@ -204,3 +204,24 @@ def test_remote_mode_says_what_it_cannot_do(app, monkeypatch):
         "Vary",
         "Upscale",
     ]
+
+
+def test_a_vary_counts_against_the_daily_limit(app, monkeypatch):
+    """SD_DAILY_LIMIT=2 (no sign-in: for the whole app): after one image, a Vary of two
+    images is refused before the pipeline runs; a Vary of one spends the day, and Generate
+    is then off."""
+    monkeypatch.setenv("SD_DAILY_LIMIT", "2")
+    at = _generated(app, seed=7)
+    assert any("1 of 2 images left today" in c.value for c in at.caption)
+    at.button(key="work_0_img2img").click().run()
+    at.slider(key="num_images").set_value(2)
+    at.button(key="generate").click().run()
+    assert any("you have 1 left today" in e.value for e in at.error), at.error
+    assert current_store().count() == 1
+    at.slider(key="num_images").set_value(1)
+    at.button(key="generate").click().run()
+    assert not at.exception and not at.error
+    assert [r.mode for r in current_store().page().records] == ["img2img", "txt2img"]
+    at.run()
+    assert at.button(key="generate").disabled
+    assert any("Generate works again at 00:00 UTC" in w.value for w in at.warning)
