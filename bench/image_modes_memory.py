@@ -10,7 +10,11 @@ is resident: a second copy would show. Two contrasts are measured the same way:
 - `bf16-no-dtype`: a bfloat16 pipeline handed to diffusers' `from_pipe` without `dtype`,
   which casts the shared modules to float32 in place.
 
-    .venv/bin/python -m bench.image_modes_memory [--size 256] [--steps 4]
+And the app's own path (issue 18's phase 2): `backend` / `backend-bf16` load that pipeline
+into `core.local.LocalBackend` and make a text-to-image request, then a Vary and an
+Inpaint request of its result (`backend.generate`, as the Generate button does).
+
+    .venv/bin/python -m bench.image_modes_memory [--size 512] [--steps 4]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ config = {**base.transformer.config, "num_layers": 12, "num_attention_heads": 12
 wide = SD3Transformer2DModel.from_config(config).eval()
 pipe = StableDiffusion3Pipeline(**{**base.components, "transformer": wide})
 del base
-dtype = torch.bfloat16 if case == "bf16-no-dtype" else torch.float32
+dtype = torch.bfloat16 if case in ("bf16-no-dtype", "backend-bf16") else torch.float32
 pipe = pipe.to(dtype=dtype)
 pipe.set_progress_bar_config(disable=True)
 params = sum(p.numel() for p in pipe.transformer.parameters())
@@ -49,6 +53,28 @@ def rss():
     gc.collect()
     return psutil.Process().memory_info().rss
 
+if case.startswith("backend"):
+    from core.device import DeviceChoice
+    from core.generation import GenerationRequest
+    from core.local import LoadedPipeline, LocalBackend
+    from core.models import DEMO
+    from core.sources import from_image
+
+    name = str(dtype).removeprefix("torch.")
+    choice = DeviceChoice(device="cpu", dtype=name, device_reason="bench", dtype_reason="bench")
+    loaded = LoadedPipeline(pipe=pipe, model="demo", choice=choice, load_seconds=0.0, family=DEMO)
+    backend = LocalBackend(model="demo", loader=lambda **_: loaded)
+    ask = dict(prompt="a fox", negative_prompt="blur", family="demo", num_inference_steps=steps)
+    first = backend.generate(GenerationRequest(**ask, width=size, height=size)).images[0]
+    after_txt2img = rss()
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 4, size // 4, size // 2, size // 2))
+    source = from_image(first)
+    backend.generate(GenerationRequest(**ask, mode="img2img", source=source))
+    backend.generate(GenerationRequest(**ask, mode="inpaint", source=source, mask=from_image(mask)))
+    print("RESULT" + json.dumps({"params": params, "txt2img": after_txt2img, "modes": rss(),
+                                 "dtype_after": str(pipe.transformer.dtype)}))
+    sys.exit(0)
 embeds = prompt_embeddings(pipe, prompt="a fox", negative_prompt="blur", guidance_scale=4.5)
 with torch.inference_mode():
     source = pipe(**embeds, guidance_scale=4.5, num_inference_steps=steps, width=size,
@@ -95,7 +121,7 @@ def run(case: str, size: int, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512)  # the demo family's smallest
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     print(machine_facts())
@@ -103,7 +129,7 @@ def main() -> None:
     print(f"\n{args.size}×{args.size}, {args.steps} steps; RSS after gc, fresh process per case")
     header = f"{'after txt2img':>14} {'after +img2img+inpaint':>24} {'ratio':>7}"
     print(f"  {'case':16} {header}  dtype after")
-    for case in ("from_pipe", "copy", "bf16-no-dtype"):
+    for case in ("backend", "backend-bf16", "from_pipe", "copy", "bf16-no-dtype"):
         got = run(case, args.size, args.steps)
         ratio = got["modes"] / got["txt2img"]
         print(
