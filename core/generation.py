@@ -261,6 +261,7 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class Progress:
     """Where a generation is: `phase` is "queued", "loading", "encoding" (the prompt),
+    "compiling" (the first image after a compiled load, before its first step ends),
     "denoising" (step k/n), "decoding" (the VAE; `tiles` when tiled) or "saving".
 
     A remote backend has no steps: "requesting" (a call in flight, `elapsed` grows) and
@@ -278,6 +279,9 @@ class Progress:
     retry_in: float = 0.0
     detail: str = ""
     tiles: int = 0  # VAE tiles per image while decoding (0: untiled)
+    # The first image after a compiled load: its first step compiles, so step times say
+    # nothing about the next images (no ETA); phase "compiling" until that step ends.
+    compiling: bool = False
     # Live preview of the image at `step`: JPEG bytes at latent size (core.preview), or None.
     preview: bytes | None = field(default=None, repr=False)
 
@@ -295,8 +299,9 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the pace so far, or None before the first step."""
-        if self.fraction <= 0:
+        """Seconds left at the pace so far, or None before the first step (or while the
+        first image compiles: its pace is not the next images')."""
+        if self.fraction <= 0 or self.compiling:
             return None
         return self.elapsed * (1 - self.fraction) / self.fraction
 
@@ -362,6 +367,16 @@ class LoadFacts:
     vae_slicing: bool
     vae_tiling: bool
     vae_tile_px: int
+    # How the weights are quantized, as records keep it ("none", or e.g.
+    # "t5:int8-weight-only(torchao 0.18.0)"; core.quantize.QuantFacts.label).
+    quantization: str = "none"
+    compile_reason: str = ""  # the SD_COMPILE decision (core.compile.decide_compile)
+    compile_cache: str = ""  # the compile cache folder ("" when not compiled)
+    compile_cache_reused: bool = False  # an earlier start left compiled code there
+    compiling: bool = False  # the first image has not finished: it compiles
+    first_image_seconds: float | None = None  # the first compiled image, once made
+    prefault_bytes: int = 0  # weights paged in at load (offload plans), bytes
+    prefault_seconds: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
@@ -42,8 +43,9 @@ def _local_backend(
     device: str,
     dtype: str,
     memory: MemoryOptions | None = None,
-    compile: bool = False,
+    compile: str = "auto",
     family: str = AUTO,
+    data_dir: Path | None = None,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -58,6 +60,8 @@ def _local_backend(
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
         # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
         family=None if family == AUTO else get_family(family),
+        # The compile cache is kept under SD_DATA_DIR, so a restart reuses compiled code.
+        compile_cache=data_dir,
     )
 
 
@@ -91,4 +95,5 @@ def get_backend(settings: Settings | None = None) -> Backend:
         MemoryOptions.from_settings(settings),
         settings.compile,
         settings.model_family,
+        settings.data_dir,
     )

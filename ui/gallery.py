@@ -77,11 +77,15 @@ def _show_verified(outcome: VerifyOutcome, settings: Settings) -> None:
     if outcome.differences:
         st.warning("This image was made in a different setup, so pixels may differ:")
         st.text("\n".join(outcome.differences))  # recorded values: plain text, never markup
+    if not outcome.same_quantization:  # not like with like: a difference is no failure
+        st.info("Not like with like:", icon=":material/compare:")
+        st.text(outcome.quantization)  # the recorded value is outside input: plain text
     if outcome.error or outcome.verification is None:
         st.error(for_visitor(outcome.error, settings=settings))
         return
     verified = outcome.verification
-    (st.success if verified.identical else st.warning)(
+    unlike = st.info if not outcome.same_quantization else st.warning
+    (st.success if verified.identical else unlike)(
         f"Regenerated: {for_visitor(verified.message, settings=settings)}"
     )
     st.image(verified.png, caption="Regenerated now", width=256)

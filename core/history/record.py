@@ -33,6 +33,13 @@ from core.sources import ImageInput, valid_record_id
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# How the weights were quantized (`core.quantize.QuantFacts.label`) rides in the options
+# JSON beside the mode's options, under a name no option may take (`core.modes.base`): a
+# fact of the record, not of the request, kept without a column of its own. Absent: "none"
+# (every record from before quantization was made unquantized). Longer text is not ours.
+QUANTIZATION_KEY = "quantization"
+UNQUANTIZED = "none"
+MAX_QUANTIZATION_CHARS = 200
 
 
 def valid_id(value: object) -> bool:
@@ -102,9 +109,24 @@ class HistoryRecord:
     def options(self) -> dict[str, Any]:
         """The stored mode options; `InvalidRequest` when they are not a JSON object."""
         try:
-            return parse_options_json(self.mode_options)
+            options = parse_options_json(self.mode_options)
         except ValueError as exc:
             raise InvalidRequest("mode_options", f"This record's {exc}.") from None
+        options.pop(QUANTIZATION_KEY, None)  # the record's fact, not a request option
+        return options
+
+    @property
+    def quantization(self) -> str:
+        """How the model that made this image was quantized: "none", or e.g.
+        "t5:int8-weight-only(torchao 0.18.0)" (`core.quantize.QuantFacts.label`). A value
+        that is not text of a sane length reads "?" (rows are outside input)."""
+        try:
+            value = parse_options_json(self.mode_options).get(QUANTIZATION_KEY, UNQUANTIZED)
+        except ValueError:
+            return UNQUANTIZED
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_QUANTIZATION_CHARS:
+            return "?"
+        return value
 
     def request(
         self, *, source: ImageInput | None = None, mask: ImageInput | None = None
@@ -233,6 +255,7 @@ class HistoryRecord:
                 "Model revision": self.model_revision,
                 "Device": self.device,
                 "Dtype": self.dtype,
+                "Quantization": "" if self.quantization == UNQUANTIZED else self.quantization,
                 "Version": f"diffusers {self.diffusers_version}",
             },
         )
@@ -265,6 +288,8 @@ class HistoryRecord:
             found.append(f"image_sha256 {_shown(self.image_sha256)} is not a SHA-256")
         if not self.owner:
             found.append("owner is empty")
+        if self.quantization == "?":
+            found.append("quantization (in mode_options) is not text this app writes")
         return found + self.problems()
 
     @classmethod
@@ -357,7 +382,12 @@ def new_record(
     created_at: float | None = None,
     owner: str = LOCAL_USER,
 ) -> HistoryRecord:
-    """The record of one image of `request` made with `seed` in environment `facts`."""
+    """The record of one image of `request` made with `seed` in environment `facts`
+    (`environment`: its "quantization" goes into the options JSON when not "none")."""
+    options = dict(request.mode_options)
+    quantization = str(facts.get(QUANTIZATION_KEY) or UNQUANTIZED)
+    if quantization != UNQUANTIZED:
+        options[QUANTIZATION_KEY] = quantization
     return HistoryRecord(
         owner=owner,
         id=uuid.uuid4().hex,
@@ -372,7 +402,7 @@ def new_record(
         guidance_scale=float(request.guidance_scale),
         family=request.family,
         mode=request.mode,
-        mode_options=options_json(request.mode_options),
+        mode_options=options_json(options),
         **input_fields(request),
         duration_seconds=float(duration_seconds),
         **{key: str(facts.get(key, "")) for key in FACT_KEYS},
@@ -434,6 +464,8 @@ def environment(backend: Any) -> dict[str, str]:
         "diffusers_version": package_version("diffusers"),
         "transformers_version": package_version("transformers"),
         "backend": facts.backend,
+        # A remote service's weights are its own business: "none" as far as we know.
+        QUANTIZATION_KEY: loaded.quantization if loaded is not None else UNQUANTIZED,
     }
 
 

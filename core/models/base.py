@@ -87,11 +87,23 @@ class Family:
     # start 0.01, stop 0.2), and whether its toggle starts on for this family.
     slg_layers: tuple[int, ...] = (7, 8, 9)
     slg_on: bool = False
+    # Quantized memory plans (core.quant_plan): each component's share of its weight bytes
+    # held by `torch.nn.Linear` weights (what weight-only quantization shrinks); a component
+    # left out counts 0 (never shrinks). Counted from the real configs on the meta device
+    # (`python -m bench.quant_shares`).
+    linear_share: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # Tables read by index, never whole (bf16 bytes per component): with memory-mapped
+    # weights on a CPU only the rows used are paged in, so the planner leaves them out there.
+    sparse_tables: Mapping[str, int] = field(default_factory=dict, hash=False)
+    # Extra memory of one untiled VAE decode per megapixel at 16-bit (SD_VAE_TILE=auto).
+    vae_decode_gb_per_mp: float = 2.35
 
     def __post_init__(self) -> None:
         # Read-only views: a declaration is shared by every session and never changes.
         object.__setattr__(self, "pipelines", MappingProxyType(dict(self.pipelines)))
         object.__setattr__(self, "components_gb", MappingProxyType(dict(self.components_gb)))
+        object.__setattr__(self, "linear_share", MappingProxyType(dict(self.linear_share)))
+        object.__setattr__(self, "sparse_tables", MappingProxyType(dict(self.sparse_tables)))
         for side in (self.width, self.height):
             if side not in self.sizes.nearest(side):
                 raise ValueError(f"{self.id}: default size {side} breaks {self.sizes}")

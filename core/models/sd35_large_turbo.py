@@ -41,4 +41,7 @@ SD35_LARGE_TURBO = Family(
     # As Large; with its guidance 0 (no CFG) SLG would not run anyway.
     slg_layers=(7, 8, 9),
     slg_on=False,
+    linear_share=SD35_LARGE.linear_share,
+    sparse_tables=SD35_LARGE.sparse_tables,
+    vae_decode_gb_per_mp=SD35_LARGE.vae_decode_gb_per_mp,
 )

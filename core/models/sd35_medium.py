@@ -2,6 +2,18 @@
 
 from core.models.base import Family, SizeRules, StepPriors
 
+MEDIUM_LINEAR_SHARE = {
+    "transformer": 0.9077,
+    "text_encoder_3": 0.9723,
+    "text_encoder_2": 0.9080,
+    "text_encoder": 0.6917,
+    "vae": 0.0250,
+}
+# Read by index, never whole (bf16 bytes): the transformer's `pos_embed` (384² × 1536 values;
+# a 1024² image reads 64² of the positions) and T5-XXL's token embedding (32,128 × 4,096,
+# read for the prompt's tokens only).
+SPARSE_TABLES_BF16 = {"transformer": 452_984_832, "text_encoder_3": 263_192_576}
+
 SD35_MEDIUM = Family(
     id="sd35-medium",
     label="SD3.5 Medium",
@@ -42,4 +54,14 @@ SD35_MEDIUM = Family(
     # layers 7, 8, 9 (diffusers' defaults): on from the start.
     slg_layers=(7, 8, 9),
     slg_on=True,
+    # Linear weights' share of each component (bench/quant_shares.py on the real configs):
+    # the transformer's 2,241.8 M Linear parameters of 2,243.2 M plus its 226.5 M-entry
+    # `pos_embed` buffer; T5-XXL's 4,630.5 M of 4,762.3 M (its 131.6 M-entry token embedding
+    # stays in bf16); CLIP-G 630.8 of 694.7 M; CLIP-L 85.5 of 123.7 M; the VAE is
+    # convolutions (2.5 %) and is never quantized.
+    linear_share=MEDIUM_LINEAR_SHARE,
+    sparse_tables=SPARSE_TABLES_BF16,
+    # Untiled VAE decode: H200 bf16 1024² 2.33 GB and 1440² 4.83 GB above the weights
+    # (2.22 / 2.33 GB per MP); CPU fp32 4.55 / 8.31 GB whole-process, under twice this.
+    vae_decode_gb_per_mp=2.35,
 )

@@ -37,6 +37,7 @@ RESERVED_NAMES = frozenset(
         "mode",
         "family",
         "mode_options",
+        "quantization",  # a record's own fact beside the options (core.history.record)
     }
 )
 MAX_OPTIONS = 32  # options in one request or record (a mode declares a handful)
