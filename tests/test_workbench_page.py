@@ -225,3 +225,22 @@ def test_a_vary_counts_against_the_daily_limit(app, monkeypatch):
     at.run()
     assert at.button(key="generate").disabled
     assert any("Generate works again at 00:00 UTC" in w.value for w in at.warning)
+
+
+def test_the_session_strip_sends_an_earlier_result_to_work_on(app):
+    """Two results: each strip thumbnail has Vary / Inpaint / Upscale; Inpaint on the
+    earlier one (seed 7) works on that image, read back from the Seed history."""
+    at = _generated(app, seed=7)
+    at.number_input(key="seed").set_value(8)
+    at.button(key="generate").click().run()
+    assert not at.exception and not at.error
+    strip = [b.key for b in at.button if b.key and b.key.startswith("strip_")]
+    inpaint = [k for k in strip if k.endswith("_inpaint")]
+    assert len(inpaint) == 2 and len(strip) == 6, strip
+    first = min(current_store().page().records, key=lambda r: r.created_at)
+    assert first.seed == 7
+    at.button(key=inpaint[-1]).click().run()  # the strip lists the newest first
+    assert at.session_state["mode"] == "inpaint"
+    assert "Working on 512×512: Seed 7" in _captions(at)
+    source = at.session_state["work_source"]
+    assert source.png == current_store().png_bytes(first.id) or source.record_id == first.id
