@@ -998,13 +998,12 @@ class LocalBackend:
             "model": loaded.model,
             "device": loaded.choice.device,
             "dtype": loaded.choice.dtype,
+            "first_image": loaded.first_image,  # a compiled load's first image: "compiling"
         }
         try:
             check_slg_layers(loaded.pipe, request)
             if not mode.needs_source:
-                pipe = loaded.pipeline_for(request.mode)
-                first = loaded.first_image  # a compiled load's first image says "compiling"
-                return run_pipeline(pipe, request, **run, **facts, first_image=first)
+                return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
             loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
             if request.source is None or ("mask" in mode.inputs and request.mask is None):
                 raise GenerationError(f"{mode.label} needs its image (and mask) to run.")

@@ -37,6 +37,7 @@ class _Image:
     should_stop: StopCheck | None
     previewer: Any = None  # core.preview.StepPreview, when a live preview is wanted
     tiles: int = 0
+    compiling: bool = False  # a compiled load's first image: its first step compiles
     denoised_at: list[float] = field(default_factory=list)
 
     def on_step(self, step: int, steps: int) -> None:
@@ -54,7 +55,8 @@ class _Image:
         self._reported(step, self.request.effective_steps, jpeg)
 
     def _reported(self, step: int, steps: int, jpeg: bytes | None) -> None:
-        self.report("denoising", image_index=self.index, step=step, preview=jpeg)
+        fields = {"image_index": self.index, "step": step, "preview": jpeg}
+        self.report("denoising", **fields, compiling=self.compiling)
         if step == steps:  # the pipeline decodes right after the last step
             self.report("decoding", image_index=self.index, step=steps, tiles=self.tiles)
 
@@ -120,11 +122,14 @@ def run_image_request(
     device: str = "",
     dtype: str = "",
     tiles: int = 0,
+    first_image: Any = None,
 ) -> tuple[list[Any], list[float]]:
     """Make the request's images (one per seed) from its source, as `run_pipeline` does
     for text to image; return (images, seconds per image). `pipe` is the loaded pipeline;
     the prompt is encoded once (or taken from `cache` under text to image's key: a Vary
-    after a generation encodes nothing); `tiles`: the VAE decode's, for progress words."""
+    after a generation encodes nothing); `tiles`: the VAE decode's, for progress words.
+    `first_image` (`core.compile.FirstImage`, a compiled load's): as in `run_pipeline`, the
+    first image says "compiling" and gives no ETA and no speed record."""
     import torch
 
     from core.preview import StepPreview
@@ -147,8 +152,12 @@ def run_image_request(
         if should_stop is not None and should_stop():
             raise GenerationStopped(0, total)
         wanted = preview and on_progress is not None
-        one = _Image(request, index, report, should_stop, tiles=tiles)
+        compiling = first_image is not None and first_image.pending
+        one = _Image(request, index, report, should_stop, tiles=tiles, compiling=compiling)
         one.previewer = StepPreview(total_steps=total) if wanted else None
+        if compiling:  # the first step compiles: say so rather than show a stalled step
+            first_image.started()
+            report("compiling", image_index=index, compiling=True)
         image_start = time.perf_counter()
         with torch.inference_mode():
             made = _made(
@@ -168,7 +177,9 @@ def run_image_request(
         done = time.perf_counter()
         images.append(made.image)
         seconds.append(done - image_start)
-        if model and device and one.denoised_at and made.steps_run:
+        if compiling:
+            first_image.finished()
+        elif model and device and one.denoised_at and made.steps_run:
             denoised = one.denoised_at[0]
             SPEEDS.record(
                 **{"model": model, "device": device, "encode_seconds": encode_seconds},
