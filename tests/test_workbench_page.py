@@ -46,7 +46,7 @@ def test_vary_on_a_result_makes_an_image_to_image_record_of_it(app):
     assert "2 steps × 0.6 = 2 steps run" in _captions(at)
     assert at.number_input(key="width").disabled  # the size is the image's
     at.slider(key="strength").set_value(0.5).run()
-    assert "2 steps × 0.5 = 1 steps run" in _captions(at)
+    assert "2 steps × 0.5 = 1 step run" in _captions(at)
     at.button(key="generate").click().run()
     assert not at.exception and not at.error
     newest = current_store().page().records[0]

@@ -339,7 +339,8 @@ def _strength(mode_id: str) -> None:
         help=option.help,
     )
     steps, strength = int(state["steps"]), float(state["strength"])
-    st.caption(f"{steps} steps × {strength:g} = {steps_that_run(steps, strength)} steps run")
+    runs = steps_that_run(steps, strength)
+    st.caption(f"{steps} steps × {strength:g} = {runs} {'step' if runs == 1 else 'steps'} run")
 
 
 def _upscale(source: ImageInput | None, family: Family) -> None:
