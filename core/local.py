@@ -57,6 +57,7 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.local_modes import run_image_request
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
@@ -67,6 +68,7 @@ from core.memory import (
     plan_for,
 )
 from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class, resolve_family
+from core.modes import get_mode
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.quantize import QuantFacts, quantize_pipeline
@@ -115,11 +117,11 @@ class LoadedPipeline:
         if type(self.pipe).__name__ == name:
             return self.pipe
         if mode not in self._by_mode:
-            import diffusers
+            from core.image_modes import mode_pipeline
 
-            built = getattr(diffusers, name).from_pipe(self.pipe)
-            built.set_progress_bar_config(disable=True)
-            self._by_mode[mode] = built
+            # With the loaded dtype: diffusers' from_pipe without one casts the shared
+            # modules to float32 in place (core.image_modes).
+            self._by_mode[mode] = mode_pipeline(self.pipe, mode, class_name=name)
         return self._by_mode[mode]
 
     @property
@@ -584,6 +586,16 @@ def free_accelerator_memory() -> None:
         torch.mps.empty_cache()
 
 
+def check_slg_layers(pipe: Any, request: GenerationRequest) -> None:
+    """Refuse SLG layers the loaded transformer does not have (diffusers would silently skip
+    nothing): a model of an unknown family may have fewer layers than its rules say."""
+    from core.slg import from_option
+
+    guide = from_option(request.mode_options.get("slg"))
+    if guide is not None:
+        guide.check_layers(int(pipe.transformer.config.num_layers))
+
+
 def vae_tiles(pipe: Any, width: int, height: int) -> int:
     """Tiles the VAE decodes one image in (0: untiled), as diffusers' `tiled_decode` splits it."""
     vae = pipe.vae
@@ -932,18 +944,13 @@ class LocalBackend:
             queued_until = time.perf_counter()
             compiling = loaded.first_image.pending
             try:
-                images, per_image = run_pipeline(
-                    loaded.pipeline_for(request.mode),
+                images, per_image = self._run(
+                    loaded,
                     request,
                     on_progress=on_progress,
                     should_stop=should_stop,
                     started=queued_until,
                     preview=preview,
-                    cache=self.prompt_cache,
-                    model=loaded.model,
-                    device=loaded.choice.device,
-                    dtype=loaded.choice.dtype,
-                    first_image=loaded.first_image,
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()
@@ -966,6 +973,50 @@ class LocalBackend:
             backend=self.name,
             details=self.describe().identity(),
         )
+
+    def why_not(self, mode_id: str) -> str:
+        """Why `mode_id` does not run here ("" when the family has a pipeline for it)."""
+        if mode_id in self.modes:
+            return ""
+        family = self._loaded.family if self._loaded is not None else self.family
+        family = family or resolve_family(self.model).family
+        return f"{family.label} has no pipeline for {get_mode(mode_id).label} here."
+
+    def _run(
+        self, loaded: LoadedPipeline, request: GenerationRequest, **run: Any
+    ) -> tuple[list[Any], list[float]]:
+        """Run `request` on the loaded pipeline: text to image as diffusers' own call, the
+        modes that work on an image through `core.local_modes` (their pipeline built on
+        the same modules). Inputs that cannot run here raise `GenerationError`."""
+        from core.image_modes import ModeError
+        from core.slg import SLGError
+        from core.sources import InputError
+
+        mode = get_mode(request.mode)
+        facts = {
+            "cache": self.prompt_cache,
+            "model": loaded.model,
+            "device": loaded.choice.device,
+            "dtype": loaded.choice.dtype,
+            "first_image": loaded.first_image,  # a compiled load's first image: "compiling"
+        }
+        try:
+            check_slg_layers(loaded.pipe, request)
+            if not mode.needs_source:
+                return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
+            loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
+            if request.source is None or ("mask" in mode.inputs and request.mask is None):
+                raise GenerationError(f"{mode.label} needs its image (and mask) to run.")
+            tiles = vae_tiles(loaded.pipe, request.width, request.height)
+            return run_image_request(
+                loaded.pipe, request, family=loaded.family, tiles=tiles, **run, **facts
+            )
+        except (ModeError, SLGError, InputError) as exc:  # our words, with the fix
+            raise GenerationError(str(exc)) from None
+        except ValueError as exc:
+            if "has no pipeline for the mode" not in str(exc):
+                raise
+            raise GenerationError(str(exc)) from None
 
     def describe(self) -> BackendFacts:
         """Facts for the sidebar and history: model, state, and device and dtype once loaded."""
