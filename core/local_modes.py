@@ -128,8 +128,7 @@ def run_image_request(
     for text to image; return (images, seconds per image). `pipe` is the loaded pipeline;
     the prompt is encoded once (or taken from `cache` under text to image's key: a Vary
     after a generation encodes nothing); `tiles`: the VAE decode's, for progress words.
-    `first_image` (`core.compile.FirstImage`, a compiled load's): as in `run_pipeline`, the
-    first image says "compiling" and gives no ETA and no speed record."""
+    `first_image` (a compiled load's): as in `run_pipeline`, "compiling", no ETA or record."""
     import torch
 
     from core.preview import StepPreview
