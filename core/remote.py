@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from core import slg
 from core.generation import (
     BackendFacts,
     BackendState,
@@ -645,6 +646,8 @@ class RemoteBackend:
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
         self._require_mode(request)
+        if slg.slg_runs(slg.from_option(request.mode_options.get("slg")), request.guidance_scale):
+            raise GenerationError(slg.REMOTE_NOTE)  # nothing sent: the record would lie
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
