@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from core import slg
 from core.generation import (
     BackendFacts,
     BackendState,
@@ -337,10 +338,12 @@ NO_LORAS = (
 
 
 def _refuse_local_only(request: GenerationRequest) -> None:
-    """Refuse what only the local pipeline takes: LoRAs, and pipeline arguments a grid cell
-    adds beyond its mode's (an SLG axis). Nothing is sent."""
+    """Refuse what only the local pipeline takes: LoRAs, skip layer guidance, and pipeline
+    arguments a grid cell adds beyond its mode's (an SLG axis). Nothing is sent."""
     if request.loras:
         raise GenerationError(NO_LORAS)
+    if slg.slg_runs(slg.from_option(request.mode_options.get("slg")), request.guidance_scale):
+        raise GenerationError(slg.REMOTE_NOTE)  # nothing sent: the record would lie
     extra = set(request.pipeline_kwargs()) - set(GenerationRequest.pipeline_kwargs(request))
     if extra:
         raise GenerationError(

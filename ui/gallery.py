@@ -176,15 +176,21 @@ def details(
         actions[4].button("Close", key="close", on_click=select, args=(None,))
         if st.session_state.get(CONFIRM_DELETE) == record.id:
             _confirm_delete(store, record, visitor, settings)
-        work = workbench.action_buttons(
-            png=image.png,
-            record_id=record.id,
-            values=record.form_values(),
-            size=(int(record.width), int(record.height)),
-            family=workbench.get_family_of(record),
-            backend=backend,
-            key="details_work",
-            immediate=False,
+        # An edited row that is not a valid record offers no image to work on ("Use these
+        # settings" says what is wrong with it).
+        work = (
+            None
+            if record.problems()
+            else workbench.action_buttons(
+                png=image.png,
+                record_id=record.id,
+                values=record.form_values(),
+                size=(int(record.width), int(record.height)),
+                family=workbench.get_family_of(record),
+                backend=backend,
+                key="details_work",
+                immediate=False,
+            )
         )
         if use or work:
             problems = record.problems()

@@ -118,7 +118,7 @@ def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bo
     left.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
     with right:
         want_preview = preview_toggle(settings, remote=not backend.supports_preview)
-    slg.controls(family)
+    slg.controls(family, remote=settings.backend == "remote")
     estimate(settings, backend, family)
     return want_preview
 
