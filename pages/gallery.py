@@ -60,7 +60,7 @@ record = store.get(selected) if selected else None
 if record is not None:
     gallery.details(store, record, visitor=visitor, settings=settings, backend=start.backend)
 
-gallery.import_png(start.family)
+gallery.import_png(start.family, start.backend)
 admin_panel(store, visitor, settings)
 
 search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="bottom")

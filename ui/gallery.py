@@ -16,10 +16,12 @@ from core.auth import Visitor
 from core.generation import Backend
 from core.history import HistoryError, HistoryRecord, HistoryStore, Page
 from core.models import Family
-from core.safe_text import format_field, plural
+from core.safe_text import format_field, plural, quote
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
+from core.usecases.loras import match_imported
 from ui import workbench
+from ui.gallery_grid import grid_link
 from ui.sharing import owner_label
 from ui.text import for_visitor
 
@@ -204,11 +206,29 @@ def details(
                 store, record, settings=settings, visitor=visitor, backend=backend, step=st.spinner
             )
             _show_verified(outcome, settings)
+        grid_link(store, record, settings)  # a grid's cell: its grid, drawn on request
 
 
-def import_png(family: Family) -> None:
+def _imported_loras(parsed: metadata.ParsedParameters, backend: Backend) -> list:
+    """Say which of the image's LoRAs are selected, missing or another version here."""
+    found = match_imported(parsed, backend)
+    if found.note:
+        st.caption(found.note)
+    if found.selected:  # names from the upload: code spans, never markdown
+        chosen = ", ".join(f"{quote(c.name, 60)} ({c.weight:g})" for c in found.selected)
+        st.caption(f"LoRAs selected: {chosen}")
+    if found.missing:
+        missing = ", ".join(quote(name, 60) for name in found.missing)
+        st.warning(f"LoRAs not in the LoRA folder here (left out): {missing}")
+    if found.other_version:
+        other = ", ".join(quote(name, 60) for name in found.other_version)
+        st.warning(f"Another version of these LoRAs is here (selected; pixels may differ): {other}")
+    return [(c.name, c.weight) for c in found.selected]
+
+
+def import_png(family: Family, backend: Backend) -> None:
     """Import the settings of a PNG from this app or another one (checked against `family`'s
-    rules), shown as plain text."""
+    rules, its LoRAs matched against the files here), shown as plain text."""
     with st.expander("Import settings from a PNG"):
         upload = st.file_uploader(
             "PNG from this app, A1111, Forge, Fooocus or SD.Next", type=None, key="import_png"
@@ -229,6 +249,7 @@ def import_png(family: Family) -> None:
         values, warnings = share.check_values(parsed.values, family=family)
         for warning in warnings:
             st.warning(warning)
+        values["loras"] = _imported_loras(parsed, backend)
         st.caption("Prompt")
         st.code(values.get("prompt") or " ", language=None, wrap_lines=True)
         shown = {k: v for k, v in values.items() if k != "prompt"} | parsed.extras
@@ -269,7 +290,8 @@ def grid(store: HistoryStore, page: Page) -> None:
         ):
             with column.container(border=True):
                 st.image(thumbnails[record.id], width="stretch")
-                st.text(f"Seed {record.seed} · {record.width}×{record.height}")
+                cell = f" · grid cell {record.grid_cell + 1}" if record.grid_id else ""
+                st.text(f"Seed {record.seed} · {record.width}×{record.height}{cell}")
                 st.text(_excerpt(record.prompt) or "(no prompt)")
                 st.text(f"by {owner_label(record.owner)}")
                 st.button("Details", key=f"open_{record.id}", on_click=select, args=(record.id,))

@@ -4,7 +4,10 @@
 - `load_model` — load the model (or join the load that runs), watching it as it goes;
 - `generate_and_keep` — the Generate click: allowance, load, generate, keep in the history;
 - `regenerate_and_verify` — the gallery's Regenerate & verify: validity, allowance, load,
-  setup differences, regenerate and compare, counted against the limit.
+  setup differences, regenerate and compare, counted against the limit;
+- `plan_from_form`, `generate_grid_and_keep`, `redraw_grid` — the X/Y grid: check it,
+  run it keeping every cell (the daily limit's places held for all cells up front), and
+  draw a stored one again.
 
 Arguments are typed (settings, visitor, backend, store, callbacks); results are frozen
 dataclasses. Messages in them are our own words with outside values already quoted, but
@@ -14,6 +17,16 @@ Nothing here imports Streamlit, torch or the history store at import time.
 
 from core.usecases.allowance import AllowanceCheck, check_allowance
 from core.usecases.generate import Generated, GenerateOutcome, generate_and_keep
+from core.usecases.grid import (
+    GridCellShown,
+    GridMade,
+    GridOutcome,
+    GridPicture,
+    PlannedGrid,
+    generate_grid_and_keep,
+    plan_from_form,
+    redraw_grid,
+)
 from core.usecases.load import LoadOutcome, load_model
 from core.usecases.verify import VerifyOutcome, regenerate_and_verify
 
@@ -21,10 +34,18 @@ __all__ = [
     "AllowanceCheck",
     "GenerateOutcome",
     "Generated",
+    "GridCellShown",
+    "GridMade",
+    "GridOutcome",
+    "GridPicture",
     "LoadOutcome",
+    "PlannedGrid",
     "VerifyOutcome",
     "check_allowance",
     "generate_and_keep",
+    "generate_grid_and_keep",
     "load_model",
+    "plan_from_form",
+    "redraw_grid",
     "regenerate_and_verify",
 ]
