@@ -18,7 +18,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.models import DEFAULT_FAMILY, Family, UnknownFamily, get_family
-from core.modes import DEFAULT_MODE, UnknownMode, get_mode
+from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode
+from core.sources import ImageInput
 
 if TYPE_CHECKING:
     from core.grid import GridPlan
@@ -140,7 +141,9 @@ class GenerationRequest:
 
     `family` (a `core.models` id) decides the valid sizes and fills size, steps and
     guidance left as None with its defaults; `mode` (a `core.modes` id) decides the
-    options in `mode_options`, which are validated and completed with their defaults.
+    options in `mode_options`, which are validated and completed with their defaults, and
+    the images it works on: `source` (Vary, Inpaint, Upscale) and `mask` (Inpaint), whose
+    size decides the output's (width and height left as None take it).
     """
 
     prompt: str = ""
@@ -159,9 +162,16 @@ class GenerationRequest:
     loras: tuple[LoraChoice, ...] = ()
     # The styles already merged into `prompt` / `negative_prompt`, kept for the record.
     styles: tuple[AppliedStyle, ...] = ()
+    source: ImageInput | None = field(default=None, hash=False)
+    mask: ImageInput | None = field(default=None, hash=False)
+    # The settings of a stored record whose images are not read back yet: the source and
+    # mask may be missing (the output size is then the request's own). Nothing runs it.
+    inputs_pending: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         family = self._family()
+        mode = self._check_mode(family)
+        output = self._check_inputs(mode, family)
         for name, default in (
             ("width", family.width),
             ("height", family.height),
@@ -204,7 +214,15 @@ class GenerationRequest:
                     f"{label} is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
                     "Shorten it.",
                 )
-        self._check_mode(family)
+        if output is not None and (self.width, self.height) != output:
+            raise InvalidRequest(
+                "width",
+                f"{mode.label} makes a {output[0]}×{output[1]} image from this source; "
+                f"the request says {self.width}×{self.height}.",
+            )
+        problem = mode.check(self, family)
+        if problem is not None:
+            raise InvalidRequest(*problem)
         self._check_loras()
         self._check_styles()
 
@@ -256,7 +274,40 @@ class GenerationRequest:
         except UnknownFamily as exc:
             raise InvalidRequest("family", str(exc)) from None
 
-    def _check_mode(self, family: Family) -> None:
+    def _check_inputs(self, mode: Mode, family: Family) -> tuple[int, int] | None:
+        """The source and mask the mode needs, of matching sizes; return the output size
+        they give (None: the mode makes the request's own size). Width and height left as
+        None take it."""
+        for name in ("source", "mask"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, ImageInput):
+                raise InvalidRequest(name, f"The {name} must be an image input.")
+            if name in mode.inputs and value is None and not self.inputs_pending:
+                what = "an image to work on" if name == "source" else "a painted mask"
+                raise InvalidRequest(name, f"{mode.label} needs {what}.")
+            if name not in mode.inputs and value is not None:
+                raise InvalidRequest(name, f"{mode.label} takes no {name} image.")
+        if self.source is None:
+            if mode.needs_source and (self.width is None or self.height is None):
+                raise InvalidRequest("source", f"{mode.label} needs an image to work on.")
+            return None
+        if self.mask is not None and self.mask.size != self.source.size:
+            raise InvalidRequest(
+                "mask",
+                f"The mask is {self.mask.width}×{self.mask.height} and the image "
+                f"{self.source.width}×{self.source.height}: they must be the same size.",
+            )
+        try:
+            output = mode.output_size(self.source.size, self.mode_options, family)
+        except ValueError as exc:  # e.g. already at the family's largest size
+            raise InvalidRequest("source", str(exc)) from None
+        if output is not None:
+            for name, side in zip(("width", "height"), output, strict=True):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, side)
+        return output
+
+    def _check_mode(self, family: Family) -> Mode:
         """The mode must be known and run by the family; its options valid (then stored
         complete, defaults filled in)."""
         try:
@@ -274,6 +325,7 @@ class GenerationRequest:
             name, message = problems[0]
             raise InvalidRequest(name, message)
         object.__setattr__(self, "mode_options", options)
+        return mode
 
     @staticmethod
     def _check_int(
@@ -576,3 +628,7 @@ class Backend(Protocol):
         ...
 
     def describe(self) -> BackendFacts: ...
+
+    def why_not(self, mode_id: str) -> str:
+        """Why this backend does not run `mode_id`, in plain words ("" when it does)."""
+        ...

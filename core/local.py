@@ -62,6 +62,7 @@ from core.generation import (
 )
 from core.grid import GridPlan, distinct_prompts
 from core.grid_run import GridOutcome, cell_label, run_grid
+from core.local_modes import run_image_request
 from core.lora import LoraWeights, adapter_bytes, applied_loras
 from core.lora_folder import LoraFolder
 from core.lora_hub import HubLoras
@@ -75,6 +76,7 @@ from core.memory import (
     plan_for,
 )
 from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class, resolve_family
+from core.modes import get_mode
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
 from core.quantize import QuantFacts, quantize_pipeline
@@ -123,11 +125,11 @@ class LoadedPipeline:
         if type(self.pipe).__name__ == name:
             return self.pipe
         if mode not in self._by_mode:
-            import diffusers
+            from core.image_modes import mode_pipeline
 
-            built = getattr(diffusers, name).from_pipe(self.pipe)
-            built.set_progress_bar_config(disable=True)
-            self._by_mode[mode] = built
+            # With the loaded dtype: diffusers' from_pipe without one casts the shared
+            # modules to float32 in place (core.image_modes).
+            self._by_mode[mode] = mode_pipeline(self.pipe, mode, class_name=name)
         return self._by_mode[mode]
 
     @property
@@ -332,8 +334,7 @@ def load_pipeline(
     paged in (`core.warmup.prefault_weights`) for the same reason.
     `compile` is SD_COMPILE (`auto`: on CUDA only): each transformer block is compiled on
     the first image, with torch's compile cache in `compile_cache`/torch-compile (None: the
-    Hugging Face cache folder), kept for the next start; `loras` (a LoRA folder is set)
-    keeps `auto` from compiling, since each LoRA switch would compile the blocks anew.
+    Hugging Face cache folder), kept for the next start (`auto` not beside a LoRA folder).
     `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
     the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
@@ -592,6 +593,16 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
     if torch.backends.mps.is_available():
         torch.mps.empty_cache()
+
+
+def check_slg_layers(pipe: Any, request: GenerationRequest) -> None:
+    """Refuse SLG layers the loaded transformer does not have (diffusers would silently skip
+    nothing): a model of an unknown family may have fewer layers than its rules say."""
+    from core.slg import from_option
+
+    guide = from_option(request.mode_options.get("slg"))
+    if guide is not None:
+        guide.check_layers(int(pipe.transformer.config.num_layers))
 
 
 def vae_tiles(pipe: Any, width: int, height: int) -> int:
@@ -976,7 +987,14 @@ class LocalBackend:
             compiling = loaded.first_image.pending
             try:
                 images, per_image, applied = self._run(
-                    loaded, request, loras, on_progress, stop, queued_until, preview, cache
+                    loaded,
+                    request,
+                    loras,
+                    cache=cache,
+                    on_progress=on_progress,
+                    should_stop=stop,
+                    started=queued_until,
+                    preview=preview,
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()
@@ -1006,11 +1024,9 @@ class LocalBackend:
         loaded: LoadedPipeline,
         request: GenerationRequest,
         loras: list[tuple[LoraWeights, float]],
-        on_progress: ProgressCallback | None,
-        should_stop: StopCheck,
-        started: float,
-        preview: bool,
+        *,
         cache: PromptCache,
+        **run: Any,
     ) -> tuple[list[Any], list[float], tuple[tuple[str, str, float], ...]]:
         """Run the request on the pipeline with its LoRAs on for the call only (hold the slot)."""
         with applied_loras(loaded.pipe, loras) as applied:
@@ -1023,19 +1039,8 @@ class LocalBackend:
                     )
                 )
             try:
-                images, per_image = run_pipeline(
-                    loaded.pipeline_for(request.mode),
-                    request,
-                    on_progress=on_progress,
-                    should_stop=should_stop,
-                    started=started,
-                    preview=preview,
-                    cache=cache,
-                    model=loaded.model,
-                    device=loaded.choice.device,
-                    dtype=loaded.choice.dtype,
-                    lora_tag=applied.cache_tag,
-                    first_image=loaded.first_image,
+                images, per_image = self._run_mode(
+                    loaded, request, cache=cache, lora_tag=applied.cache_tag, **run
                 )
             finally:
                 self.lora_folder.on_pipeline(())
@@ -1099,6 +1104,61 @@ class LocalBackend:
     def lora_memory(self) -> LoraMemory:
         loaded = self._loaded
         return self.lora_folder.memory(loaded.choice.device if loaded is not None else "")
+
+    def why_not(self, mode_id: str) -> str:
+        """Why `mode_id` does not run here ("" when the family has a pipeline for it)."""
+        if mode_id in self.modes:
+            return ""
+        family = self._loaded.family if self._loaded is not None else self.family
+        family = family or resolve_family(self.model).family
+        return f"{family.label} has no pipeline for {get_mode(mode_id).label} here."
+
+    def _run_mode(
+        self,
+        loaded: LoadedPipeline,
+        request: GenerationRequest,
+        *,
+        cache: PromptCache,
+        lora_tag: str,
+        **run: Any,
+    ) -> tuple[list[Any], list[float]]:
+        """Run `request` on the loaded pipeline: text to image as diffusers' own call, the
+        modes that work on an image through `core.local_modes` (their pipeline built on
+        the same modules). Inputs that cannot run here raise `GenerationError`. `lora_tag`
+        names the LoRAs on the text encoders; the image modes then encode afresh (their
+        cache key has no LoRAs)."""
+        from core.image_modes import ModeError
+        from core.slg import SLGError
+        from core.sources import InputError
+
+        mode = get_mode(request.mode)
+        facts = {
+            "cache": cache,
+            "model": loaded.model,
+            "device": loaded.choice.device,
+            "dtype": loaded.choice.dtype,
+            "first_image": loaded.first_image,  # a compiled load's first image: "compiling"
+        }
+        try:
+            check_slg_layers(loaded.pipe, request)
+            if not mode.needs_source:
+                pipe = loaded.pipeline_for(request.mode)
+                return run_pipeline(pipe, request, lora_tag=lora_tag, **run, **facts)
+            if lora_tag:
+                facts["cache"] = None
+            loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
+            if request.source is None or ("mask" in mode.inputs and request.mask is None):
+                raise GenerationError(f"{mode.label} needs its image (and mask) to run.")
+            tiles = vae_tiles(loaded.pipe, request.width, request.height)
+            return run_image_request(
+                loaded.pipe, request, family=loaded.family, tiles=tiles, **run, **facts
+            )
+        except (ModeError, SLGError, InputError) as exc:  # our words, with the fix
+            raise GenerationError(str(exc)) from None
+        except ValueError as exc:
+            if "has no pipeline for the mode" not in str(exc):
+                raise
+            raise GenerationError(str(exc)) from None
 
     def describe(self) -> BackendFacts:
         """Facts for the sidebar and history: model, state, and device and dtype once loaded."""

@@ -68,7 +68,9 @@ def _local_backend(
 
 
 @st.cache_resource(show_spinner=False)
-def _remote_backend(url: str | None, provider: str | None, model: str) -> Backend:
+def _remote_backend(
+    url: str | None, provider: str | None, model: str, image_to_image: bool | None = None
+) -> Backend:
     # Shared by every session: it holds no model, only the record of recent latencies.
     from core.remote import RemoteBackend  # only remote mode pays for its import
 
@@ -77,6 +79,7 @@ def _remote_backend(url: str | None, provider: str | None, model: str) -> Backen
         provider=provider,
         model=model,
         token_provider=lambda: current_settings().hf_token,
+        image_to_image=image_to_image,
     )
 
 
@@ -84,7 +87,9 @@ def get_backend(settings: Settings | None = None) -> Backend:
     """Return the process-wide backend for the current settings (nothing is loaded yet)."""
     settings = settings or current_settings()
     if settings.backend == "remote":
-        return _remote_backend(settings.remote_url, settings.provider, settings.model)
+        return _remote_backend(
+            settings.remote_url, settings.provider, settings.model, settings.image_to_image
+        )
     return _local_backend(
         settings.model,
         settings.device,

@@ -78,6 +78,10 @@ class Settings:
     backend: str = "local"
     remote_url: str | None = None
     provider: str | None = None
+    # Whether the remote service also runs image to image (Vary, Upscale): "auto" lets an
+    # Inference Provider's mapping decide; an endpoint URL cannot be asked, so "auto"
+    # offers it only with a provider ("true" / "false" decide for either).
+    remote_image_to_image: str = "auto"
     # Sharing (docs: README "Sharing it with a team"). Emails and "@domain" entries, lower
     # case; empty = every signed-in user. Only read when sign-in is on (an [auth] secret).
     allowed_users: tuple[str, ...] = ()
@@ -98,6 +102,13 @@ class Settings:
     def has_token(self) -> bool:
         return bool(self.hf_token)
 
+    @property
+    def image_to_image(self) -> bool | None:
+        """SD_REMOTE_IMAGE_TO_IMAGE as the remote backend takes it (None: auto)."""
+        return (
+            None if self.remote_image_to_image == "auto" else self.remote_image_to_image == "true"
+        )
+
 
 # Setting name → (Settings field, allowed values or None for free text).
 _SETTINGS = {
@@ -117,6 +128,7 @@ _SETTINGS = {
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
+    "SD_REMOTE_IMAGE_TO_IMAGE": ("remote_image_to_image", ("auto", *_BOOLEANS)),
     "SD_ALLOWED_USERS": ("allowed_users", None),
     "SD_ADMINS": ("admins", None),
     "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
@@ -220,6 +232,9 @@ def load_settings(
     for flag in ("drop_t5", "preview"):
         if flag in values:
             values[flag] = _BOOLEANS[str(values[flag])]
+    if values.get("remote_image_to_image", "auto") != "auto":  # one spelling: true / false
+        wanted = _BOOLEANS[str(values["remote_image_to_image"])]
+        values["remote_image_to_image"] = "true" if wanted else "false"
     if values.get("compile", "auto") != "auto":
         values["compile"] = "true" if _BOOLEANS[str(values["compile"])] else "false"
     if "vae_tile" in values:

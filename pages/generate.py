@@ -8,7 +8,7 @@ from core.generation import BackendState, InvalidRequest, random_seed
 from core.grid import GridPlan
 from core.memory import DROP_T5_NOTE
 from core.usecases import check_allowance, generate_and_keep
-from ui import generator, grid, loras, page, styles
+from ui import generator, grid, loras, page, styles, workbench
 from ui.load import load_with_status, show_load_error, show_running_load
 from ui.results import RESULT_KEY, RUNNING_KEY, LiveProgress, show_result, strip
 from ui.text import for_visitor
@@ -21,7 +21,7 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
     settings, backend = start.settings, start.backend
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
-        request = form.build_request(state, seed=seed, family=start.family.id)
+        request = form.build_request(state, seed=seed, family=start.family.id, **workbench.inputs())
     except InvalidRequest as exc:
         st.error(for_visitor(exc, settings=settings))
         return
@@ -46,7 +46,9 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
         else:
             st.error(for_visitor(outcome.problem, settings=settings))
         return
-    state[RESULT_KEY] = outcome.shown
+    state[RESULT_KEY] = workbench.with_sources(
+        outcome.shown, request=request, record_ids=outcome.record_ids
+    )
     recent.add(
         state,
         recent.entry_for(
@@ -84,7 +86,7 @@ def _output(
     elif grid.shown(settings):  # the last grid, or what a Stop left of it
         pass
     elif RESULT_KEY in state:
-        show_result(state[RESULT_KEY], settings)
+        show_result(state[RESULT_KEY], settings, family=start.family, backend=backend)
     else:
         st.caption("Your images appear here.")
 
@@ -121,6 +123,7 @@ with form_column:
     elif allowance.allowance is not None:
         st.caption(allowance.allowance.summary())
     generator.examples()
+    workbench.section(start)  # the mode; for Vary / Inpaint / Upscale the image and its controls
     want_preview = generator.settings_widgets(start.settings, start.backend, start.family)
     loras.picker(start.settings, start.backend)
     grid_plan = grid.section(start)
@@ -131,6 +134,6 @@ with output_column:
     # One slot for the output: a new generation replaces the last result at once, rather
     # than leaving it greyed out below the progress until the run ends.
     output = st.empty()
-    strip(start.settings)
+    strip(start.settings, family=start.family, backend=start.backend)
     with output.container():
         _output(start, clicked=clicked, want_preview=want_preview, grid_plan=grid_plan)

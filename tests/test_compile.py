@@ -235,6 +235,45 @@ def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monk
     assert log[-2:] == ["hit", "hit"]
 
 
+def test_a_vary_as_the_first_compiled_image_says_compiling_too(tmp_path, monkeypatch):
+    """The first image after a compiled load may be a Vary (a link, a record): it reports
+    "compiling" before its first step, no ETA and no speed record, and ends the compile;
+    the next Vary is a plain one."""
+    from PIL import Image
+
+    import core.local
+    from core.estimate import SPEEDS
+    from core.local import LocalBackend
+    from core.sources import from_image
+
+    log: list[str] = []
+    saved: list[Path] = []
+    monkeypatch.setattr(
+        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
+    )
+    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
+    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    backend = LocalBackend(
+        model="demo", device="cpu", dtype="float32", compile="true", compile_cache=tmp_path
+    )
+    source = from_image(Image.new("RGB", (512, 512), (90, 120, 150)))
+    vary = GenerationRequest(
+        prompt="a lighthouse", seed=5, num_inference_steps=2, mode="img2img", source=source
+    )
+    seen: list = []
+    backend.generate(vary, on_progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases[: phases.index("denoising")] == ["encoding", "compiling"]
+    assert all(p.compiling and p.eta is None for p in seen if p.phase == "denoising")
+    assert backend.loaded_facts.compiling is False and "speed" not in log
+    assert len(saved) == 1
+
+    seen.clear()
+    backend.generate(vary, on_progress=seen.append)
+    assert "compiling" not in [p.phase for p in seen] and len(saved) == 1
+    assert not any(p.compiling for p in seen) and log[-1] == "speed"
+
+
 def test_progress_says_compiling_first_image_only():
     """The generator's bar reads "Compiling (first image only)" before the first step."""
     from core.generation import Progress

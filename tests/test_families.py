@@ -106,7 +106,8 @@ def test_a_folder_is_told_by_its_transformer_config(tmp_path):
 def test_a_garbage_config_is_an_unknown_family_with_medium_rules(tmp_path, raw):
     """An unreadable, odd or oversized config gives Medium's rules and the note, no crash."""
     found = resolve_family(str(_folder(tmp_path, None, raw=raw)))
-    assert (found.family, found.source, found.known) == (SD35_MEDIUM, "unknown", False)
+    assert (found.family.id, found.source, found.known) == (SD35_MEDIUM.id, "unknown", False)
+    assert found.family.sizes == SD35_MEDIUM.sizes and not found.family.slg_on  # SLG off
     assert found.note.startswith("Unknown model family: using SD3.5 Medium's rules")
 
 
@@ -248,7 +249,7 @@ def test_a_turbo_record_names_its_family(app, engine, monkeypatch):
     assert (record.family, record.mode, record.mode_options) == (
         "sd35-large-turbo",
         "txt2img",
-        "{}",
+        '{"slg":"off"}',  # Large Turbo's SLG starts off
     )
     assert (record.seed, record.guidance_scale, record.model) == (11, 0.0, "demo")
     assert record.problems() == []

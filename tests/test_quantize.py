@@ -184,7 +184,9 @@ def test_sd_quant_loads_quantized_records_it_and_verifies_like_with_like(
     kept = keep_result(result, backend=quantized_backend, target=tmp_path, session_id="s")
     record = kept.records[0]
     assert kept.error is None and record.quantization == T5_INT8
-    assert record.options() == {} and not record.problems()  # not a request option
+    # not a request option: the options are the request's own (the demo's SLG, off)
+    assert record.options() == dict(result.request.mode_options) == {"slg": "off"}
+    assert not record.problems()
     assert f"Quantization: {T5_INT8!r}".replace("'", '"') in record.infotext()
 
     store, settings = open_store(tmp_path), Settings(data_dir=tmp_path)

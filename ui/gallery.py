@@ -21,6 +21,7 @@ from core.safe_text import format_field, plural, quote
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
 from core.usecases.loras import match_imported, valid_hub_id
+from ui import workbench
 from ui.gallery_grid import grid_link
 from ui.sharing import owner_label
 from ui.text import for_visitor
@@ -114,7 +115,10 @@ def _recorded(store: HistoryStore, record: HistoryRecord) -> None:
         wrap_lines=True,
     )
     st.caption("Shareable link (opens the generator with these settings)")
-    st.code(share.share_link(record.form_values(), _base_url()), language=None)
+    # A Vary / Inpaint / Upscale link names its source record, never bytes: it opens only
+    # for a visitor who may see that record (an uploaded source cannot travel in a link).
+    values = {**record.form_values(), share.SOURCE_KEY: record.source_record}
+    st.code(share.share_link(values, _base_url()), language=None)
 
 
 def _confirm_delete(
@@ -173,12 +177,31 @@ def details(
         actions[4].button("Close", key="close", on_click=select, args=(None,))
         if st.session_state.get(CONFIRM_DELETE) == record.id:
             _confirm_delete(store, record, visitor, settings)
-        if use:
+        # An edited row that is not a valid record offers no image to work on ("Use these
+        # settings" says what is wrong with it).
+        work = (
+            None
+            if record.problems()
+            else workbench.action_buttons(
+                png=image.png,
+                record_id=record.id,
+                values=record.form_values(),
+                size=(int(record.width), int(record.height)),
+                family=workbench.get_family_of(record),
+                backend=backend,
+                key="details_work",
+                immediate=False,
+            )
+        )
+        if use or work:
             problems = record.problems()
             if problems:
                 _show_invalid(problems)
-            else:
-                _use_settings(record.form_values())
+            else:  # the generator says what did not come along (our words)
+                st.session_state[workbench.NOTE] = workbench.use_record(
+                    store, record, visitor, work
+                )
+                st.switch_page(GENERATOR)
         if verify:
             outcome = regenerate_and_verify(
                 store, record, settings=settings, visitor=visitor, backend=backend, step=st.spinner

@@ -35,13 +35,10 @@ from core.generation import (
 )
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
+from core.sources import ImageInput, valid_record_id
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
-# A record id as this app makes it (uuid4 hex), with room for other ids of the same shape.
-# A file or zip entry is only ever named from an id like this: an edited row cannot point
-# outside the history's folders.
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # How the weights were quantized (`core.quantize.QuantFacts.label`) rides in the options
 # JSON beside the mode's options, under a name no option may take (`core.modes.base`): a
@@ -53,8 +50,10 @@ MAX_QUANTIZATION_CHARS = 200
 
 
 def valid_id(value: object) -> bool:
-    """Whether `value` is a record id this app could have made (safe in a file name)."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
+    """Whether `value` is a record id this app could have made (safe in a file name): a
+    file or zip entry is only ever named from an id like this, so an edited row cannot
+    point outside the history's folders (`core.sources.RECORD_ID`)."""
+    return valid_record_id(value)
 
 
 def readable_time(value: object) -> float:
@@ -107,6 +106,12 @@ class HistoryRecord:
     family: str = DEFAULT_FAMILY.id
     mode: str = DEFAULT_MODE.id
     mode_options: str = "{}"
+    # What Vary / Inpaint / Upscale worked on (migration 0005; "" for text to image): the
+    # record whose image was the source, or else the SHA-256 of the source's own PNG bytes
+    # (an upload), and of the inpaint mask's; the history keeps those bytes once each.
+    source_record: str = ""
+    source_sha256: str = ""
+    mask_sha256: str = ""
     # 0006 (issue 19): the LoRAs it was made with, as applied (JSON list of {"name",
     # "weight", "sha256"}), the styles merged into its prompt (JSON list of {"name",
     # "prompt", "negative_prompt"}), and the X/Y grid it is a cell of ("" when none;
@@ -147,13 +152,21 @@ class HistoryRecord:
             return "?"
         return value
 
-    def request(self) -> GenerationRequest:
+    def request(
+        self, *, source: ImageInput | None = None, mask: ImageInput | None = None
+    ) -> GenerationRequest:
         """The one-image request that reproduces this record (its family, mode and options).
 
+        A mode that works on an image needs its `source` (and Inpaint its `mask`), read back
+        from the history (`core.history.inputs.record_request`); without them the request
+        holds the settings only (`inputs_pending`), for checking and for the form.
         Raises `core.generation.InvalidRequest` when a stored value is out of range; call
         `problems()` first to show why.
         """
         return GenerationRequest(
+            source=source,
+            mask=mask,
+            inputs_pending=source is None,
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             seed=self.seed,
@@ -220,7 +233,34 @@ class HistoryRecord:
             self.request()
         except InvalidRequest as exc:
             return [str(exc)]
-        return []
+        return self.input_problems()
+
+    def input_problems(self) -> list[str]:
+        """What is wrong with the record's references to its source and mask ([] if fine):
+        the mode's images must be named (by a record id or a SHA-256), and nothing else."""
+        try:
+            needs = get_mode(self.mode).inputs
+        except UnknownMode as exc:
+            return [str(exc)]
+        found = []
+        if self.source_record and not valid_id(self.source_record):
+            found.append(f"source_record {_shown(self.source_record)} is not a record id")
+        for name in ("source_sha256", "mask_sha256"):
+            value = getattr(self, name)
+            if value and not _SHA256.fullmatch(value):
+                found.append(f"{name} {_shown(value)} is not a SHA-256")
+        if self.source_record and self.source_sha256:
+            found.append("the source is named twice (a record and its own bytes)")
+        has_source = bool(self.source_record or self.source_sha256)
+        if "source" in needs and not has_source:
+            found.append(f"this {self.mode} record names no source image")
+        if "mask" in needs and not self.mask_sha256:
+            found.append(f"this {self.mode} record names no mask")
+        if "source" not in needs and (has_source or self.mask_sha256):
+            found.append(f"a {self.mode} record names no source or mask images")
+        if "mask" not in needs and "source" in needs and self.mask_sha256:
+            found.append(f"a {self.mode} record names no mask")
+        return found
 
     def _mode_infotext(self) -> dict[str, str]:
         """The mode's A1111 entries (none for txt2img, or when the row's are unusable)."""
@@ -437,6 +477,17 @@ FACT_KEYS = (
 )
 
 
+def input_fields(request: GenerationRequest) -> dict[str, str]:
+    """How a record names its request's source and mask: the source record's id when the
+    source is one, else the SHA-256 of its own bytes; the mask's SHA-256."""
+    source, mask = request.source, request.mask
+    return {
+        "source_record": source.record_id or "" if source is not None else "",
+        "source_sha256": source.sha256 if source is not None and not source.record_id else "",
+        "mask_sha256": mask.sha256 if mask is not None else "",
+    }
+
+
 def new_record(
     request: GenerationRequest,
     *,
@@ -482,6 +533,7 @@ def new_record(
         family=request.family,
         mode=request.mode,
         mode_options=options_json(options),
+        **input_fields(request),
         loras=json.dumps(entries, ensure_ascii=False),
         styles=json.dumps(styles, ensure_ascii=False),
         grid_id=grid_id,

@@ -29,7 +29,13 @@ SD35_LARGE = Family(
         "https://huggingface.co/stabilityai/stable-diffusion-3.5-large/blob/main/LICENSE.md"
     ),
     gated=True,
-    pipelines={"txt2img": "StableDiffusion3Pipeline"},
+    # Every mode on the same loaded modules (diffusers' from_pipe): issue 18's image modes.
+    pipelines={
+        "txt2img": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+        "upscale": "StableDiffusion3Img2ImgPipeline",  # a Lanczos resize, then image to image
+    },
     components_gb=LARGE_COMPONENTS_GB,
     # The card calls it a 1-megapixel model; the app keeps Medium's range (sides a
     # multiple of 16, as SD3 requires), which holds ~1 MP at every aspect preset.
@@ -43,6 +49,11 @@ SD35_LARGE = Family(
     priors=StepPriors(
         step_s_1024=LARGE_STEP_S_1024, decode_s_1024=47.0, encode_s=19.0, measured=False
     ),
+    transformer_layers=38,
+    # diffusers' default layers (Medium's card's); reported to break Large's images
+    # (diffusers issue #10455): offered, but off until someone turns it on.
+    slg_layers=(7, 8, 9),
+    slg_on=False,
     linear_share=LARGE_LINEAR_SHARE,
     sparse_tables=LARGE_SPARSE_TABLES_BF16,
     vae_decode_gb_per_mp=SD35_MEDIUM.vae_decode_gb_per_mp,  # the same VAE

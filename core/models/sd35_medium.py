@@ -22,7 +22,13 @@ SD35_MEDIUM = Family(
         "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/blob/main/LICENSE.md"
     ),
     gated=True,
-    pipelines={"txt2img": "StableDiffusion3Pipeline"},
+    # Every mode on the same loaded modules (diffusers' from_pipe): issue 18's image modes.
+    pipelines={
+        "txt2img": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+        "upscale": "StableDiffusion3Img2ImgPipeline",  # a Lanczos resize, then image to image
+    },
     # Measured on the real architecture's bf16 files (NOTES-sd3, "Full-size SD3.5 Medium"):
     # 16.27 GB in all. The transformer checks against its config: 2,469,663,936 parameters
     # and persistent buffers (pos_embed) × 2 bytes = 4.94 GB.
@@ -43,6 +49,11 @@ SD35_MEDIUM = Family(
     # Measured on the full-size stand-in, 2-core CPU, bf16 (issue 13, NOTES-sd3): 1024²
     # 51 s per step (CFG), VAE 37–47 s with 512-px tiles, text encoding 16–19 s.
     priors=StepPriors(step_s_1024=51.0, decode_s_1024=47.0, encode_s=19.0, measured=True),
+    transformer_layers=24,  # its transformer/config.json: num_layers 24
+    # The model card recommends SLG "for better structure and anatomy coherency", with
+    # layers 7, 8, 9 (diffusers' defaults): on from the start.
+    slg_layers=(7, 8, 9),
+    slg_on=True,
     # Linear weights' share of each component (bench/quant_shares.py on the real configs):
     # the transformer's 2,241.8 M Linear parameters of 2,243.2 M plus its 226.5 M-entry
     # `pos_embed` buffer; T5-XXL's 4,630.5 M of 4,762.3 M (its 131.6 M-entry token embedding

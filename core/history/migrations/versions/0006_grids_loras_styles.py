@@ -8,19 +8,17 @@
 - `grids`: one row per grid (owner, axes and cells as JSON, how it ended);
 - `styles`: named prompt styles per person, `shared` when an admin published one.
 
-Self-contained (new columns with defaults and new tables), so it can be renumbered when
-another migration lands first: numbered 0006 after issue 18's 0005; chained after 0004
-until 0005 is on main (whoever lands second sets `down_revision`).
+Self-contained (new columns with defaults and new tables): it follows issue 18's 0005.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
