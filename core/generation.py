@@ -83,7 +83,8 @@ MAX_STYLE_NAME_CHARS = 100
 @dataclass(frozen=True)
 class LoraChoice:
     """A LoRA picked for a request: its name (the file's path below SD_LORA_DIR without
-    `.safetensors`) and its weight."""
+    `.safetensors`, or a Hub id `owner/repo/file.safetensors`: core.lora_hub) and its
+    weight."""
 
     name: str
     weight: float = 1.0
@@ -518,6 +519,7 @@ class LoraShelf:
     truncated: bool = False  # the folder holds more files than are listed
     folder: str = ""  # SD_LORA_DIR as set (a server path: the ui hides it from visitors)
     note: str = ""  # why LoRAs cannot be used here, with the fix ("" when they can)
+    hub: bool = False  # Hub ids (owner/repo/file.safetensors) may be named (core.lora_hub)
 
 
 @dataclass(frozen=True)

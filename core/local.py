@@ -65,6 +65,7 @@ from core.grid_run import GridOutcome, cell_label, run_grid
 from core.local_modes import run_image_request
 from core.lora import LoraWeights, adapter_bytes, applied_loras
 from core.lora_folder import LoraFolder
+from core.lora_hub import HubLoras
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
@@ -799,7 +800,8 @@ class LocalBackend:
         self.load_status = LoadStatus()
         self.prompt_cache = PromptCache()
         # SD_LORA_DIR: files read once, applied per request under the generation slot.
-        self.lora_folder = LoraFolder(lora_dir)
+        # Hub ids: one file downloaded into the HF cache with the app's token (core.lora_hub).
+        self.lora_folder = LoraFolder(lora_dir, hub=HubLoras(token_provider=token_provider))
 
     # --- loading -------------------------------------------------------------------------
     @property

@@ -166,6 +166,9 @@ def discover_loras(
             except OSError:
                 continue
             problem = name_problem(name) or size_problem(size, max_bytes)
+            if problem is None and name.lower().endswith(SUFFIX):
+                # A name ending in .safetensors is a Hub id (core.lora_hub).
+                problem = "its name ends in .safetensors twice; rename it"
             if problem:
                 refused.append(RefusedFile(name, path, problem))
             else:
@@ -216,6 +219,11 @@ def _looks_pickled(head: bytes) -> str | None:
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a pickle with a .safetensors name"
     return None
+
+
+def label_of(name: str) -> str:
+    """A LoRA's file name for messages: a folder name plus `.safetensors`; a Hub id as is."""
+    return name if name.lower().endswith(SUFFIX) else f"{name}{SUFFIX}"
 
 
 def _file_error(label: str, why: str) -> LoraError:
@@ -365,8 +373,9 @@ class LoraWeights:
 
     @property
     def label(self) -> str:
-        """How messages name it: "style/film-grain.safetensors"."""
-        return f"{self.name}{SUFFIX}"
+        """How messages name it: "style/film-grain.safetensors" (a Hub LoRA's name, the id
+        `owner/repo/file.safetensors`, carries the suffix already)."""
+        return label_of(self.name)
 
     @property
     def touches_text_encoders(self) -> bool:
@@ -406,7 +415,7 @@ def read_lora(
     import torch
 
     path = Path(path)
-    label = f"{name}{SUFFIX}" if name else path.name
+    label = label_of(name) if name else path.name
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise _file_error(label, f"it is {pickle_refusal(suffix)}")
@@ -690,7 +699,7 @@ class LoraCache:
         try:
             stat = file.path.stat()
         except OSError as exc:
-            raise _file_error(file.name + SUFFIX, f"it is gone ({type(exc).__name__})") from exc
+            raise _file_error(label_of(file.name), f"it is gone ({type(exc).__name__})") from exc
         key = (str(file.path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             hit = self._entries.get(key)

@@ -22,11 +22,13 @@ from core.lora import (
     Found,
     LoraCache,
     LoraError,
+    LoraFile,
     LoraWeights,
     addnet_hash,
     check_fits,
     discover_loras,
 )
+from core.lora_hub import HubLoras, checked_name, is_hub_name
 from core.safe_text import quote
 
 LIST_SECONDS = 2.0  # a page render lists the folder at most this often
@@ -44,9 +46,17 @@ COMPILED = (
 class LoraFolder:
     """LoRA files under `folder` (None: no folder set) for one backend."""
 
-    def __init__(self, folder: str | Path | None, *, cache: LoraCache | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path | None,
+        *,
+        cache: LoraCache | None = None,
+        hub: HubLoras | None = None,
+    ) -> None:
         self.folder = Path(folder).expanduser() if folder else None
         self.cache = cache or LoraCache()
+        # Hub ids (`owner/repo/file.safetensors`): downloaded into the HF cache, read alike.
+        self.hub = hub
         self._lock = threading.Lock()
         self._listed: tuple[float, Found] | None = None
         self._hashes: dict[tuple[str, int, int], str] = {}
@@ -68,8 +78,9 @@ class LoraFolder:
 
     def shelf(self, *, compiled: bool = False) -> LoraShelf:
         """What the generator may offer (or why nothing)."""
+        hub = self.hub is not None and not compiled
         if self.folder is None:
-            return LoraShelf(note=NO_FOLDER)
+            return LoraShelf(note=COMPILED if compiled else NO_FOLDER, hub=hub)
         found = self.found()
         note = COMPILED if compiled else ""
         if not note and not self.folder.is_dir():
@@ -80,6 +91,7 @@ class LoraFolder:
             truncated=found.truncated,
             folder=str(self.folder),
             note=note,
+            hub=hub,
         )
 
     # --- reading for a request ------------------------------------------------------------
@@ -93,10 +105,15 @@ class LoraFolder:
             return []
         if compiled:
             raise LoraError(COMPILED)
-        if self.folder is None:
+        hub_choices = [c for c in choices if is_hub_name(c.name)]
+        for choice in hub_choices:  # a malformed or pickle id: refused before any request
+            checked_name(choice.name)
+        if hub_choices and self.hub is None:
+            raise LoraError("Hub LoRAs are not available here; use files in SD_LORA_DIR.")
+        if self.folder is None and len(hub_choices) < len(choices):
             raise LoraError(NO_FOLDER)
-        files = self.found().by_name()
-        missing = [c.name for c in choices if c.name not in files]
+        files = self.found().by_name() if len(hub_choices) < len(choices) else {}
+        missing = [c.name for c in choices if c.name not in files and not is_hub_name(c.name)]
         if missing:
             shown = ", ".join(quote(name + SUFFIX, 60) for name in missing[:5])
             raise LoraError(
@@ -105,7 +122,12 @@ class LoraFolder:
             )
         weights = []
         for choice in choices:
-            read = self.cache.get(files[choice.name])
+            if is_hub_name(choice.name):
+                assert self.hub is not None
+                file = self.hub.file(choice.name)  # downloaded (or cached), size checked
+            else:
+                file = files[choice.name]
+            read = self.cache.get(file)
             check_fits(pipe, read)  # another architecture is refused before the slot
             weights.append((read, choice.weight))
         return weights
@@ -114,10 +136,16 @@ class LoraFolder:
     def hashes(self, names: Sequence[str]) -> dict[str, str]:
         """A1111's hash of each named file that is here (files not read yet are hashed
         once per version; unreadable ones are left out)."""
-        files = self.found().by_name()
+        files = self.found().by_name() if any(not is_hub_name(n) for n in names) else {}
         found: dict[str, str] = {}
         for name in names:
             file = files.get(name)
+            if is_hub_name(name) and self.hub is not None:
+                try:  # a Hub LoRA downloaded before (the cache only: no network)
+                    cached = self.hub.cached(name)
+                except LoraError:
+                    cached = None
+                file = LoraFile(name, cached, 0) if cached is not None else None
             if file is None:
                 continue
             try:

@@ -114,3 +114,38 @@ def test_a_picked_lora_with_its_weight_goes_into_the_record_and_the_hardware_pag
     assert not at.exception
     assert any("1 read and kept in CPU RAM" in c for c in _captions(at))
     assert at.dataframe[0].value["LoRA"].tolist() == ["grain"]
+
+
+def test_a_hub_lora_is_named_checked_downloaded_and_recorded(app, demo_pipe, tmp_path):
+    """No SD_LORA_DIR: the LoRAs section still takes a Hub id. A pickle id is refused on
+    Add (nothing asked of the Hub); `owner/repo` is picked as its
+    pytorch_lora_weights.safetensors, downloaded on Generate from the Hub stand-in and
+    recorded with its weight."""
+    from core.lora_hub import HubLoras
+    from core.service import get_backend
+    from testkit.hub_standin import HubStandIn
+
+    repo = tmp_path / "repo"
+    make_demo_lora(demo_pipe, repo / "pytorch_lora_weights.safetensors")
+    server = HubStandIn(repo, repo_id="someone/grain").start()
+    try:
+        at = fill_small(app())
+        get_backend().lora_folder.hub = HubLoras(endpoint=server.url, cache_dir=tmp_path / "hf")
+        at.text_input(key="lora_hub_input").input("someone/grain/model.bin")
+        at.button(key="lora_hub_add").click().run()
+        assert [e.value for e in at.error] and "pickled" in at.error[0].value
+        at.text_input(key="lora_hub_input").input(" someone/grain ")
+        at.button(key="lora_hub_add").click().run()
+        name = "someone/grain/pytorch_lora_weights.safetensors"
+        assert not at.exception and not at.error
+        assert at.session_state["lora_hub_picked"] == [name]
+        at.number_input(key=f"lora_weight::{name}").set_value(0.5).run()
+        at.button(key="generate").click().run()
+        assert not at.exception
+        (record,) = current_store().page().records
+        assert [(e["name"], e["weight"]) for e in record.lora_entries()] == [(name, 0.5)]
+        assert server.file_gets() == ["pytorch_lora_weights.safetensors"]
+        at.button(key=f"lora_hub_remove::{name}").click().run()
+        assert at.session_state["lora_hub_picked"] == [] and at.session_state["loras"] == []
+    finally:
+        server.stop()

@@ -15,11 +15,12 @@ from core import form, history, metadata, share
 from core.auth import Visitor
 from core.generation import Backend
 from core.history import HistoryError, HistoryRecord, HistoryStore, Page
+from core.lora_hub import hub_page, is_hub_name
 from core.models import Family
 from core.safe_text import format_field, plural, quote
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
-from core.usecases.loras import match_imported
+from core.usecases.loras import match_imported, valid_hub_id
 from ui import workbench
 from ui.gallery_grid import grid_link
 from ui.sharing import owner_label
@@ -220,6 +221,12 @@ def _imported_loras(parsed: metadata.ParsedParameters, backend: Backend) -> list
     if found.missing:
         missing = ", ".join(quote(name, 60) for name in found.missing)
         st.warning(f"LoRAs not in the LoRA folder here (left out): {missing}")
+        for name in found.missing:  # a Hub LoRA: say where it came from
+            if is_hub_name(name) and valid_hub_id(name):
+                st.caption(f"{quote(name, 100)} came from the Hub: {quote(hub_page(name))}")
+    if found.from_hub:
+        hub = ", ".join(f"{quote(name, 100)} ({quote(hub_page(name))})" for name in found.from_hub)
+        st.caption(f"Hub LoRAs, downloaded when you generate: {hub}")
     if found.other_version:
         other = ", ".join(quote(name, 60) for name in found.other_version)
         st.warning(f"Another version of these LoRAs is here (selected; pixels may differ): {other}")

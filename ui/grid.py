@@ -28,6 +28,7 @@ from core.usecases import (
 )
 from core.usecases.grid import grid_from_cells
 from ui.load import load_with_status, show_load_error
+from ui.loras import HUB_KEY
 from ui.page import PageStart
 from ui.sidebar import refresh_sidebar
 from ui.text import for_visitor
@@ -77,7 +78,8 @@ def _plan(start: PageStart, *, clicked: bool) -> PlannedGrid:
     """The grid as typed, checked: with the form's seed, or a new one at the click when
     the form asks for a random seed."""
     state = st.session_state
-    lora_names = start.backend.loras().names
+    # The folder's LoRAs and the Hub LoRAs picked in the LoRAs section (ui.loras).
+    lora_names = (*start.backend.loras().names, *state.get(HUB_KEY, []))
     x_kind, x_text, x_lora = _axis("X", KINDS, lora_names)
     y_kind, y_text, y_lora = _axis("Y", [NO_AXIS, *KINDS], lora_names)
     if not x_text.strip():
