@@ -75,8 +75,13 @@ def test_first_run_shows_download_progress_then_the_image(
             )
             # The stand-in is the tiny model under Medium's id: Medium's SLG layers (7, 8, 9)
             # are not in its 2-layer transformer, so SLG goes off as a visitor would turn it.
-            main.get_by_text("Skip layer guidance", exact=True).click()
-            expect(page.get_by_role("switch", name="Skip layer guidance")).not_to_be_checked()
+            switch = page.get_by_role("switch", name="Skip layer guidance")
+            for _ in range(5):  # a page run under way when clicked may redraw it as it was
+                browser.settle()
+                if not switch.is_checked():
+                    break
+                main.get_by_text("Skip layer guidance", exact=True).click()
+            expect(switch).not_to_be_checked()
             browser.settle()
             page.get_by_role("button", name="Generate").click()
             progress = main.get_by_text(re.compile(r"Downloading: .+ of 1\.8 MB"))
