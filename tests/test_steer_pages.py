@@ -149,3 +149,24 @@ def test_a_hub_lora_is_named_checked_downloaded_and_recorded(app, demo_pipe, tmp
         assert at.session_state["lora_hub_picked"] == [] and at.session_state["loras"] == []
     finally:
         server.stop()
+
+
+def test_a_strength_axis_is_offered_for_vary_and_its_cells_vary_the_result(app):
+    """Text to image has no Strength axis; Vary has one, and a 2-cell strength grid keeps two
+    image-to-image records of the same source with the two strengths."""
+    at = fill_small(app(), prompt="a red fox")
+    assert "Strength" not in at.selectbox(key="grid_x_kind").options
+    at.button(key="generate").click().run()
+    (source,) = current_store().page().records
+    at.button(key="work_0_img2img").click().run()
+    assert "Strength" in at.selectbox(key="grid_x_kind").options
+    at = _grid_axes(at, x=("strength", "0.5, 1"))
+    assert not at.exception and "2 cells · 2 images" in _captions(at)
+    at.button(key="grid_generate").click().run()
+    assert not at.exception
+    made = at.session_state["grid_result"]
+    cells = current_store().grids.cells(made.grid_id)
+    assert [(r.mode, r.source_record, r.options()["strength"]) for r in cells] == [
+        ("img2img", source.id, 0.5),
+        ("img2img", source.id, 1.0),
+    ]

@@ -16,6 +16,7 @@ import streamlit as st
 from core import form
 from core.generation import Backend, InvalidRequest, Progress, random_seed
 from core.grid import AXES, GridPlan
+from core.modes import DEFAULT_MODE, MODES, get_mode
 from core.progress_text import progress_text
 from core.safe_text import plural, quote
 from core.settings import Settings
@@ -27,6 +28,7 @@ from core.usecases import (
     plan_from_form,
 )
 from core.usecases.grid import grid_from_cells
+from ui import workbench
 from ui.load import load_with_status, show_load_error
 from ui.loras import HUB_KEY
 from ui.page import PageStart
@@ -38,6 +40,7 @@ RUNNING_KEY = "grid_running"  # (plan, cells so far): what a Stop leaves to draw
 GALLERY_SELECTED = "gallery_selected"  # ui.gallery.SELECTED: the record the gallery opens
 GALLERY = "pages/gallery.py"
 NO_AXIS = ""
+MODE_IDS = {mode.id for mode in MODES}
 EXAMPLES = {
     "seed": "1, 2, 3  or  1-4",
     "guidance": "3, 4.5, 6",
@@ -47,7 +50,13 @@ EXAMPLES = {
     "lora_weight": "0, 0.5, 1",
     "prompt_sr": "red, blue, green  (the first is searched in the prompt)",
 }
-KINDS = [kind for kind in AXES if kind != "strength"]  # image-to-image only (issue 18)
+
+
+def _kinds() -> list[str]:
+    """The axes for the form's mode: Strength only where the mode has one (Vary, Upscale)."""
+    mode = st.session_state.get("mode", DEFAULT_MODE.id)
+    strength = mode in MODE_IDS and get_mode(mode).option("strength") is not None
+    return [kind for kind in AXES if kind != "strength" or strength]
 
 
 def _label(kind: str) -> str:
@@ -80,13 +89,14 @@ def _plan(start: PageStart, *, clicked: bool) -> PlannedGrid:
     state = st.session_state
     # The folder's LoRAs and the Hub LoRAs picked in the LoRAs section (ui.loras).
     lora_names = (*start.backend.loras().names, *state.get(HUB_KEY, []))
-    x_kind, x_text, x_lora = _axis("X", KINDS, lora_names)
-    y_kind, y_text, y_lora = _axis("Y", [NO_AXIS, *KINDS], lora_names)
+    kinds = _kinds()
+    x_kind, x_text, x_lora = _axis("X", kinds, lora_names)
+    y_kind, y_text, y_lora = _axis("Y", [NO_AXIS, *kinds], lora_names)
     if not x_text.strip():
         return PlannedGrid()
     seed = random_seed() if clicked and state.get("randomize_seed") else int(state.seed)
     try:
-        base = form.build_request(state, seed=seed, family=start.family.id)
+        base = form.build_request(state, seed=seed, family=start.family.id, **workbench.inputs())
     except InvalidRequest as exc:
         return PlannedGrid(problem=str(exc))
     return plan_from_form(
