@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.device import DeviceError
 from core.generation import Backend, GenerationError
-from core.usecases.allowance import check_allowance
+from core.usecases.allowance import hold_allowance
 
 if TYPE_CHECKING:
     from core.auth import Visitor
@@ -50,7 +50,8 @@ def regenerate_and_verify(
 
     Rows are outside input (an edited database, another app version): a record whose
     settings the generator cannot use is refused before anything runs. A regeneration is
-    spent like any image: checked against the daily limit first, counted after. `step`
+    spent like any image: a place is held under the daily limit from the start (given back
+    when nothing was made) and counted once the image is made. `step`
     wraps each long step with its label (the page passes a spinner).
     """
     from core import history
@@ -58,23 +59,24 @@ def regenerate_and_verify(
     problems = record.problems()
     if problems:
         return VerifyOutcome(invalid=tuple(problems))
-    allowance = check_allowance(settings, visitor)
-    if not allowance.allowed:
-        return VerifyOutcome(refused=allowance.problem)
-    remote, differences = False, ()
-    try:
-        with step("Loading the model…"):
-            backend.ensure_loaded()
-        now = history.environment(backend)
-        differences = tuple(history.environment_differences(record, now))
-        remote = "remote" in (record.backend, backend.name)
-        with step("Regenerating…"):
-            verification = history.verify(store, record, backend)
-    except (GenerationError, DeviceError) as exc:
-        return VerifyOutcome(remote=remote, differences=differences, error=str(exc))
-    if settings.daily_limit:
+    # One place held from the click, spent when the image is made, else given back.
+    with hold_allowance(settings, visitor, wanted=1) as hold:
+        if not hold.allowed:
+            return VerifyOutcome(refused=hold.problem)
+        remote, differences = False, ()
         try:
-            store.note_regenerate(visitor.id, record)
-        except history.HistoryError as exc:
-            log.warning("regeneration not counted: %s", exc)
+            with step("Loading the model…"):
+                backend.ensure_loaded()
+            now = history.environment(backend)
+            differences = tuple(history.environment_differences(record, now))
+            remote = "remote" in (record.backend, backend.name)
+            with step("Regenerating…"):
+                verification = history.verify(store, record, backend)
+        except (GenerationError, DeviceError) as exc:
+            return VerifyOutcome(remote=remote, differences=differences, error=str(exc))
+        if settings.daily_limit:
+            try:
+                store.note_regenerate(visitor.id, record, reservation=hold.reservation)
+            except history.HistoryError as exc:
+                log.warning("regeneration not counted: %s", exc)
     return VerifyOutcome(remote=remote, differences=differences, verification=verification)
