@@ -41,8 +41,12 @@ oidc:
 		$(MAKE) --no-print-directory $(OIDC)/node_modules/.package-lock.json; \
 	else echo "npm not found: tests/test_e2e_signin.py will be skipped"; fi
 
+# Test files run in parallel (pytest-xdist): most of the suite waits on servers, browsers and
+# subprocesses, so three workers keep two cores busy. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 3
+
 test: install oidc
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check .

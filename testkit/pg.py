@@ -74,14 +74,26 @@ class Cluster:
         subprocess.run(command, check=True, capture_output=True, timeout=120, cwd=self.root)
 
     def start(self, *, fsync: bool = False) -> None:
-        """Start the server (fsync off by default: tests need no durability, only speed)."""
-        options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
-        if not fsync:
-            options += " -c fsync=off"
+        """Start the server (fsync off by default: tests need no durability, only speed).
+
+        Test processes run in parallel and each takes free ports: if another process took
+        this port between `free_port()` and the start, start again on a new one.
+        """
         log = self.root / "server.log"
-        self._run(
-            "pg_ctl", "-w", "-t", "60", "-D", str(self.data), "-l", str(log), "-o", options, "start"
-        )
+        for attempt in range(3):
+            options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
+            if not fsync:
+                options += " -c fsync=off"
+            seen = log.stat().st_size if log.exists() else 0
+            flags = ["-w", "-t", "60", "-D", str(self.data), "-l", str(log), "-o", options]
+            try:
+                self._run("pg_ctl", *flags, "start")
+                return
+            except subprocess.CalledProcessError:
+                said = log.read_bytes()[seen:] if log.exists() else b""
+                if b"Address already in use" not in said or attempt == 2:
+                    raise
+                self.port = free_port()
 
     def stop(self) -> None:
         self._run("pg_ctl", "-w", "-t", "60", "-D", str(self.data), "-m", "fast", "stop")

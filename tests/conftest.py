@@ -1,8 +1,11 @@
-"""Shared fixtures: the tiny real SD3 pipeline, isolated settings, and AppTest helpers."""
+"""Shared fixtures: the tiny real SD3 pipeline, isolated settings, AppTest helpers, and the
+one Chromium the browser tests share."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -14,6 +17,20 @@ import pytest
 APP_ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = str(APP_ROOT / "streamlit_app.py")
 SMALL = {"width": 512, "height": 512, "num_inference_steps": 2}  # the smallest valid image
+
+# One torch (OpenMP) thread per process, set before anything imports torch; the app servers,
+# loaders and workers the tests start inherit it. `make test` runs test files in parallel on
+# two cores beside those processes, so a second thread per process mostly spins: the tiny
+# pipeline's 512², 2-step image took 1.23 s of CPU with torch's two threads and 0.24 s with
+# one on the busy machine (same pixels). An OMP_NUM_THREADS already set is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Browser tests live in tests/test_e2e_*.py. Under pytest-xdist (`make test`) all of them run
+# on one worker, in file order, so that worker launches Chromium once for all of them
+# (`fixture_chromium`) and a module's server and tab serve its tests in order.
+BROWSER_FILES = "test_e2e_"
+BROWSER_GROUP = "browser"
+BROWSER_TIMEOUT_MS = 120_000  # generous: the machine running the suite may be busy
 
 
 def run_script(code: str, payload: Any, env: Mapping[str, str]) -> Any:
@@ -96,6 +113,78 @@ def fill_small(at, *, prompt: str = "a red fox", seed: int = 7):
     at.number_input(key="height").set_value(512)
     at.slider(key="steps").set_value(2)
     return at
+
+
+# --- the browser ---------------------------------------------------------------------------
+def _is_browser_test(nodeid: str) -> bool:
+    return Path(nodeid.split("::", 1)[0]).name.startswith(BROWSER_FILES)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the shared Chromium must sit in a browser file (see BROWSER_FILES)."""
+    for item in items:
+        if "chromium" in item.fixturenames and not _is_browser_test(item.nodeid):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the shared browser: move it to a tests/{BROWSER_FILES}*.py "
+                "file, where the browser tests run on one worker and share one Chromium"
+            )
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own choice
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`, with every browser test in one group (BROWSER_GROUP).
+
+    Other tests are spread one by one, as `--dist load` does. The group is made here from the
+    file name because pytest 9.2 ignores the `xdist_group` mark (pytest-xdist 3.8 renames
+    node ids to carry it, which pytest 9.2 no longer reads: pytest-xdist issue #1386).
+    Larger groups go out first, so the browser worker starts on its long run at once.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class BrowserGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return BROWSER_GROUP if _is_browser_test(nodeid) else super()._split_scope(nodeid)
+
+    return BrowserGroupScheduling(config, log)
+
+
+@pytest.fixture(name="chromium", scope="session")
+def fixture_chromium():
+    """Headless Debian Chromium, launched once per test process and shared by every browser
+    test: each module opens its own context on it (own cookies and storage) and closes it.
+    Browser tests skip themselves where `chromium` is missing; this never downloads one."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from bench.common import CHROMIUM_ARGS
+
+    # `expect` waits as long as a page action does (tests set that on their pages): 5 s, its
+    # default, is shorter than one script run on a busy machine. A wait is no timed assertion.
+    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(name="demo_app", scope="session")
+def fixture_demo_app(tmp_path_factory):
+    """`streamlit run` on the demo model with a fresh data dir, started once per test process
+    and shared by the browser modules that need no other settings (test_e2e_browser and
+    test_e2e_hostile). Each opens its own tab, a new Streamlit session; a module that
+    restarts the server leaves it running. What one leaves behind (the model loaded or not,
+    its own history entries) is what any earlier visitor could leave: no test relies on its
+    absence."""
+    from tests.test_e2e_browser import StreamlitServer
+
+    root = tmp_path_factory.mktemp("e2e-app")
+    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The app in a real browser: `streamlit run` on loopback, driven by headless Debian Chromium.
 
 AppTest runs the scripts but not the frontend; this walks the pages the way a user does. The
-tests share one server and one browser tab and run in file order (generate → gallery →
-hardware → restart → gallery); each asks for the fixtures it needs, so any one also runs alone.
+tests share one server (conftest's `demo_app`, shared with test_e2e_hostile.py) and one
+browser tab and run in file order (generate → gallery → hardware → restart → gallery); each
+asks for the fixtures it needs, so any one also runs alone.
 
 Screenshots of each page go to `$E2E_SCREENSHOTS` (`1` means `docs/screenshots/`) or to the
 test's temporary folder; the folder is printed. Only Debian's `chromium` is used (`.ci/run`
@@ -11,6 +12,7 @@ installs it); without it the tests are skipped, never passed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -28,8 +30,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.common import CHROMIUM_ARGS, free_port
-from tests.conftest import APP_ROOT
+from bench.common import free_port
+from tests.conftest import APP_ROOT, BROWSER_TIMEOUT_MS
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
@@ -41,7 +43,7 @@ pytestmark = [
 
 PROMPT = "a lighthouse on a cliff at dusk, e2e check"
 SEED = 1234
-TIMEOUT_MS = 120_000  # generous: the machine running the suite may be busy
+TIMEOUT_MS = BROWSER_TIMEOUT_MS  # generous: the machine running the suite may be busy
 
 
 class StreamlitServer:
@@ -113,6 +115,28 @@ class StreamlitServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
+# Counts, in the page, the script runs it has seen start: Streamlit's root element carries
+# data-test-script-state ("running" while a run is on). `Browser.settle` waits on that count
+# instead of a fixed pause. Runs in every document the tab opens, before the app's scripts.
+RUN_COUNTER = """
+(() => {
+  window.__e2eRuns = 0;
+  let last = null;
+  const check = () => {
+    const app = document.querySelector("[data-testid=stApp]");
+    const now = app && app.getAttribute("data-test-script-state");
+    if (now === "running" && last !== "running") window.__e2eRuns += 1;
+    last = now;
+  };
+  new MutationObserver(check).observe(document, {
+    subtree: true, childList: true, attributes: true,
+    attributeFilter: ["data-test-script-state"],
+  });
+})();
+"""
+RUN_STARTS_WITHIN_MS = 300  # an action that starts a script run has started it by then
+
+
 @dataclass
 class Browser:
     """The one tab the tests drive, the server behind it, and where screenshots go."""
@@ -121,6 +145,9 @@ class Browser:
     server: StreamlitServer
     shots: Path
 
+    def __post_init__(self) -> None:
+        self.page.add_init_script(RUN_COUNTER)
+
     def open(self) -> None:
         """Open the app in the tab: a new Streamlit session on the generator page."""
         self.page.goto(self.server.url)
@@ -128,10 +155,20 @@ class Browser:
         self.settle()
 
     def settle(self) -> None:
-        """Wait until the script run that the last action started has finished."""
+        """Wait until the script run that the last action started has finished.
+
+        The action's run is given RUN_STARTS_WITHIN_MS to start; one seen starting after
+        this call is waited for at once instead of after the whole pause. (A run seen before
+        the call may be an earlier action's, so it does not end the pause.)
+        """
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import expect
 
-        self.page.wait_for_timeout(300)
+        seen = self.page.evaluate("() => window.__e2eRuns || 0")
+        with contextlib.suppress(PlaywrightTimeout):  # no run started: only the check below
+            self.page.wait_for_function(
+                "seen => (window.__e2eRuns || 0) > seen", arg=seen, timeout=RUN_STARTS_WITHIN_MS
+            )
         expect(self.page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=TIMEOUT_MS)
 
     def nav(self, title: str) -> None:
@@ -193,30 +230,34 @@ def _say(config, text: str) -> None:
 
 
 @contextmanager
-def serving_tab(server: StreamlitServer, shots: Path) -> Iterator[Browser]:
-    """Start `server` and open one Chromium tab for it; close the browser, stop the server."""
-    from playwright.sync_api import sync_playwright
+def new_tab(chromium, server: StreamlitServer, shots: Path) -> Iterator[Browser]:
+    """One tab in a context of its own (cookies, storage) on the shared Chromium; closed after."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        yield Browser(page=page, server=server, shots=shots)
+    finally:
+        context.close()
 
+
+@contextmanager
+def serving_tab(chromium, server: StreamlitServer, shots: Path) -> Iterator[Browser]:
+    """Start `server` and open a tab for it on the shared Chromium; close the tab, stop it."""
     server.start()
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield Browser(page=page, server=server, shots=shots)
-            chromium.close()
+        with new_tab(chromium, server, shots) as tab:
+            yield tab
     finally:
         server.stop()
 
 
 @pytest.fixture(name="browser", scope="module")
-def fixture_browser(tmp_path_factory, pytestconfig):
-    """A running app on the demo model with a fresh data dir, and a Chromium tab on it."""
-    root = tmp_path_factory.mktemp("e2e")
-    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
+def fixture_browser(chromium, demo_app, tmp_path_factory, pytestconfig):
+    """The shared app on the demo model (conftest's `demo_app`), and a Chromium tab on it."""
     shots = _screenshot_dir(tmp_path_factory)
-    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {server.log_path}")
-    with serving_tab(server, shots) as tab:
+    _say(pytestconfig, f"\ne2e screenshots: {shots}\ne2e server log: {demo_app.log_path}")
+    with new_tab(chromium, demo_app, shots) as tab:
         yield tab
 
 

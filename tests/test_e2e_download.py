@@ -11,9 +11,14 @@ import re
 
 import pytest
 
-from bench.common import CHROMIUM_ARGS
 from testkit.hub_standin import REPO_ID, HubStandIn
-from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
+from tests.test_e2e_browser import (
+    CHROMIUM,
+    TIMEOUT_MS,
+    StreamlitServer,
+    _screenshot_dir,
+    serving_tab,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,9 +47,11 @@ class HubServer(StreamlitServer):
         return env
 
 
-def test_first_run_shows_download_progress_then_the_image(demo_dir, tmp_path, tmp_path_factory):
+def test_first_run_shows_download_progress_then_the_image(
+    chromium, demo_dir, tmp_path, tmp_path_factory
+):
     """Draft preset, Generate: "Downloading: … of 1.8 MB" and the sidebar follow, then an image."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     hub = HubStandIn(demo_dir, bytes_per_second=100_000).start()
     server = HubServer(
@@ -54,13 +61,9 @@ def test_first_run_shows_download_progress_then_the_image(demo_dir, tmp_path, tm
         log_path=tmp_path / "streamlit.log",
     )
     shots = _screenshot_dir(tmp_path_factory)
-    server.start()
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            browser = Browser(page=page, server=server, shots=shots)
+        with serving_tab(chromium, server, shots) as browser:
+            page = browser.page
             browser.open()
             main = page.get_by_test_id("stMain")
             expect(main.get_by_text("≈ 35 min at 1024², 40 steps on this CPU")).to_be_visible(
@@ -89,9 +92,7 @@ def test_first_run_shows_download_progress_then_the_image(demo_dir, tmp_path, tm
                 timeout=TIMEOUT_MS
             )
             browser.assert_no_exception()
-            chromium.close()
     finally:
-        server.stop()
         hub.stop()
     assert not list((tmp_path / "hf").rglob("*.incomplete"))
     assert any(path.endswith(".safetensors") for path in hub.file_gets())

@@ -18,7 +18,7 @@ from urllib.parse import quote as url_quote
 import pytest
 
 from testkit.hostile import SLOW_REGEX_INFOTEXT, bomb_png, png_with_text, ztxt_bomb_png
-from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, StreamlitServer, serving_tab
+from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, new_tab
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,10 +75,9 @@ class PixelServer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(name="tab", scope="module")
-def fixture_tab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-hostile")
-    server = StreamlitServer(data_dir=root / "data", log_path=root / "streamlit.log")
-    with serving_tab(server, root) as tab:
+def fixture_tab(chromium, demo_app, tmp_path_factory):
+    """A tab on the shared app on the demo model (conftest's `demo_app`)."""
+    with new_tab(chromium, demo_app, tmp_path_factory.mktemp("e2e-hostile")) as tab:
         yield tab
 
 

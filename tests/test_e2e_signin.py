@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import CHROMIUM_ARGS, free_port
+from bench.common import free_port
 from tests.conftest import APP_ROOT
 from tests.test_e2e_browser import TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
 
@@ -112,19 +112,10 @@ def fixture_signin_server(tmp_path_factory):
         provider.stop()
 
 
-@pytest.fixture(name="chromium", scope="module")
-def fixture_chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(name="people", scope="module")
 def fixture_people(chromium, signin_server, tmp_path_factory):
-    """One browser context (own cookies) per person, opened lazily, closed at the end."""
+    """One context (own cookies) per person on the shared Chromium, opened lazily, closed at
+    the end."""
     shots = _screenshot_dir(tmp_path_factory)  # $E2E_SCREENSHOTS, as in test_e2e_browser
     tabs: dict[str, Browser] = {}
 

@@ -104,8 +104,17 @@ def test_fake_gpus_are_reported(monkeypatch):
     assert facts.free_vram_bytes == 20 * GB
 
 
+def _free_ram(monkeypatch, available: int) -> None:
+    """Fix the free RAM the planner reads: a plan for SD3.5 (16 GB of weights) turns on it,
+    and the machine running the suite shares its RAM with parallel test workers."""
+    real = psutil.virtual_memory()
+    fake = real._replace(total=max(real.total, available), available=available)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+
+
 def test_plan_from_fake_gpu(monkeypatch):
     """A 24 GB card with 12 GB free gets model offload for SD3.5, with the numbers."""
+    _free_ram(monkeypatch, 64 * GB)
     FakeCuda(FakeGpu("NVIDIA GeForce RTX 3090", (8, 6), 24 * GB, 12 * GB, 0)).install(monkeypatch)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     settings = load_settings(environ={"SD_MODEL": "stabilityai/x"}, secrets={})
@@ -114,8 +123,9 @@ def test_plan_from_fake_gpu(monkeypatch):
     assert "12.0 GB free VRAM" in plan.reason
 
 
-def test_demo_plan_judges_the_demo_size():
+def test_demo_plan_judges_the_demo_size(monkeypatch):
     """On the demo model the plan fits anywhere; SD3.5's own plan is available beside it."""
+    _free_ram(monkeypatch, 64 * GB)
     settings = load_settings(environ={}, secrets={})
     facts = gather_facts(settings)
     assert memory_plan(settings, facts).verdict == "fits"
