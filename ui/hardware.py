@@ -15,7 +15,7 @@ from core.memory import DROP_T5_NOTE, MemoryPlan
 from core.safe_text import inline
 from core.settings import Settings
 from core.units import human_bytes
-from ui.load import load_text, load_with_status, show_load_error
+from ui.load import load_text, load_with_status, show_cancelled, show_load_error
 from ui.text import for_visitor
 
 UNLOADED_KEY = "hardware_unloaded"
@@ -76,6 +76,8 @@ def _pipeline_section(backend: Backend, settings: Settings) -> None:
         st.warning(
             "The last load failed: " + for_visitor(backend.last_load_error, settings=settings)
         )
+    else:
+        show_cancelled(backend)
     lines(rows, settings)
 
 
