@@ -28,6 +28,7 @@ from core.demo import DEMO_MODEL
 from core.generation import GenerationRequest, InvalidRequest
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
+from core.safe_text import public_model_name
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
@@ -373,7 +374,8 @@ def environment(backend: Any) -> dict[str, str]:
     if facts.backend == "remote":  # which service made it: an endpoint or a provider
         revision = "remote " + (facts.endpoint or f"provider {facts.provider}")
     return {
-        "model": model,
+        # A local folder by its name: anyone who downloads the image reads this.
+        "model": public_model_name(model),
         "model_revision": revision,
         "scheduler": loaded.scheduler if loaded is not None else "",
         "device": facts.device,
