@@ -42,7 +42,9 @@ def test_page_not_loaded_shows_facts_and_plan(app):
     assert "**torch:**" in text and "**Token configured:** no" in text
     assert any("**fits**" in info.value for info in at.info)
     assert any("SD3.5 Medium here:" in e.value for e in [*at.info, *at.error])
-    assert len(at.get("vega_lite_chart")) == 1
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(b.startswith("RAM: ") and "the plan needs" in b for b in bars), bars
+    assert not at.get("vega_lite_chart")
 
 
 def test_load_and_unload_buttons(app):
