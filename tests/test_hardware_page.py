@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.service import get_backend
+from tests.conftest import APP_ROOT
 
 TOKEN = "hf_SECRETtoken123"
 PAGE = "pages/hardware.py"
@@ -134,3 +135,27 @@ def test_page_shows_torch_compile_state(app, monkeypatch):
     at.button(key="load_model").click().run()
     assert not at.exception
     assert "**torch.compile:** on (SD_COMPILE)" in _markdown(at)
+
+
+def test_plan_boxes_use_material_icons(app):
+    """The memory-plan boxes carry Streamlit's bundled Material icons, which need no emoji
+    font (an emoji icon is an empty box on a machine without one)."""
+    at = app(PAGE)
+    boxes = [b for b in [*at.info, *at.error] if "**fits**" in b.value or "fit**" in b.value]
+    assert boxes
+    assert all(b.icon.startswith(":material/") for b in boxes), [b.icon for b in boxes]
+
+
+def test_no_emoji_in_the_app_code():
+    """No emoji anywhere in the app's pages, ui and core: icons are `:material/…:` names."""
+    import re
+
+    emoji = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f]")
+    found = [
+        f"{path.relative_to(APP_ROOT)}:{number}"
+        for folder in ("pages", "ui", "core")
+        for path in (APP_ROOT / folder).rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if emoji.search(line)
+    ]
+    assert not found, found

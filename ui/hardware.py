@@ -19,7 +19,13 @@ from ui.load import load_text, load_with_status, show_cancelled, show_load_error
 from ui.text import for_visitor
 
 UNLOADED_KEY = "hardware_unloaded"
-VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
+# Streamlit's bundled Material icons: they need no emoji font on the visitor's machine.
+VERDICT_ICONS = {
+    "fits": ":material/check_circle:",
+    "needs offload": ":material/swap_horiz:",
+    "needs drop-T5": ":material/content_cut:",
+    "won't fit": ":material/block:",
+}
 
 
 class Ours(str):
