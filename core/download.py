@@ -58,8 +58,9 @@ class LoadStatus:
     """What the load of the shared pipeline is doing now; thread-safe, read by every session.
 
     `phase` is "idle", "starting" (imports, device), "checking" (asking the Hub),
-    "downloading", "reading" (weights into memory) or "building" (`from_pretrained` and
-    moving to the device).
+    "downloading", "reading" (weights into memory), "building" (`from_pretrained` and
+    moving to the device), "quantizing" (SD_QUANT's plan, core.quantize) or "paging" (an
+    offload plan's weights paged in at load, core.warmup).
     """
 
     def __init__(self) -> None:
@@ -153,6 +154,10 @@ class LoadStatus:
             return " · ".join(parts)
         if self.phase == "building":
             return f"Building the pipeline · {self.seconds:.0f} s"
+        if self.phase == "quantizing":
+            return f"Quantizing weights (torchao) · {self.seconds:.0f} s"
+        if self.phase == "paging":
+            return f"Paging the offloaded weights into memory · {self.seconds:.0f} s"
         return ""
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from core.generation import GenerationRequest
 from core.models import DEFAULT_FAMILY, Family
-from core.modes import DEFAULT_MODE, MODES, options_from_form
+from core.modes import DEFAULT_MODE, MODES, get_mode, options_from_form
+from core.sources import ImageInput
 
 
 def defaults(family: Family = DEFAULT_FAMILY) -> dict[str, Any]:
@@ -37,7 +38,19 @@ def defaults(family: Family = DEFAULT_FAMILY) -> dict[str, Any]:
     for mode in MODES:  # an option two modes share keeps the first one's default
         for name, value in mode.defaults().items():
             values.setdefault(name, value)
+    values.update(family.option_defaults())  # e.g. SLG on for SD3.5 Medium
     return values
+
+
+def switch_mode(state: MutableMapping[str, Any], mode_id: str, family: Family) -> None:
+    """Make `mode_id` the form's mode, with that mode's own option defaults (Vary's
+    strength is 0.6, Upscale's 0.35); the options the family decides (SLG) stay as set."""
+    mode = get_mode(mode_id)
+    kept = family.option_defaults()
+    state["mode"] = mode.id
+    for name, value in mode.defaults().items():
+        if name not in kept:
+            state[name] = value
 
 
 # SD3.5 Medium's (the default family); the generator page uses `defaults(its family)`.
@@ -94,26 +107,41 @@ def prepare(state: MutableMapping[str, Any], family: Family = DEFAULT_FAMILY) ->
 
 
 def remember(state: MutableMapping[str, Any]) -> None:
-    """Copy the widgets' values into the store that survives page changes."""
-    state[SAVED_KEY] = {key: state[key] for key in field_names() if key in state}
+    """Copy the widgets' values into the store that survives page changes (a field whose
+    widget was not drawn this run, e.g. a mode's option, keeps its saved value)."""
+    saved = dict(state.get(SAVED_KEY) or {})
+    saved.update({key: state[key] for key in field_names() if key in state})
+    state[SAVED_KEY] = saved
 
 
 def build_request(
-    state: Mapping[str, Any], *, seed: int, family: str = DEFAULT_FAMILY.id
+    state: Mapping[str, Any],
+    *,
+    seed: int,
+    family: str = DEFAULT_FAMILY.id,
+    source: ImageInput | None = None,
+    mask: ImageInput | None = None,
 ) -> GenerationRequest:
     """Build the (validated) request from the form for the model family `family` (an id);
-    raise `InvalidRequest` with the fix."""
+    raise `InvalidRequest` with the fix.
+
+    A mode that works on an image takes `source` (and Inpaint `mask`); its output size is
+    the source's (Upscale: enlarged), not the form's width and height.
+    """
     mode = state.get("mode", DEFAULT_MODE.id)
+    own_size = not get_mode(mode).needs_source if mode in {m.id for m in MODES} else True
     return GenerationRequest(
         prompt=state["prompt"],
         negative_prompt=state["negative_prompt"],
         seed=seed,
-        width=int(state["width"]),
-        height=int(state["height"]),
+        width=int(state["width"]) if own_size else None,  # type: ignore[arg-type]
+        height=int(state["height"]) if own_size else None,  # type: ignore[arg-type]
         guidance_scale=float(state["guidance_scale"]),
         num_inference_steps=int(state["steps"]),
         num_images=int(state["num_images"]),
         family=family,
         mode=mode,
         mode_options=options_from_form(state, mode),
+        source=source if not own_size else None,
+        mask=mask if not own_size and "mask" in get_mode(mode).inputs else None,
     )

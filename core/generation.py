@@ -18,7 +18,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.models import DEFAULT_FAMILY, Family, UnknownFamily, get_family
-from core.modes import DEFAULT_MODE, UnknownMode, get_mode
+from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode
+from core.sources import ImageInput
 
 if TYPE_CHECKING:
     from core.memory import MemoryPlan
@@ -91,7 +92,9 @@ class GenerationRequest:
 
     `family` (a `core.models` id) decides the valid sizes and fills size, steps and
     guidance left as None with its defaults; `mode` (a `core.modes` id) decides the
-    options in `mode_options`, which are validated and completed with their defaults.
+    options in `mode_options`, which are validated and completed with their defaults, and
+    the images it works on: `source` (Vary, Inpaint, Upscale) and `mask` (Inpaint), whose
+    size decides the output's (width and height left as None take it).
     """
 
     prompt: str = ""
@@ -106,9 +109,16 @@ class GenerationRequest:
     family: str = DEFAULT_FAMILY.id
     mode: str = DEFAULT_MODE.id
     mode_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    source: ImageInput | None = field(default=None, hash=False)
+    mask: ImageInput | None = field(default=None, hash=False)
+    # The settings of a stored record whose images are not read back yet: the source and
+    # mask may be missing (the output size is then the request's own). Nothing runs it.
+    inputs_pending: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         family = self._family()
+        mode = self._check_mode(family)
+        output = self._check_inputs(mode, family)
         for name, default in (
             ("width", family.width),
             ("height", family.height),
@@ -151,7 +161,15 @@ class GenerationRequest:
                     f"{label} is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
                     "Shorten it.",
                 )
-        self._check_mode(family)
+        if output is not None and (self.width, self.height) != output:
+            raise InvalidRequest(
+                "width",
+                f"{mode.label} makes a {output[0]}×{output[1]} image from this source; "
+                f"the request says {self.width}×{self.height}.",
+            )
+        problem = mode.check(self, family)
+        if problem is not None:
+            raise InvalidRequest(*problem)
 
     def _family(self) -> Family:
         try:
@@ -159,7 +177,40 @@ class GenerationRequest:
         except UnknownFamily as exc:
             raise InvalidRequest("family", str(exc)) from None
 
-    def _check_mode(self, family: Family) -> None:
+    def _check_inputs(self, mode: Mode, family: Family) -> tuple[int, int] | None:
+        """The source and mask the mode needs, of matching sizes; return the output size
+        they give (None: the mode makes the request's own size). Width and height left as
+        None take it."""
+        for name in ("source", "mask"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, ImageInput):
+                raise InvalidRequest(name, f"The {name} must be an image input.")
+            if name in mode.inputs and value is None and not self.inputs_pending:
+                what = "an image to work on" if name == "source" else "a painted mask"
+                raise InvalidRequest(name, f"{mode.label} needs {what}.")
+            if name not in mode.inputs and value is not None:
+                raise InvalidRequest(name, f"{mode.label} takes no {name} image.")
+        if self.source is None:
+            if mode.needs_source and (self.width is None or self.height is None):
+                raise InvalidRequest("source", f"{mode.label} needs an image to work on.")
+            return None
+        if self.mask is not None and self.mask.size != self.source.size:
+            raise InvalidRequest(
+                "mask",
+                f"The mask is {self.mask.width}×{self.mask.height} and the image "
+                f"{self.source.width}×{self.source.height}: they must be the same size.",
+            )
+        try:
+            output = mode.output_size(self.source.size, self.mode_options, family)
+        except ValueError as exc:  # e.g. already at the family's largest size
+            raise InvalidRequest("source", str(exc)) from None
+        if output is not None:
+            for name, side in zip(("width", "height"), output, strict=True):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, side)
+        return output
+
+    def _check_mode(self, family: Family) -> Mode:
         """The mode must be known and run by the family; its options valid (then stored
         complete, defaults filled in)."""
         try:
@@ -177,6 +228,7 @@ class GenerationRequest:
             name, message = problems[0]
             raise InvalidRequest(name, message)
         object.__setattr__(self, "mode_options", options)
+        return mode
 
     @staticmethod
     def _check_int(
@@ -214,6 +266,7 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class Progress:
     """Where a generation is: `phase` is "queued", "loading", "encoding" (the prompt),
+    "compiling" (the first image after a compiled load, before its first step ends),
     "denoising" (step k/n), "decoding" (the VAE; `tiles` when tiled) or "saving".
 
     A remote backend has no steps: "requesting" (a call in flight, `elapsed` grows) and
@@ -231,6 +284,9 @@ class Progress:
     retry_in: float = 0.0
     detail: str = ""
     tiles: int = 0  # VAE tiles per image while decoding (0: untiled)
+    # The first image after a compiled load: its first step compiles, so step times say
+    # nothing about the next images (no ETA); phase "compiling" until that step ends.
+    compiling: bool = False
     # Live preview of the image at `step`: JPEG bytes at latent size (core.preview), or None.
     preview: bytes | None = field(default=None, repr=False)
 
@@ -248,8 +304,9 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the pace so far, or None before the first step."""
-        if self.fraction <= 0:
+        """Seconds left at the pace so far, or None before the first step (or while the
+        first image compiles: its pace is not the next images')."""
+        if self.fraction <= 0 or self.compiling:
             return None
         return self.elapsed * (1 - self.fraction) / self.fraction
 
@@ -331,6 +388,16 @@ class LoadFacts:
     vae_slicing: bool
     vae_tiling: bool
     vae_tile_px: int
+    # How the weights are quantized, as records keep it ("none", or e.g.
+    # "t5:int8-weight-only(torchao 0.18.0)"; core.quantize.QuantFacts.label).
+    quantization: str = "none"
+    compile_reason: str = ""  # the SD_COMPILE decision (core.compile.decide_compile)
+    compile_cache: str = ""  # the compile cache folder ("" when not compiled)
+    compile_cache_reused: bool = False  # an earlier start left compiled code there
+    compiling: bool = False  # the first image has not finished: it compiles
+    first_image_seconds: float | None = None  # the first compiled image, once made
+    prefault_bytes: int = 0  # weights paged in at load (offload plans), bytes
+    prefault_seconds: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -423,3 +490,7 @@ class Backend(Protocol):
     ) -> GenerationResult: ...
 
     def describe(self) -> BackendFacts: ...
+
+    def why_not(self, mode_id: str) -> str:
+        """Why this backend does not run `mode_id`, in plain words ("" when it does)."""
+        ...

@@ -18,8 +18,9 @@ from pathlib import Path
 from core.demo import DEMO_MODEL
 from core.device import DeviceChoice, DeviceError, choose_device, cpu_has_native_bf16
 from core.errors import explain_local_path
-from core.memory import MemoryOptions, MemoryPlan, component_bytes, plan_for
+from core.memory import MemoryOptions, MemoryPlan, component_bytes, default_machine, plan_for
 from core.models import DEMO, family_for, full_size
+from core.quant_plan import Machine
 from core.safe_text import quote
 from core.settings import Settings
 
@@ -176,13 +177,34 @@ def memory_plan(
         return None
     demo = settings.model == DEMO_MODEL and not sd35
     family = DEMO if demo else full_size(family_for(settings).family)
+    device, dtype = facts.choice.device, facts.choice.dtype
     return plan_for(
         MemoryOptions.from_settings(settings),
-        device=facts.choice.device,
-        dtype=facts.choice.dtype,
+        device=device,
+        dtype=dtype,
         free_vram_bytes=facts.free_vram_bytes,
         free_ram_bytes=facts.ram_available_bytes,
-        components=component_bytes(facts.choice.dtype, family),
+        components=component_bytes(dtype, family),
+        machine=planner_machine(facts, mapped_weights=not demo),
+        family=family,
+    )
+
+
+def planner_machine(facts: HardwareFacts, *, mapped_weights: bool) -> Machine:
+    """What the planner needs to know of this machine: device, dtype, the GPU's compute
+    capability, torchao / bitsandbytes, and whether CPU weights stay memory-mapped (a
+    bfloat16 load from files; `mapped_weights=False` for a model built in memory)."""
+    choice = facts.choice
+    assert choice is not None
+    capability = None
+    if choice.device == "cuda" and facts.gpus:
+        major, _, minor = facts.gpus[0].capability.partition(".")
+        capability = (int(major), int(minor or 0))
+    return default_machine(
+        choice.device,
+        choice.dtype,
+        capability=capability,
+        mapped_weights=mapped_weights and choice.device == "cpu" and choice.dtype == "bfloat16",
     )
 
 

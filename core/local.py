@@ -14,6 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.compile import (
+    CacheFacts,
+    FirstImage,
+    cache_folder,
+    compile_blocks,
+    compiled_blocks,
+    decide_compile,
+    save_mega_cache,
+    use_cache_folder,
+)
 from core.demo import DEMO_MODEL, build_demo_pipeline
 from core.device import DeviceChoice, DeviceError, choose_device
 from core.download import (
@@ -49,21 +59,26 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
+from core.local_modes import run_image_request
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
     component_bytes,
     components_from_sizes,
     components_in_folder,
+    default_machine,
     plan_for,
 )
 from core.models import DEFAULT_FAMILY, DEMO, Family, pipeline_class, resolve_family
+from core.modes import get_mode
 from core.prompt_cache import PromptCache, prompt_key
 from core.prompt_cache import encode as encode_prompt
+from core.quantize import QuantFacts, quantize_pipeline
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
 from core.quiet import quiet_library_noise
 from core.safe_text import quote
 from core.settings import DEFAULT_VAE_TILE
+from core.warmup import WarmFacts, prefault_weights
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +103,12 @@ class LoadedPipeline:
     plan: MemoryPlan | None = None
     held_bytes: int = 0  # parameter and buffer bytes of every component, wherever they are
     family: Family = DEFAULT_FAMILY
+    quant: QuantFacts = field(default_factory=QuantFacts)  # how the weights are quantized
+    compile_reason: str = ""  # the SD_COMPILE decision
+    compile_cache: CacheFacts | None = None  # where compiled code is kept (None: not compiled)
+    # "compiling (first image only)" until the first image after a compiled load is done.
+    first_image: FirstImage = field(default_factory=lambda: FirstImage(False), compare=False)
+    warm: WarmFacts | None = None  # the offload plan's weights paged in at load
     # Pipelines of other modes built on the same modules (`pipeline_for`), by mode id.
     _by_mode: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -107,17 +128,19 @@ class LoadedPipeline:
         if type(self.pipe).__name__ == name:
             return self.pipe
         if mode not in self._by_mode:
-            import diffusers
+            from core.image_modes import mode_pipeline
 
-            built = getattr(diffusers, name).from_pipe(self.pipe)
-            built.set_progress_bar_config(disable=True)
-            self._by_mode[mode] = built
+            # With the loaded dtype: diffusers' from_pipe without one casts the shared
+            # modules to float32 in place (core.image_modes).
+            self._by_mode[mode] = mode_pipeline(self.pipe, mode, class_name=name)
         return self._by_mode[mode]
 
     @property
     def compiled(self) -> bool:
-        """Whether the transformer runs through `torch.compile`."""
-        return getattr(self.pipe.transformer, "_compiled_call_impl", None) is not None
+        """Whether the transformer (whole, or its blocks) runs through `torch.compile`."""
+        transformer = self.pipe.transformer
+        whole = getattr(transformer, "_compiled_call_impl", None) is not None
+        return whole or compiled_blocks(transformer) > 0
 
     @property
     def is_demo(self) -> bool:
@@ -137,6 +160,14 @@ class LoadedPipeline:
             vae_slicing=bool(vae["slicing"]),
             vae_tiling=bool(vae["tiling"]),
             vae_tile_px=int(vae["tile_px"]),
+            quantization=self.quant.label,
+            compile_reason=self.compile_reason,
+            compile_cache=str(self.compile_cache.folder) if self.compile_cache else "",
+            compile_cache_reused=bool(self.compile_cache and self.compile_cache.reused),
+            compiling=self.first_image.pending,
+            first_image_seconds=self.first_image.seconds,
+            prefault_bytes=self.warm.bytes_touched if self.warm else 0,
+            prefault_seconds=self.warm.seconds if self.warm else 0.0,
         )
 
     @property
@@ -230,6 +261,17 @@ def _plan(
     from core.hardware import free_memory
 
     free_vram, free_ram = free_memory(choice.device)
+    capability = None
+    if choice.device == "cuda":
+        import torch
+
+        capability = tuple(torch.cuda.get_device_capability(0))
+    # A CPU load from files in their own dtype keeps the weights memory-mapped: tables read
+    # by index (pos_embed, T5's token embedding) are paged in by row only.
+    mapped = model != DEMO_MODEL and choice.device == "cpu" and choice.dtype == "bfloat16"
+    machine = default_machine(
+        choice.device, choice.dtype, capability=capability, mapped_weights=mapped
+    )
     plan = plan_for(
         memory,
         device=choice.device,
@@ -237,8 +279,10 @@ def _plan(
         free_vram_bytes=free_vram,
         free_ram_bytes=free_ram,
         components=_components(model, choice.dtype, token, family),
+        machine=machine,
+        family=DEMO if model == DEMO_MODEL else family or DEFAULT_FAMILY,
     )
-    if plan.offload != "none" and choice.device != "cuda":
+    if plan.verdict == "refused" or (plan.offload != "none" and choice.device != "cuda"):
         raise GenerationError(plan.reason)
     if plan.verdict == "won't fit":
         raise GenerationError(
@@ -275,19 +319,24 @@ def load_pipeline(
     dtype: str = "auto",
     token: str | None = None,
     memory: MemoryOptions | None = None,
-    compile: bool = False,
+    compile: bool | str = "auto",
+    compile_cache: str | Path | None = None,
     status: LoadStatus | None = None,
     read_weights: bool = True,
     family: Family | None = None,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
-    Without `memory` the plan is the app's default (`SD_MEMORY=auto`: chosen from free
-    memory, VAE tiles of 512 px). A hub id is downloaded first with byte progress in
-    `status` (see `core.download`), and the weights are read in before `from_pretrained`,
-    so "loaded" means the first image does not pay for reading them (`read_weights=False`
-    skips that, for the benchmark that compares both).
-    `compile` wraps the transformer in `torch.compile` (compiled on the first image).
+    Without `memory` the plan is the app's default (`SD_MEMORY=auto`, `SD_QUANT=auto`,
+    `SD_VAE_TILE=auto`: chosen from free memory). A hub id is downloaded first with byte
+    progress in `status` (see `core.download`), and the weights are read in before
+    `from_pretrained`, so "loaded" means the first image does not pay for reading them
+    (`read_weights=False` skips that, for the benchmark that compares both); the plan's
+    quantization is applied next (`core.quantize`), and an offload plan's weights are
+    paged in (`core.warmup.prefault_weights`) for the same reason.
+    `compile` is SD_COMPILE (`auto`: on CUDA only): each transformer block is compiled on
+    the first image, with torch's compile cache in `compile_cache`/torch-compile (None: the
+    Hugging Face cache folder), kept for the next start.
     `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
     the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
@@ -304,29 +353,29 @@ def load_pipeline(
     # Without T5 the pipeline encodes prompts with the two CLIPs only (zeros in T5's place).
     without_t5 = dict.fromkeys(T5_COMPONENTS) if plan.drop_t5 else {}
     pipe = _make_pipe(
-        model, choice, family, without_t5=without_t5, token=token, status=status, read=read_weights
+        model,
+        choice,
+        family,
+        without_t5=without_t5,
+        token=token,
+        status=status,
+        read=read_weights,
+        nf4=tuple(name for name, method in plan.quant if method == "nf4"),
     )
-    # Offloading installs hooks that move each component to the GPU when it runs; a
-    # `.to(device)` afterwards would undo them, so it is one or the other.
-    if plan.offload == "model":
-        pipe.enable_model_cpu_offload(device=choice.device)
-    elif plan.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=choice.device)
-    else:
-        pipe.to(choice.device)
-    apply_memory_options(pipe, vae_tile=plan.vae_tile)
-    if compile:
-        # In place, so offload hooks and `pipe.transformer` stay as they are.
-        pipe.transformer.compile()
+    quant = _quantize(pipe, plan, choice, status)
+    warm = _place(pipe, plan, choice, status)
+    compiled, compile_reason = decide_compile(compile, choice.device)
+    cache = _compile(pipe, compile_cache) if compiled else None
     pipe.set_progress_bar_config(disable=True)
     seconds = time.perf_counter() - start
     log.info(
-        "loaded %s on %s/%s in %.1f s (%s)",
+        "loaded %s on %s/%s in %.1f s (%s; %s)",
         model,
         choice.device,
         choice.dtype,
         seconds,
         plan.summary,
+        compile_reason,
     )
     return LoadedPipeline(
         pipe=pipe,
@@ -336,7 +385,69 @@ def load_pipeline(
         plan=plan,
         held_bytes=pipeline_bytes(pipe),
         family=family or DEFAULT_FAMILY,
+        quant=quant,
+        compile_reason=compile_reason,
+        compile_cache=cache,
+        first_image=FirstImage(compiled),
+        warm=warm,
     )
+
+
+def _place(
+    pipe: Any, plan: MemoryPlan, choice: DeviceChoice, status: LoadStatus
+) -> WarmFacts | None:
+    """Put the pipeline where the plan says, set the VAE, and page offloaded weights in."""
+    # Offloading installs hooks that move each component to the GPU when it runs; a
+    # `.to(device)` afterwards would undo them, so it is one or the other.
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=choice.device)
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=choice.device)
+    else:
+        pipe.to(choice.device)
+    apply_memory_options(pipe, vae_tile=plan.vae_tile)
+    if plan.offload == "none":
+        return None
+    # The weights stay in RAM and move per component: page them in now, not in image one.
+    status.start("paging")
+    return prefault_weights(pipe)
+
+
+def _quantize(pipe: Any, plan: MemoryPlan, choice: DeviceChoice, status: LoadStatus) -> QuantFacts:
+    """Apply the plan's torchao quantization in place (NF4 came with `from_pretrained`).
+
+    On CUDA each Linear is quantized on the GPU (fast); an offload plan hands each
+    component back to RAM afterwards, so the GPU never holds more than one.
+    """
+    quant = {name: method for name, method in plan.quant if method != "nf4"}
+    nf4 = {name: "nf4" for name, method in plan.quant if method == "nf4"}
+    facts = QuantFacts()
+    if quant:
+        status.start("quantizing")
+        cuda = choice.device == "cuda"
+        facts = quantize_pipeline(
+            pipe, quant, device="cuda" if cuda else None, back_to_cpu=plan.offload != "none"
+        )
+    if nf4:
+        from importlib import metadata
+
+        version = metadata.version("bitsandbytes")
+        words = {**facts.components, **dict.fromkeys(nf4, "nf4")}
+        library = ", ".join(x for x in (facts.library, f"bitsandbytes {version}") if x)
+        facts = QuantFacts(components=words, library=library, seconds=facts.seconds)
+    return facts
+
+
+def _compile(pipe: Any, base: str | Path | None) -> CacheFacts:
+    """Compile each transformer block (on the first image), caching in a kept folder."""
+    if base is None:
+        from huggingface_hub import constants
+
+        base = constants.HF_HOME
+    cache = use_cache_folder(cache_folder(base))
+    # In place, block by block, so offload hooks and `pipe.transformer` stay as they are.
+    compile_blocks(pipe.transformer)
+    return cache
 
 
 def _make_pipe(
@@ -348,8 +459,10 @@ def _make_pipe(
     token: str | None,
     status: LoadStatus,
     read: bool,
+    nf4: tuple[str, ...] = (),
 ) -> Any:
-    """The demo built in memory, or the model's weights through the family's pipeline."""
+    """The demo built in memory, or the model's weights through the family's pipeline
+    (`nf4`: those components quantized by bitsandbytes while loading)."""
     if model != DEMO_MODEL:
         return _from_pretrained(
             model,
@@ -359,6 +472,12 @@ def _make_pipe(
             status=status,
             read=read,
             family=family,
+            nf4=nf4,
+        )
+    if nf4:
+        raise GenerationError(
+            "SD_QUANT=nf4 quantizes while loading from files; the demo model is built in "
+            "memory. Use SD_QUANT=int8 with the demo."
         )
     status.start("building")
     pipe = build_demo_pipeline(dtype=choice.torch_dtype)
@@ -374,6 +493,7 @@ def _from_pretrained(
     status: LoadStatus,
     read: bool = True,
     family: Family | None = None,
+    nf4: tuple[str, ...] = (),
 ) -> Any:
     """Download (hub id) with progress, read the weights in, then `from_pretrained` the folder
     with the family's text-to-image pipeline class (None: an unknown model, Medium's)."""
@@ -393,8 +513,18 @@ def _from_pretrained(
             raise LoadCancelled(READ_CANCELLED) from None
     status.start("building")
     try:
+        extra = {}
+        if nf4:  # bitsandbytes quantizes while loading; there is no in-place path for it
+            from core.quantize import pretrained_nf4_config
+
+            extra["quantization_config"] = pretrained_nf4_config(nf4)
         return pipeline.from_pretrained(
-            source, dtype=choice.torch_dtype, use_safetensors=True, token=token, **without_t5
+            source,
+            dtype=choice.torch_dtype,
+            use_safetensors=True,
+            token=token,
+            **without_t5,
+            **extra,
         )
     except Exception as exc:  # re-raised below unless it is a failure we can explain
         message = explain_load_error(
@@ -467,6 +597,16 @@ def free_accelerator_memory() -> None:
         torch.mps.empty_cache()
 
 
+def check_slg_layers(pipe: Any, request: GenerationRequest) -> None:
+    """Refuse SLG layers the loaded transformer does not have (diffusers would silently skip
+    nothing): a model of an unknown family may have fewer layers than its rules say."""
+    from core.slg import from_option
+
+    guide = from_option(request.mode_options.get("slg"))
+    if guide is not None:
+        guide.check_layers(int(pipe.transformer.config.num_layers))
+
+
 def vae_tiles(pipe: Any, width: int, height: int) -> int:
     """Tiles the VAE decodes one image in (0: untiled), as diffusers' `tiled_decode` splits it."""
     vae = pipe.vae
@@ -492,14 +632,19 @@ def run_pipeline(
     model: str = "",
     device: str = "",
     dtype: str = "",
+    first_image: FirstImage | None = None,
 ) -> tuple[list[Any], list[float]]:
     """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
 
+    One image per pipeline call, also for several seeds: a batch of 4 in one call was only
+    7 % faster on an H200 (12.65 vs 13.52 s) and would make each image depend on its batch.
     The prompt is encoded once (or taken from `cache`) and every seed reuses it. Progress
     goes through the phases encoding → denoising (step k/n) → decoding, and with `model`
     and `device` set the step and decode times are recorded for estimates.
     With `preview`, progress updates carry a live preview JPEG when one is due
     (`core.preview`); it only reads the latents, so the images are the same either way.
+    `first_image` (a compiled load's, while pending): the first step compiles, so the
+    phase reads "compiling" until it ends, that image gives no ETA and no speed record.
     """
     # Why this is long: the step callback is a closure over one image's progress, preview
     # and timing state; split into functions, that state would travel through a dozen
@@ -544,6 +689,8 @@ def run_pipeline(
         last_step_at: list[float] = []
         previewer = StepPreview(total_steps=total) if preview and on_progress else None
 
+        compiling = first_image is not None and first_image.pending
+
         def on_step(
             _pipe: Any,
             step: int,
@@ -552,13 +699,14 @@ def run_pipeline(
             index=index,
             marks=last_step_at,
             previewer=previewer,
+            compiling=compiling,
         ) -> dict:
             if should_stop is not None and should_stop():
                 raise GenerationStopped(step + 1, total)
             jpeg = None
             if previewer is not None:
                 jpeg = previewer.update(_pipe.scheduler, step + 1, _kwargs["latents"])
-            report("denoising", image_index=index, step=step + 1, preview=jpeg)
+            report("denoising", image_index=index, step=step + 1, preview=jpeg, compiling=compiling)
             if step + 1 == total:  # the pipeline decodes right after the last step
                 marks.append(time.perf_counter())
                 report("decoding", image_index=index, step=total, tiles=tiles)
@@ -566,6 +714,9 @@ def run_pipeline(
 
         if should_stop is not None and should_stop():
             raise GenerationStopped(0, total)
+        if compiling:  # the first step compiles: say so rather than show a stalled step
+            first_image.started()
+            report("compiling", image_index=index, compiling=True)
         image_start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with torch.inference_mode():
@@ -573,7 +724,9 @@ def run_pipeline(
         done = time.perf_counter()
         images.append(output.images[0])
         seconds.append(done - image_start)
-        if model and device and last_step_at:
+        if compiling:
+            first_image.finished()
+        elif model and device and last_step_at:
             SPEEDS.record(
                 model=model,
                 device=device,
@@ -584,6 +737,21 @@ def run_pipeline(
                 encode_seconds=encode_seconds,
             )
     return images, seconds
+
+
+def _keep_compiled(loaded: LoadedPipeline) -> None:
+    """After the first compiled image: write torch's portable compile artifacts beside the
+    inductor cache, so the next start (even on a machine that kept only that file) skips
+    code generation. Never fails a generation: the image is made already."""
+    if loaded.compile_cache is None:
+        return
+    try:
+        size = save_mega_cache(loaded.compile_cache.folder)
+    except Exception as exc:  # a full disk or a torch without the API: compile again next time
+        log.warning("compile artifacts not saved: %s", quote(exc, 200))
+        return
+    log.info("first image %.1f s (compiled); %d bytes of compile artifacts kept in %s",
+             loaded.first_image.seconds or 0.0, size, loaded.compile_cache.folder)  # fmt: skip
 
 
 class LocalBackend:
@@ -604,14 +772,16 @@ class LocalBackend:
         token_provider: Callable[[], str | None] = lambda: None,
         loader: Callable[..., LoadedPipeline] = load_pipeline,
         memory: MemoryOptions | None = None,
-        compile: bool = False,
+        compile: bool | str = "auto",
         max_queued_per_user: int | Callable[[], int] = 2,
         family: Family | None = None,
+        compile_cache: str | Path | None = None,
     ) -> None:
         # SD_MODEL_FAMILY when set; None: the loader works it out from `model`.
         self.family = family
         self.memory = memory
-        self.compile = compile
+        self.compile = compile  # SD_COMPILE: "auto" (CUDA only), "true", "false"
+        self.compile_cache = compile_cache  # SD_DATA_DIR: the compile cache lives under it
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -726,8 +896,10 @@ class LocalBackend:
 
     def _load_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {} if self.memory is None else {"memory": self.memory}
-        if self.compile:
-            options["compile"] = True
+        if self.compile != "auto":
+            options["compile"] = self.compile
+        if self.compile_cache is not None:
+            options["compile_cache"] = self.compile_cache
         if self.family is not None:
             options["family"] = self.family
         return options
@@ -838,18 +1010,15 @@ class LocalBackend:
             if self._loaded is not loaded:  # unloaded while this generation waited
                 loaded = self.ensure_loaded()
             queued_until = time.perf_counter()
+            compiling = loaded.first_image.pending
             try:
-                images, per_image = run_pipeline(
-                    loaded.pipeline_for(request.mode),
+                images, per_image = self._run(
+                    loaded,
                     request,
                     on_progress=on_progress,
                     should_stop=should_stop,
                     started=queued_until,
                     preview=preview,
-                    cache=self.prompt_cache,
-                    model=loaded.model,
-                    device=loaded.choice.device,
-                    dtype=loaded.choice.dtype,
                 )
             except torch.OutOfMemoryError:
                 free_accelerator_memory()
@@ -859,6 +1028,8 @@ class LocalBackend:
                     "memory plan that offloads to the CPU (see the Hardware page)."
                 ) from None
         done = time.perf_counter()
+        if compiling and not loaded.first_image.pending:
+            _keep_compiled(loaded)
         return GenerationResult(
             request=request,
             images=tuple(images),
@@ -870,6 +1041,50 @@ class LocalBackend:
             backend=self.name,
             details=self.describe().identity(),
         )
+
+    def why_not(self, mode_id: str) -> str:
+        """Why `mode_id` does not run here ("" when the family has a pipeline for it)."""
+        if mode_id in self.modes:
+            return ""
+        family = self._loaded.family if self._loaded is not None else self.family
+        family = family or resolve_family(self.model).family
+        return f"{family.label} has no pipeline for {get_mode(mode_id).label} here."
+
+    def _run(
+        self, loaded: LoadedPipeline, request: GenerationRequest, **run: Any
+    ) -> tuple[list[Any], list[float]]:
+        """Run `request` on the loaded pipeline: text to image as diffusers' own call, the
+        modes that work on an image through `core.local_modes` (their pipeline built on
+        the same modules). Inputs that cannot run here raise `GenerationError`."""
+        from core.image_modes import ModeError
+        from core.slg import SLGError
+        from core.sources import InputError
+
+        mode = get_mode(request.mode)
+        facts = {
+            "cache": self.prompt_cache,
+            "model": loaded.model,
+            "device": loaded.choice.device,
+            "dtype": loaded.choice.dtype,
+            "first_image": loaded.first_image,  # a compiled load's first image: "compiling"
+        }
+        try:
+            check_slg_layers(loaded.pipe, request)
+            if not mode.needs_source:
+                return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
+            loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
+            if request.source is None or ("mask" in mode.inputs and request.mask is None):
+                raise GenerationError(f"{mode.label} needs its image (and mask) to run.")
+            tiles = vae_tiles(loaded.pipe, request.width, request.height)
+            return run_image_request(
+                loaded.pipe, request, family=loaded.family, tiles=tiles, **run, **facts
+            )
+        except (ModeError, SLGError, InputError) as exc:  # our words, with the fix
+            raise GenerationError(str(exc)) from None
+        except ValueError as exc:
+            if "has no pipeline for the mode" not in str(exc):
+                raise
+            raise GenerationError(str(exc)) from None
 
     def describe(self) -> BackendFacts:
         """Facts for the sidebar and history: model, state, and device and dtype once loaded."""

@@ -1,59 +1,78 @@
 """Memory plans: will the model fit here, and what to give up so that it does.
 
-`choose_memory_plan` is a pure function of free memory and the component sizes (a model
-family's, `core.models`, or the files' own), so the Hardware page can show its verdict
-before anything loads and the loader can apply it. No torch import here.
+`plan_for` applies the memory settings (SD_MEMORY, SD_OFFLOAD, SD_DROP_T5, SD_QUANT,
+SD_VAE_TILE) to free memory and the component sizes (a model family's, `core.models`, or
+the files' own) through the quantized planner (`core.quant_plan`): every candidate plan
+with its predicted peak and what it trades, the one chosen, and the VAE decision. A pure
+function, so the Hardware page can show the verdict before anything loads and the loader
+can apply it. No torch import here.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.models import DEFAULT_FAMILY, Family
-from core.settings import DEFAULT_VAE_TILE
-from core.units import human_bytes as _gb  # the app's one byte formatter
-
-GB = 1_000_000_000
+from core.quant_plan import (  # the planner's numbers and words, for the pages too
+    DROP_T5_NOTE as DROP_T5_NOTE,
+)
+from core.quant_plan import (
+    DTYPE_FACTOR,
+    GB,
+    OFFLOAD_NEEDS_ACCELERATOR,
+    SCHEMES,
+    Candidate,
+    Machine,
+    QuantPlan,
+    candidate,
+    choose_vae_tile,
+    plan_quantized,
+    quant_label,
+    refusal,
+)
+from core.settings import VAE_TILE_AUTO
 
 # The SD3 pipeline's components that hold weights (each family gives their sizes).
 COMPONENTS = ("transformer", "text_encoder_3", "text_encoder_2", "text_encoder", "vae")
-DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0}
-# Activations while denoising 1024² and a tiled VAE decode, at bf16; scaled like the weights.
-# Calibrated on the full-size stand-in (CPU, bf16): peak RSS 16.6–16.9 GB with T5 and
-# 7.97 GB without, i.e. 0.6–1.2 GB above the weights; the 512-px tiled VAE alone peaks at
-# 1.77 GB at 1024². 1.5 + 0.8 predicts 18.6 / 9.1 GB: above every measured peak.
-WORKING_GB_BF16 = 1.5
-# torch, Python and the app themselves, in RAM when the model runs on the CPU.
-RUNTIME_GB = 0.8
-
 OFFLOADS = ("none", "model", "sequential")
-VERDICTS = ("fits", "needs offload", "needs drop-T5", "won't fit")
-DROP_T5_NOTE = "prompts lose T5 conditioning: long or detailed prompts are followed less closely"
-OFFLOAD_NEEDS_ACCELERATOR = (
-    "SD_OFFLOAD={offload} moves weights between RAM and a CUDA GPU's own memory, but the "
-    "model runs on {device} here, where every weight already lives in system RAM (accelerate "
-    "refuses: it requires an accelerator). Set SD_OFFLOAD=none (or leave it unset)."
+VERDICTS = (
+    "fits",
+    "needs quantization",
+    "needs offload",
+    "needs drop-T5",
+    "won't fit",
+    "refused",
 )
 
 
 @dataclass(frozen=True)
 class MemoryOptions:
-    """The memory settings (SD_MEMORY, SD_OFFLOAD, SD_DROP_T5, SD_VAE_TILE); hashable."""
+    """The memory settings (SD_MEMORY, SD_OFFLOAD, SD_DROP_T5, SD_VAE_TILE, SD_QUANT)."""
 
     memory: str = "auto"  # the app's default (Settings.memory), also load_pipeline's
     offload: str | None = None
     drop_t5: bool | None = None
-    vae_tile: int = DEFAULT_VAE_TILE
+    vae_tile: int | str = VAE_TILE_AUTO  # "auto", 0 (untiled) or a tile side in pixels
+    quant: str = "auto"
 
     @classmethod
     def from_settings(cls, settings) -> MemoryOptions:
-        return cls(settings.memory, settings.offload, settings.drop_t5, settings.vae_tile)
+        return cls(
+            settings.memory, settings.offload, settings.drop_t5, settings.vae_tile, settings.quant
+        )
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """How the pipeline is loaded to fit, the verdict, and the numbers behind it."""
+    """How the pipeline is loaded to fit, the verdict, and the numbers behind it.
+
+    `quant` is (component, method) pairs ("int8", "fp8", "nf4"); `candidates` every plan
+    the planner weighed, in the order tried, with its predicted peak and trades
+    (`core.quant_plan.Candidate`); `chosen` the name of the one taken ("" when none);
+    `vae_reason` why the VAE is tiled or not.
+    """
 
     offload: str = "none"
     drop_t5: bool = False
@@ -62,10 +81,27 @@ class MemoryPlan:
     reason: str = ""
     needed_bytes: int = 0
     available_bytes: int | None = None
+    quant: tuple[tuple[str, str], ...] = ()
+    chosen: str = ""
+    candidates: tuple[Candidate, ...] = field(default=(), compare=False)
+    notes: tuple[str, ...] = ()
+    vae_reason: str = ""
+
+    @property
+    def quant_map(self) -> dict[str, str]:
+        """Component → quantization method, as `core.quantize.quantize_pipeline` takes it."""
+        return dict(self.quant)
+
+    @property
+    def quant_label(self) -> str:
+        """ "t5:int8,transformer:fp8", or "none"."""
+        return quant_label(self.quant_map)
 
     @property
     def summary(self) -> str:
         parts = [f"offload {self.offload}", "without T5" if self.drop_t5 else "with T5"]
+        if self.quant:
+            parts.append(f"quantized {self.quant_label}")
         parts.append(f"VAE tiles {self.vae_tile} px" if self.vae_tile else "VAE untiled")
         return " · ".join(parts)
 
@@ -99,6 +135,24 @@ def components_from_sizes(sizes: Mapping[str, int], dtype: str) -> dict[str, int
     return out
 
 
+def default_machine(
+    device: str,
+    dtype: str,
+    *,
+    capability: tuple[int, int] | None = None,
+    mapped_weights: bool = False,
+) -> Machine:
+    """This machine for the planner, libraries looked up without importing them."""
+    return Machine(
+        device=device,
+        dtype=dtype,
+        capability=capability,
+        torchao=importlib.util.find_spec("torchao") is not None,
+        bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None,
+        mapped_weights=mapped_weights,
+    )
+
+
 def choose_memory_plan(
     free_vram_bytes: int | None,
     free_ram_bytes: int,
@@ -107,143 +161,62 @@ def choose_memory_plan(
     dtype: str,
     offload: str | None = None,
     drop_t5: bool | None = None,
-    vae_tile: int = 0,
+    vae_tile: int | str = 0,
     components: Mapping[str, int] | None = None,
+    quant: str = "none",
+    machine: Machine | None = None,
+    family: Family = DEFAULT_FAMILY,
 ) -> MemoryPlan:
-    """Pick offload and drop-T5 from free memory; `offload`/`drop_t5` force a choice.
+    """Pick offload, drop-T5 (and with `quant`, quantization) from free memory.
 
-    `components` are the sizes in bytes (`component_bytes` of a family, or the files');
-    without them, SD3.5 Medium's (the default family).
-
-    The quality-preserving plan comes first: everything on the device, then model offload
-    (same images, slower), then dropping T5 (fast, weaker prompt following), then both,
-    then sequential offload (very slow). CPU and Apple GPUs (unified memory) budget RAM.
+    `offload`/`drop_t5` force a choice; `quant` is SD_QUANT (`none` here: the plans without
+    quantization, in their quality-preserving order — everything on the device, model
+    offload, drop T5, both, sequential offload; `auto`: the quantized ladder of
+    `core.quant_plan`). `components` are the sizes in bytes (`component_bytes` of a family,
+    or the files'); without them, `family`'s.
     """
-    # Why this is long: one ordered search over the plans (the docstring's order, quality
-    # first), whose small helpers share the sizes it computes first; it reads top to bottom.
-    sizes = dict(components) if components is not None else component_bytes(dtype)
-    factor = DTYPE_FACTOR.get(dtype, 2.0)
-    working = int(WORKING_GB_BF16 * factor * GB)
-    total = sum(sizes.values())
-    without_t5 = total - sizes.get("text_encoder_3", 0)
-    keep = {"vae_tile": vae_tile}
-
-    def weights(drop: bool) -> int:
-        return without_t5 if drop else total
-
-    drops = [drop_t5] if drop_t5 is not None else [False, True]
-
-    if device != "cuda":
-        # Everything lives in one memory: RAM (CPU) or unified memory (Apple GPU).
-        if offload not in (None, "none"):
-            return MemoryPlan(
-                offload=offload,
-                drop_t5=bool(drop_t5),
-                verdict="won't fit",
-                reason=OFFLOAD_NEEDS_ACCELERATOR.format(offload=offload, device=device),
-                **keep,
-            )
-        for drop in drops:
-            needed = weights(drop) + working + RUNTIME_GB * GB
-            if needed <= free_ram_bytes:
-                verdict = "needs drop-T5" if drop and drop_t5 is None else "fits"
-                why = f"; {DROP_T5_NOTE}" if drop else ""
-                return MemoryPlan(
-                    drop_t5=drop,
-                    verdict=verdict,
-                    reason=(
-                        f"{_gb(weights(drop))} of {dtype} weights + {_gb(working)} working + "
-                        f"{_gb(RUNTIME_GB * GB)} runtime = {_gb(needed)} ≤ "
-                        f"{_gb(free_ram_bytes)} free RAM{why}"
-                    ),
-                    needed_bytes=int(needed),
-                    available_bytes=free_ram_bytes,
-                    **keep,
-                )
-        drop = drops[-1]
-        needed = weights(drop) + working + RUNTIME_GB * GB
-        return MemoryPlan(
-            drop_t5=drop,
-            verdict="won't fit",
-            reason=(
-                f"needs {_gb(needed)} ({'without' if drop else 'with'} T5, {dtype}) but only "
-                f"{_gb(free_ram_bytes)} of RAM is free. Close other programs, use a machine "
-                "with more memory or a GPU, or set SD_MODEL=demo to try the app."
-            ),
-            needed_bytes=int(needed),
-            available_bytes=free_ram_bytes,
-            **keep,
-        )
-
-    if free_vram_bytes is None:
-        return MemoryPlan(
-            offload=offload or "none",
-            drop_t5=bool(drop_t5),
-            verdict="fits",
-            reason="free GPU memory is unknown; loading everything on the GPU",
-            needed_bytes=weights(bool(drop_t5)) + working,
-            **keep,
-        )
-
-    def on_gpu(plan: str, drop: bool) -> int:
-        """Peak GPU memory of a plan: all weights, the largest one, or almost none."""
-        used = {k: v for k, v in sizes.items() if not (drop and k == "text_encoder_3")}
-        if plan == "none":
-            return sum(used.values()) + working
-        if plan == "model":
-            return max(used.values()) + working
-        return working  # sequential: one layer at a time
-
-    candidates = [("none", False), ("model", False), ("none", True), ("model", True)]
-    candidates += [("sequential", False), ("sequential", True)]
-    for plan, drop in candidates:
-        if offload is not None and plan != offload:
-            continue
-        if drop_t5 is not None and drop != drop_t5:
-            continue
-        peak = on_gpu(plan, drop)
-        ram_needed = weights(drop) + RUNTIME_GB * GB if plan != "none" else 0
-        if peak > free_vram_bytes or ram_needed > free_ram_bytes:
-            continue
-        if drop and drop_t5 is None:
-            verdict = "needs drop-T5"
-        elif plan != "none" and offload is None:
-            verdict = "needs offload"
-        else:
-            verdict = "fits"
-        reason = f"peak {_gb(peak)} on the GPU ≤ {_gb(free_vram_bytes)} free VRAM"
-        if plan == "model":
-            reason += "; components move to the GPU one at a time (slower)"
-        if plan == "sequential":
-            reason += "; layers stream from RAM one by one (much slower)"
-        if ram_needed:
-            reason += f"; {_gb(ram_needed)} of RAM holds the offloaded weights"
-        if drop:
-            reason += f"; {DROP_T5_NOTE}"
-        return MemoryPlan(
-            offload=plan,
-            drop_t5=drop,
-            verdict=verdict,
-            reason=reason,
-            needed_bytes=peak,
-            available_bytes=free_vram_bytes,
-            **keep,
-        )
-    plan = offload or "sequential"
-    drop = bool(drop_t5) if drop_t5 is not None else True
-    return MemoryPlan(
-        offload=plan,
-        drop_t5=drop,
-        verdict="won't fit",
-        reason=(
-            f"even offload {plan} {'without' if drop else 'with'} T5 needs "
-            f"{_gb(on_gpu(plan, drop))} of GPU memory ({_gb(free_vram_bytes)} free) and "
-            f"{_gb(weights(drop) + RUNTIME_GB * GB)} of RAM ({_gb(free_ram_bytes)} free)"
-        ),
-        needed_bytes=on_gpu(plan, drop),
-        available_bytes=free_vram_bytes,
-        **keep,
+    options = MemoryOptions(offload=offload, drop_t5=drop_t5, vae_tile=vae_tile, quant=quant)
+    return plan_for(
+        options,
+        device=device,
+        dtype=dtype,
+        free_vram_bytes=free_vram_bytes,
+        free_ram_bytes=free_ram_bytes,
+        components=components,
+        machine=machine,
+        family=family,
     )
+
+
+def _vae(
+    options: MemoryOptions,
+    chosen: Candidate | None,
+    machine: Machine,
+    available: int | None,
+    family: Family,
+) -> tuple[int, str]:
+    """SD_VAE_TILE for this plan, decided for the family's largest image."""
+    side = family.sizes.max
+    return choose_vae_tile(
+        options.vae_tile,
+        chosen=chosen,
+        machine=machine,
+        available_bytes=available,
+        width=side,
+        height=side,
+        decode_gb_per_mp=family.vae_decode_gb_per_mp,
+    )
+
+
+def _fallback(plan: QuantPlan, options: MemoryOptions) -> Candidate | None:
+    """The plan closest to fitting when none does: the last one allowed by the settings."""
+    allowed = [
+        c
+        for c in plan.candidates
+        if (options.offload is None or c.offload == options.offload)
+        and (options.drop_t5 is None or c.drop_t5 == options.drop_t5)
+    ]
+    return allowed[-1] if allowed else None
 
 
 def plan_for(
@@ -254,33 +227,93 @@ def plan_for(
     free_vram_bytes: int | None,
     free_ram_bytes: int,
     components: Mapping[str, int] | None = None,
+    machine: Machine | None = None,
+    family: Family = DEFAULT_FAMILY,
 ) -> MemoryPlan:
-    """Apply SD_MEMORY: auto chooses from free memory, manual takes the settings as set."""
+    """Apply SD_MEMORY: auto chooses from free memory, manual takes the settings as set.
+
+    `machine` says what this machine can run (GPU capability, torchao, memory-mapped
+    weights); without it, `default_machine(device, dtype)`. `family` gives the Linear
+    shares and sparse tables the quantized sizes are computed with, and its largest image
+    size and decode cost for SD_VAE_TILE=auto.
+    """
+    machine = machine or default_machine(device, dtype)
+    sizes = dict(components) if components is not None else component_bytes(dtype, family)
     if options.memory == "manual":
-        offload, drop = options.offload or "none", bool(options.drop_t5)
-        if offload != "none" and device != "cuda":
-            return MemoryPlan(
-                offload=offload,
-                drop_t5=drop,
-                vae_tile=options.vae_tile,
-                verdict="won't fit",
-                reason=OFFLOAD_NEEDS_ACCELERATOR.format(offload=offload, device=device),
-            )
-        return MemoryPlan(
-            offload=offload,
-            drop_t5=drop,
-            vae_tile=options.vae_tile,
-            verdict="fits",
-            reason="SD_MEMORY=manual: SD_OFFLOAD and SD_DROP_T5 as set, not checked against "
-            "free memory",
-        )
-    return choose_memory_plan(
-        free_vram_bytes,
-        free_ram_bytes,
-        device=device,
-        dtype=dtype,
+        return _manual(options, sizes, machine, family, free_vram_bytes, free_ram_bytes)
+    plan = plan_quantized(
+        sizes,
+        machine=machine,
+        free_vram_bytes=free_vram_bytes,
+        free_ram_bytes=free_ram_bytes,
+        quant=options.quant,
         offload=options.offload,
         drop_t5=options.drop_t5,
-        vae_tile=options.vae_tile,
-        components=components,
+        linear_share=family.linear_share,
+        sparse_tables=family.sparse_tables,
+    )
+    shown = plan.chosen or _fallback(plan, options)
+    vae_tile, vae_reason = _vae(options, plan.chosen, machine, plan.available_bytes, family)
+    return MemoryPlan(
+        offload=shown.offload if shown else options.offload or "none",
+        drop_t5=shown.drop_t5 if shown else bool(options.drop_t5),
+        vae_tile=vae_tile,
+        verdict=plan.verdict,
+        reason=plan.reason,
+        needed_bytes=shown.peak_bytes if shown else 0,
+        available_bytes=plan.available_bytes,
+        quant=tuple(shown.quant.items()) if shown else (),
+        chosen=plan.chosen.name if plan.chosen else "",
+        candidates=plan.candidates,
+        notes=plan.notes,
+        vae_reason=vae_reason,
+    )
+
+
+def _manual(
+    options: MemoryOptions,
+    sizes: Mapping[str, int],
+    machine: Machine,
+    family: Family,
+    free_vram: int | None,
+    free_ram: int,
+) -> MemoryPlan:
+    """SD_MEMORY=manual: SD_OFFLOAD, SD_DROP_T5 and SD_QUANT as set (auto: none)."""
+    offload, drop = options.offload or "none", bool(options.drop_t5)
+    quant_setting = "none" if options.quant == "auto" else options.quant
+    refused = refusal(quant_setting, machine)
+    if offload != "none" and machine.device != "cuda":
+        refused = OFFLOAD_NEEDS_ACCELERATOR.format(offload=offload, device=machine.device)
+    tile = options.vae_tile if options.vae_tile != VAE_TILE_AUTO else 0
+    if refused:
+        return MemoryPlan(offload, drop, int(tile), verdict="refused", reason=refused)
+    quant = {
+        k: v
+        for k, v in SCHEMES.get(quant_setting, {}).items()
+        if not (drop and k == "text_encoder_3")
+    }
+    chosen = candidate(
+        sizes,
+        machine=machine,
+        quant=quant,
+        offload=offload,
+        drop_t5=drop,
+        linear_share=family.linear_share,
+        sparse_tables=family.sparse_tables,
+    )
+    available = free_vram if machine.device == "cuda" else free_ram
+    vae_tile, vae_reason = _vae(options, chosen, machine, available, family)
+    return MemoryPlan(
+        offload=offload,
+        drop_t5=drop,
+        vae_tile=vae_tile,
+        verdict="fits",
+        reason="SD_MEMORY=manual: SD_OFFLOAD, SD_DROP_T5 and SD_QUANT as set, not checked "
+        "against free memory",
+        needed_bytes=chosen.peak_bytes,
+        available_bytes=available,
+        quant=tuple(quant.items()),
+        chosen=chosen.name,
+        candidates=(chosen,),
+        vae_reason=vae_reason,
     )

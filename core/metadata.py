@@ -220,11 +220,18 @@ def _key(name: str) -> str:
 
 
 def _mode_of(params: Mapping[str, Any]) -> Mode:
-    """The mode whose options' A1111 names all appear in `params`, the one with the most
-    options first (A1111's img2img writes "Denoising strength"); text to image otherwise."""
+    """The mode an infotext was made by: among the modes whose always-written keys
+    (`Mode.marks`: A1111's "Denoising strength", "Hires upscale") all appear, the one with
+    the most of its keys present, the simpler one on a tie ("Denoising strength" alone is
+    image to image, with "Mask blur" inpaint); text to image when none fits."""
     keys = {_key(k) for k in params}
-    candidates = [m for m in MODES if all(_key(o.infotext) in keys for o in m.options)]
-    return max(candidates, key=lambda m: len(m.options), default=DEFAULT_MODE)
+    candidates = [m for m in MODES if all(_key(mark) in keys for mark in m.marks())]
+
+    def fit(mode: Mode) -> tuple[int, int]:
+        present = sum(_key(o.infotext) in keys for o in mode.options)
+        return present, -len(mode.options)
+
+    return max(candidates, key=fit, default=DEFAULT_MODE)
 
 
 def _form_values(params: Mapping[str, Any]) -> ParsedParameters:

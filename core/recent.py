@@ -86,6 +86,7 @@ def recall(
         downloadable=tuple(downloadable),
         recalled=entry.id,
         form_values=dict(entry.form_values),
+        record_ids=tuple(entry.record_ids),
     )
 
 

@@ -46,7 +46,13 @@ POLL_SECONDS = 0.1  # how often Stop is checked and progress reported while wait
 LATENCY_HISTORY = 20  # successful calls kept for the hardware page
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _BODY_SCAN = 4096  # characters of an error body ever looked at
-TEXT_TO_IMAGE = "text_to_image"  # the inference task `_call` runs (InferenceClient)
+TEXT_TO_IMAGE = "text_to_image"  # the inference tasks `_call` runs (InferenceClient)
+IMAGE_TO_IMAGE = "image_to_image"
+TEXT_ONLY = (
+    "This service makes images from text only: {what} needs image-to-image, which it does "
+    "not offer here{why}. Text to image works; for {what}, use the local backend "
+    "(SD_BACKEND=local){fix}."
+)
 # The largest image an answer may hold, checked from its header before any pixel is decoded.
 # A correct answer has the requested size (at most 1440², about 2 MP); 4096² leaves room for
 # a service that upscales, and stays far below Pillow's bomb threshold (89 MP warns, 179 MP
@@ -60,6 +66,14 @@ class AnswerTooLarge(ValueError):  # noqa: N818 - reads as "raise AnswerTooLarge
     def __init__(self, size: tuple[int, int]):
         super().__init__("image too large to decode")
         self.size = size
+
+
+class WrongSize(ValueError):  # noqa: N818 - reads as "raise WrongSize"
+    """The service answered an image of another size than asked; it was not decoded."""
+
+    def __init__(self, got: tuple[int, int], wanted: tuple[int, int]):
+        super().__init__("image of another size")
+        self.got, self.wanted = got, wanted
 
 
 class RemoteStopped(GenerationStopped):
@@ -150,8 +164,10 @@ def explain_remote_error(
     has_token: bool,
     timeout: float,
     token: str | None = None,
+    task: str = TEXT_TO_IMAGE,
 ) -> RemoteFailure | None:
-    """Turn a failed `text_to_image` call into the fix a user can apply, or None.
+    """Turn a failed `text_to_image` (or `image_to_image`: `task`) call into the fix a user
+    can apply, or None.
 
     `token` is the configured token: it is redacted from anything the service said.
     """
@@ -179,8 +195,17 @@ def explain_remote_error(
             "Nothing was decoded or kept. Check that SD_REMOTE_URL points at a text-to-image "
             "endpoint that returns the requested size."
         )
+    if isinstance(exc, WrongSize):
+        return RemoteFailure(
+            f"{target} answered a {exc.got[0]}×{exc.got[1]} image for a "
+            f"{exc.wanted[0]}×{exc.wanted[1]} request. Nothing was kept: a record must hold "
+            "the size it says."
+        )
     not_image = isinstance(exc, UnidentifiedImageError) or (
-        isinstance(exc, OSError) and "image" in str(exc).lower() and not _is_network_error(exc)
+        isinstance(exc, OSError)
+        and "image" in str(exc).lower()
+        and not _is_network_error(exc)
+        and not isinstance(exc, HfHubHTTPError)  # a status with "image" in its body
     )
     if not_image:
         return RemoteFailure(
@@ -190,6 +215,13 @@ def explain_remote_error(
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         hint = _body_hint(exc.response, token)
+        if task == IMAGE_TO_IMAGE and status in (400, 404, 405, 422):
+            return RemoteFailure(
+                f"{target} refused an image-to-image request ({status}): it may make images "
+                "from text only. Set SD_REMOTE_IMAGE_TO_IMAGE=false to stop offering Vary "
+                f"and Upscale with it.{hint}",
+                status,
+            )
         if status == 401:
             token = "HF_TOKEN is not set" if not has_token else "HF_TOKEN was refused"
             return RemoteFailure(
@@ -295,28 +327,49 @@ def remote_facts(description: dict[str, str]) -> list[tuple[str, str]]:
     return [(label, description[key]) for key, label in _FACT_LABELS.items() if key in description]
 
 
-def _require_text_to_image(request: GenerationRequest) -> None:
-    """Refuse a mode whose remote task this client does not speak (text-to-image only)."""
-    mode = get_mode(request.mode)
-    if mode.remote_task != TEXT_TO_IMAGE:
-        raise GenerationError(
-            f"{mode.label} is not available with a remote service here; it makes text "
-            "to image only. Use the local backend (SD_BACKEND=local) for it."
-        )
+def text_only_message(mode_label: str, *, why: str = "", fix: str = "") -> str:
+    """The plain words for a mode this service cannot run: it makes images from text only."""
+    return TEXT_ONLY.format(what=mode_label, why=why, fix=fix)
+
+
+def _answer_size(image: Any) -> tuple[int, int]:
+    """The answer's size from its header (nothing decoded); refuse one too large to open."""
+    width, height = image.size
+    if width * height > MAX_ANSWER_PIXELS:
+        raise AnswerTooLarge((width, height))
+    return width, height
+
+
+def _source_png(request: GenerationRequest) -> bytes:
+    """What an image-to-image call sends: the source, enlarged first for Upscale (the
+    Lanczos step of the hires fix runs here; the service does the refinement)."""
+    import io
+
+    source = request.source
+    assert source is not None  # the request checks it
+    if source.size == (request.width, request.height):
+        return source.png
+    from PIL import Image
+
+    image = source.image("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class RemoteBackend:
-    """Generation on a remote text-to-image service; many sessions may call it at once.
+    """Generation on a remote inference service; many sessions may call it at once.
 
     Implements `core.generation.Backend` truthfully: the service holds the model, so the
     state is always "nothing to load", there is no load to watch, cancel or undo, no memory
-    plan here and no queue (the service runs requests side by side).
+    plan here and no queue (the service runs requests side by side). It runs text to image,
+    and image to image (Vary, Upscale) where the service offers that task
+    (`image_to_image`: a provider's mapping decides at the first call; an endpoint URL
+    says so with SD_REMOTE_IMAGE_TO_IMAGE=true). Inpainting is local only.
     """
 
     name = "remote"
     supports_preview = False  # the service sends only the finished image
-    # The modes whose remote task this client speaks (text-to-image).
-    modes = tuple(m.id for m in MODES if m.remote_task == TEXT_TO_IMAGE)
     state = BackendState.NOTHING_TO_LOAD
     last_load_error = None
     loaded_facts: LoadFacts | None = None
@@ -331,15 +384,46 @@ class RemoteBackend:
         token_provider: Callable[[], str | None] = lambda: None,
         timeout: float = DEFAULT_TIMEOUT,
         max_wait: float = DEFAULT_MAX_WAIT,
+        image_to_image: bool | None = None,
     ) -> None:
         self.url = url
         self.provider = None if url else (provider or "auto")
+        # Whether to offer image to image. None: a provider's own mapping decides (tried at
+        # the first call); an endpoint URL cannot be asked, so it is not offered unless set.
+        self.image_to_image = image_to_image if image_to_image is not None else not url
+        self.image_to_image_refused: str | None = None  # why the service said no, once it did
         self.model = model
         self.timeout = timeout
         self.max_wait = max_wait
         self._token_provider = token_provider
         self._lock = threading.Lock()
         self._calls: deque[RemoteCall] = deque(maxlen=LATENCY_HISTORY)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes whose inference task this service runs: text to image always, image to
+        image (Vary, Upscale) where it is offered and was not refused."""
+        tasks = {TEXT_TO_IMAGE}
+        if self.image_to_image and self.image_to_image_refused is None:
+            tasks.add(IMAGE_TO_IMAGE)
+        return tuple(m.id for m in MODES if m.remote_task in tasks)
+
+    def why_not(self, mode_id: str) -> str:
+        """Why `mode_id` does not run here, in plain words ("" when it does)."""
+        mode = get_mode(mode_id)
+        if mode.id in self.modes:
+            return ""
+        if mode.remote_task != IMAGE_TO_IMAGE:
+            return (
+                f"{mode.label} runs on the local backend only (SD_BACKEND=local): no inference "
+                "task repaints a masked area."
+            )
+        if self.image_to_image_refused is not None:
+            return self.image_to_image_refused
+        return text_only_message(
+            mode.label,
+            fix="; an endpoint that serves image-to-image too takes SD_REMOTE_IMAGE_TO_IMAGE=true",
+        )
 
     @property
     def target(self) -> str:
@@ -382,19 +466,32 @@ class RemoteBackend:
         else:
             client = InferenceClient(provider=self.provider, token=token, timeout=self.timeout)
             model = self.model
-        image = client.text_to_image(
-            request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=float(request.guidance_scale),
-            seed=seed,
-            model=model,
-        )
-        width, height = image.size  # from the header: nothing is decoded yet
-        if width * height > MAX_ANSWER_PIXELS:
-            raise AnswerTooLarge((width, height))
+        if get_mode(request.mode).remote_task == IMAGE_TO_IMAGE:
+            image = client.image_to_image(
+                _source_png(request),
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=float(request.guidance_scale),
+                model=model,
+                target_size={"width": request.width, "height": request.height},
+                strength=float(request.mode_options["strength"]),
+                seed=seed,
+            )
+        else:
+            image = client.text_to_image(
+                request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                width=request.width,
+                height=request.height,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=float(request.guidance_scale),
+                seed=seed,
+                model=model,
+            )
+        size = _answer_size(image)  # from the header: nothing is decoded yet
+        if size != (request.width, request.height):
+            raise WrongSize(size, (request.width, request.height))
         image.load()  # decode here: a truncated or non-image body fails in this thread
         return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -494,12 +591,14 @@ class RemoteBackend:
             except GenerationStopped:
                 raise
             except Exception as exc:
+                self._image_to_image_refused(exc, request)
                 failure = explain_remote_error(
                     exc,
                     target=self.target,
                     has_token=bool(token),
                     timeout=self.timeout,
                     token=token,
+                    task=get_mode(request.mode).remote_task,
                 )
                 if failure is None:
                     raise
@@ -545,7 +644,7 @@ class RemoteBackend:
         countdown before a retry. A failed call raises `GenerationError` with the fix and
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
-        _require_text_to_image(request)
+        self._require_mode(request)
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
@@ -602,6 +701,27 @@ class RemoteBackend:
             backend=self.name,
             details=self.identity(),
         )
+
+    def _require_mode(self, request: GenerationRequest) -> None:
+        """Refuse, in plain words, a mode this service does not run (nothing is sent)."""
+        why = self.why_not(request.mode)
+        if why:
+            raise GenerationError(why)
+
+    def _image_to_image_refused(self, exc: BaseException, request: GenerationRequest) -> None:
+        """A provider with no image-to-image for this model: remember it, and say so plainly
+        (the page stops offering Vary and Upscale here)."""
+        mode = get_mode(request.mode)
+        text = str(exc)
+        if mode.remote_task != IMAGE_TO_IMAGE or not isinstance(exc, ValueError):
+            return
+        if "not supported" not in text and "No provider mapping" not in text:
+            return
+        self.image_to_image_refused = text_only_message(
+            "Vary and Upscale",
+            why=f" (for {quote(self.model)}: {excerpt(text, limit=120)})",
+        )
+        raise GenerationError(self.image_to_image_refused) from exc
 
     def identity(self) -> dict[str, str]:
         """Who made an image, for history records: backend, endpoint or provider, model."""

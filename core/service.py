@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
@@ -42,8 +43,9 @@ def _local_backend(
     device: str,
     dtype: str,
     memory: MemoryOptions | None = None,
-    compile: bool = False,
+    compile: str = "auto",
     family: str = AUTO,
+    data_dir: Path | None = None,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
     # after a refused download works on the next click, without a restart.
@@ -58,11 +60,15 @@ def _local_backend(
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
         # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
         family=None if family == AUTO else get_family(family),
+        # The compile cache is kept under SD_DATA_DIR, so a restart reuses compiled code.
+        compile_cache=data_dir,
     )
 
 
 @st.cache_resource(show_spinner=False)
-def _remote_backend(url: str | None, provider: str | None, model: str) -> Backend:
+def _remote_backend(
+    url: str | None, provider: str | None, model: str, image_to_image: bool | None = None
+) -> Backend:
     # Shared by every session: it holds no model, only the record of recent latencies.
     from core.remote import RemoteBackend  # only remote mode pays for its import
 
@@ -71,6 +77,7 @@ def _remote_backend(url: str | None, provider: str | None, model: str) -> Backen
         provider=provider,
         model=model,
         token_provider=lambda: current_settings().hf_token,
+        image_to_image=image_to_image,
     )
 
 
@@ -78,7 +85,9 @@ def get_backend(settings: Settings | None = None) -> Backend:
     """Return the process-wide backend for the current settings (nothing is loaded yet)."""
     settings = settings or current_settings()
     if settings.backend == "remote":
-        return _remote_backend(settings.remote_url, settings.provider, settings.model)
+        return _remote_backend(
+            settings.remote_url, settings.provider, settings.model, settings.image_to_image
+        )
     return _local_backend(
         settings.model,
         settings.device,
@@ -86,4 +95,5 @@ def get_backend(settings: Settings | None = None) -> Backend:
         MemoryOptions.from_settings(settings),
         settings.compile,
         settings.model_family,
+        settings.data_dir,
     )

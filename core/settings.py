@@ -11,6 +11,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from core.models import AUTO, DEMO, DEMO_MODEL, family_ids
+from core.quant_plan import QUANT_CHOICES
 from core.safe_text import SHOW_PATHS_CHOICES, display_url, quote
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,15 @@ MEMORY_MODES = ("auto", "manual")
 OFFLOADS = ("none", "model", "sequential")
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
-# VAE tile side in pixels. Measured on the full-size SD3.5 VAE (bench/vae_memory.py):
-# 512-pixel tiles decode 1024² in 1.8 GB instead of 4.6 GB, and no slower.
+# VAE tile side in pixels when tiling. Measured on the full-size SD3.5 VAE
+# (bench/vae_memory.py): 512-pixel tiles decode 1024² in 1.8 GB instead of 4.6 GB on a CPU;
+# on an H200 the tiled decode takes 0.218 s instead of 0.088 s and its pixels differ from
+# diffusers' own. SD_VAE_TILE=auto (the default) tiles only when the memory plan says an
+# untiled decode would not fit with margin (core.quant_plan.choose_vae_tile).
 DEFAULT_VAE_TILE = 512
+VAE_TILE_AUTO = "auto"
+# SD_COMPILE: auto (on for CUDA, off elsewhere: core.compile.decide_compile), true, false.
+COMPILE_CHOICES = ("auto", "true", "false")
 BACKENDS = ("local", "remote")
 DEFAULT_MAX_QUEUED_PER_USER = 2
 MAX_QUEUED_PER_USER = 100
@@ -56,9 +63,14 @@ class Settings:
     memory: str = "auto"
     offload: str | None = None
     drop_t5: bool | None = None
-    # torch.compile the transformer at load (SD_COMPILE): slower first image, faster after.
-    compile: bool = False
-    vae_tile: int = DEFAULT_VAE_TILE
+    # SD_QUANT (core.quant_plan): auto lets the memory plan quantize T5 and then the
+    # transformer when that is what makes the model fit; none, t5-int8, int8, fp8, nf4 force.
+    quant: str = "auto"
+    # Compile the transformer's blocks at load (SD_COMPILE): "auto" on CUDA only, "true",
+    # "false". The first image pays for compiling; the cache under data_dir keeps it.
+    compile: str = "auto"
+    # SD_VAE_TILE: "auto" (tiles only when untiled would not fit), 0 (never) or a tile side.
+    vae_tile: int | str = VAE_TILE_AUTO
     # Live preview while denoising (SD_PREVIEW): the generator's toggle starts in this state.
     preview: bool = True
     # Remote mode: an endpoint URL, or an Inference Providers name with `model` as the id
@@ -66,6 +78,10 @@ class Settings:
     backend: str = "local"
     remote_url: str | None = None
     provider: str | None = None
+    # Whether the remote service also runs image to image (Vary, Upscale): "auto" lets an
+    # Inference Provider's mapping decide; an endpoint URL cannot be asked, so "auto"
+    # offers it only with a provider ("true" / "false" decide for either).
+    remote_image_to_image: str = "auto"
     # Sharing (docs: README "Sharing it with a team"). Emails and "@domain" entries, lower
     # case; empty = every signed-in user. Only read when sign-in is on (an [auth] secret).
     allowed_users: tuple[str, ...] = ()
@@ -83,6 +99,13 @@ class Settings:
     def has_token(self) -> bool:
         return bool(self.hf_token)
 
+    @property
+    def image_to_image(self) -> bool | None:
+        """SD_REMOTE_IMAGE_TO_IMAGE as the remote backend takes it (None: auto)."""
+        return (
+            None if self.remote_image_to_image == "auto" else self.remote_image_to_image == "true"
+        )
+
 
 # Setting name → (Settings field, allowed values or None for free text).
 _SETTINGS = {
@@ -95,12 +118,14 @@ _SETTINGS = {
     "SD_MEMORY": ("memory", MEMORY_MODES),
     "SD_OFFLOAD": ("offload", OFFLOADS),
     "SD_DROP_T5": ("drop_t5", tuple(_BOOLEANS)),
-    "SD_COMPILE": ("compile", tuple(_BOOLEANS)),
+    "SD_COMPILE": ("compile", ("auto", *_BOOLEANS)),
+    "SD_QUANT": ("quant", QUANT_CHOICES),
     "SD_VAE_TILE": ("vae_tile", None),
     "SD_PREVIEW": ("preview", tuple(_BOOLEANS)),
     "SD_BACKEND": ("backend", BACKENDS),
     "SD_REMOTE_URL": ("remote_url", None),
     "SD_PROVIDER": ("provider", None),
+    "SD_REMOTE_IMAGE_TO_IMAGE": ("remote_image_to_image", ("auto", *_BOOLEANS)),
     "SD_ALLOWED_USERS": ("allowed_users", None),
     "SD_ADMINS": ("admins", None),
     "SD_MAX_QUEUED_PER_USER": ("max_queued_per_user", None),
@@ -118,16 +143,19 @@ def _lookup(name: str, sources: list[Mapping[str, object]]) -> str | None:
     return None
 
 
-def _vae_tile(text: str) -> int:
-    """Parse SD_VAE_TILE: 0 (no tiling) or a multiple of 64 pixels from 128 up."""
+def _vae_tile(text: str) -> int | str:
+    """Parse SD_VAE_TILE: auto, 0 (no tiling) or a multiple of 64 pixels from 128 up."""
+    if text.lower() == VAE_TILE_AUTO:
+        return VAE_TILE_AUTO
     try:
         tile = int(text)
     except ValueError:
         tile = -1
     if tile != 0 and (tile < 128 or tile % 64):
         raise SettingsError(
-            f"SD_VAE_TILE={quote(text)} is not valid; use 0 (no tiling) or a multiple of 64 "
-            f"pixels from 128 up, such as {DEFAULT_VAE_TILE}."
+            f"SD_VAE_TILE={quote(text)} is not valid; use auto (tiles only when an untiled "
+            f"decode would not fit), 0 (no tiling) or a multiple of 64 pixels from 128 up, "
+            f"such as {DEFAULT_VAE_TILE}."
         )
     return tile
 
@@ -196,9 +224,14 @@ def load_settings(
         values[attr] = value
     if "data_dir" in values:
         values["data_dir"] = Path(str(values["data_dir"])).expanduser()
-    for flag in ("drop_t5", "compile", "preview"):
+    for flag in ("drop_t5", "preview"):
         if flag in values:
             values[flag] = _BOOLEANS[str(values[flag])]
+    if values.get("remote_image_to_image", "auto") != "auto":  # one spelling: true / false
+        wanted = _BOOLEANS[str(values["remote_image_to_image"])]
+        values["remote_image_to_image"] = "true" if wanted else "false"
+    if values.get("compile", "auto") != "auto":
+        values["compile"] = "true" if _BOOLEANS[str(values["compile"])] else "false"
     if "vae_tile" in values:
         values["vae_tile"] = _vae_tile(str(values["vae_tile"]))
     for attr, name in (("allowed_users", "SD_ALLOWED_USERS"), ("admins", "SD_ADMINS")):

@@ -23,9 +23,10 @@ from core.generation import (
 from core.models import DEFAULT_FAMILY, Family
 from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode, option_names
 from core.safe_text import quote
+from core.sources import valid_record_id
 
 # Query parameter names a shared link may carry (generator field names); a link may also
-# carry `mode` and that mode's option names (see `_link_keys`).
+# carry `mode`, that mode's option names and `source` (see `_link_keys`).
 QUERY_KEYS = (
     "prompt",
     "negative_prompt",
@@ -37,6 +38,9 @@ QUERY_KEYS = (
     "num_images",
 )
 MODE_KEY = "mode"
+# The seed-history record a Vary / Inpaint / Upscale link works on: an id, never bytes. The
+# generator opens it only for a visitor allowed to see that record (core.history.inputs).
+SOURCE_KEY = "source"
 
 _INTS = {
     "seed": ("Seed", 0, MAX_SEED),
@@ -134,7 +138,13 @@ def check_values(
             )
         else:
             values["guidance_scale"] = guidance
-    _check_mode(raw, values, warnings)
+    mode = _check_mode(raw, values, warnings)
+    if SOURCE_KEY in raw and mode is not None and mode.needs_source:
+        source = raw[SOURCE_KEY]
+        if valid_record_id(source):
+            values[SOURCE_KEY] = source
+        else:
+            warnings.append(f"Source {quote(source, 40)} is not a record id. Ignored.")
     if "seed" in values:
         values["randomize_seed"] = False
     return values, warnings
@@ -142,7 +152,7 @@ def check_values(
 
 def _link_keys() -> tuple[str, ...]:
     """The parameter names a link may carry: the fields, `mode`, and the modes' options."""
-    return (*QUERY_KEYS, MODE_KEY, *option_names())
+    return (*QUERY_KEYS, MODE_KEY, *option_names(), SOURCE_KEY)
 
 
 def _last(value: Any) -> Any:
@@ -171,14 +181,24 @@ def query_string(values: Mapping[str, Any]) -> str:
         if key in ("prompt", "negative_prompt") and not value:
             continue
         params[key] = f"{value:g}" if isinstance(value, float) else str(value)
-    mode_id = values.get(MODE_KEY)
-    if mode_id is not None and mode_id != DEFAULT_MODE.id:
-        params[MODE_KEY] = str(mode_id)
-        try:
-            options = get_mode(mode_id).options
-        except UnknownMode:
-            options = ()
-        params.update({o.name: o.text(values[o.name]) for o in options if o.name in values})
+    mode_id = values.get(MODE_KEY, DEFAULT_MODE.id)
+    try:
+        mode = get_mode(mode_id)
+    except UnknownMode:
+        return urlencode(params)
+    if mode.id != DEFAULT_MODE.id:
+        params[MODE_KEY] = mode.id
+    # The mode's options, left out where they are the mode's own defaults (text to image
+    # with SLG off is the plain link it always was).
+    params.update(
+        {
+            o.name: o.text(values[o.name])
+            for o in mode.options
+            if o.name in values and (mode.id != DEFAULT_MODE.id or values[o.name] != o.default)
+        }
+    )
+    if mode.needs_source and values.get(SOURCE_KEY):
+        params[SOURCE_KEY] = str(values[SOURCE_KEY])  # a record's id: never image bytes
     return urlencode(params)
 
 
@@ -188,6 +208,7 @@ def share_link(values: Mapping[str, Any], base_url: str) -> str:
 
 
 LINK_APPLIED_KEY = "shared_link_applied"
+LINK_SOURCE_KEY = "shared_link_source"  # the record id a link asks to work on, for the page
 
 
 def take_query(
@@ -210,6 +231,9 @@ def take_query(
         return []
     state[LINK_APPLIED_KEY] = signature
     values, warnings = from_query(picked, family=family)
+    source = values.pop(SOURCE_KEY, None)
+    if source is not None:  # opened (or not) by the page, which knows who is looking
+        state[LINK_SOURCE_KEY] = source
     if values:
         hand_over(state, values)
     return warnings

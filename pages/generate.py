@@ -7,7 +7,7 @@ from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.generation import BackendState, InvalidRequest, random_seed
 from core.memory import DROP_T5_NOTE
 from core.usecases import check_allowance, generate_and_keep
-from ui import generator, page
+from ui import generator, page, workbench
 from ui.load import load_with_status, show_cancelled, show_load_error, show_running_load
 from ui.results import RESULT_KEY, RUNNING_KEY, LiveProgress, show_result, strip
 from ui.text import for_visitor
@@ -20,7 +20,7 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
     settings, backend = start.settings, start.backend
     seed = random_seed() if state.randomize_seed else int(state.seed)
     try:
-        request = form.build_request(state, seed=seed, family=start.family.id)
+        request = form.build_request(state, seed=seed, family=start.family.id, **workbench.inputs())
     except InvalidRequest as exc:
         st.error(for_visitor(exc, settings=settings))
         return
@@ -45,7 +45,9 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
         else:
             st.error(for_visitor(outcome.problem, settings=settings))
         return
-    state[RESULT_KEY] = outcome.shown
+    state[RESULT_KEY] = workbench.with_sources(
+        outcome.shown, request=request, record_ids=outcome.record_ids
+    )
     recent.add(
         state,
         recent.entry_for(
@@ -77,7 +79,7 @@ def _output(start: page.PageStart, *, clicked: bool, want_preview: bool) -> None
     if clicked:
         _generate(start, want_preview=want_preview)
     elif RESULT_KEY in state:
-        show_result(state[RESULT_KEY], settings)
+        show_result(state[RESULT_KEY], settings, family=start.family, backend=backend)
     else:
         st.caption("Your images appear here.")
 
@@ -113,6 +115,7 @@ with form_column:
     elif allowance.allowance is not None:
         st.caption(allowance.allowance.summary())
     generator.examples()
+    workbench.section(start)  # the mode; for Vary / Inpaint / Upscale the image and its controls
     want_preview = generator.settings_widgets(start.settings, start.backend, start.family)
 
 form.remember(state)
@@ -121,6 +124,6 @@ with output_column:
     # One slot for the output: a new generation replaces the last result at once, rather
     # than leaving it greyed out below the progress until the run ends.
     output = st.empty()
-    strip(start.settings)
+    strip(start.settings, family=start.family, backend=start.backend)
     with output.container():
         _output(start, clicked=clicked, want_preview=want_preview)

@@ -1,8 +1,15 @@
-"""A loopback server speaking the text-to-image task protocol, with a real model behind it.
+"""A loopback server speaking the text-to-image and image-to-image task protocols, with a
+real model behind it.
 
 `POST {"inputs": prompt, "parameters": {...}}` → PNG bytes made by the tiny SD3 pipeline
-with the request's seed, as a dedicated Inference Endpoint would answer. Query parameters
-on the URL make it misbehave on purpose, so tests can meet every failure for real:
+with the request's seed, as a dedicated Inference Endpoint would answer. Image to image is
+what `InferenceClient.image_to_image` sends to an endpoint URL: `{"inputs": <the source
+image, base64>, "parameters": {"prompt": …, "strength": …, "seed": …, …}}` → the tiny
+pipeline's image-to-image of it (`core.image_modes`). Query parameters on the URL make it
+misbehave on purpose, so tests can meet every failure for real:
+
+- `?text_only=1`: refuse image-to-image with 422, as an endpoint that makes images from
+  text only would (a real one may as well answer nonsense: the app asks SD_REMOTE_IMAGE_TO_IMAGE).
 
 - `?status=401` (any code): answer that status; `&retry_after=N` adds a Retry-After header.
 - `?fail=N&status=503&key=K`: the first N requests with key K get `status`, then success.
@@ -107,6 +114,37 @@ class TextToImageServer(LoopbackHTTPServer):
         images[0].save(buffer, format="PNG")
         return buffer.getvalue()
 
+    def make_variation(self, body: dict[str, Any]) -> bytes:
+        """Image to image of the base64 source in `inputs` (the strength's steps run)."""
+        import base64
+
+        from core.image_modes import prompt_embeddings, run_image_mode
+        from core.sources import decode
+
+        params = body.get("parameters") or {}
+        source = decode(base64.b64decode(body["inputs"]), mode="RGB")
+        guidance = float(params.get("guidance_scale", 4.5))
+        with self._pipe_lock:
+            embeds = prompt_embeddings(
+                self.pipe,
+                prompt=params["prompt"],
+                negative_prompt=params.get("negative_prompt", ""),
+                guidance_scale=guidance,
+            )
+            made = run_image_mode(
+                self.pipe,
+                mode="img2img",
+                embeds=embeds,
+                image=source,
+                seed=int(params["seed"]),
+                steps=int(params.get("num_inference_steps", 2)),
+                guidance_scale=guidance,
+                strength=float(params.get("strength", 0.6)),
+            )
+        buffer = io.BytesIO()
+        made.image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -171,7 +209,11 @@ class TextToImageServer(LoopbackHTTPServer):
                 if not isinstance(body, dict) or "seed" not in (body.get("parameters") or {}):
                     self._error(422, "inputs and parameters.seed are required")
                     return
-                png = server.make_png(body)
+                variation = "prompt" in body["parameters"]  # image to image: inputs is the image
+                if variation and "text_only" in query:
+                    self._error(422, "this endpoint runs text-to-image only")
+                    return
+                png = server.make_variation(body) if variation else server.make_png(body)
                 server.answered.append(self.path)
                 self._send(200, png, "image/png")
 

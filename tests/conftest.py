@@ -16,6 +16,11 @@ import pytest
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = str(APP_ROOT / "streamlit_app.py")
+COMPILE_CACHE_ENV = (
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TORCHINDUCTOR_FX_GRAPH_CACHE",
+    "TORCHINDUCTOR_AUTOGRAD_CACHE",
+)
 SMALL = {"width": 512, "height": 512, "num_inference_steps": 2}  # the smallest valid image
 
 # One torch (OpenMP) thread per process, set before anything imports torch; the app servers,
@@ -59,6 +64,12 @@ def isolated_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("SD_MODEL", "demo")
     monkeypatch.setenv("SD_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(core.settings, "DOTENV_PATH", tmp_path / "absent.env")
+    # A compiled load points torch's compile cache at SD_DATA_DIR (core.compile): undo it.
+    for name in COMPILE_CACHE_ENV:
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])  # restored as it was after the test
+        else:
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(name="demo_pipe", scope="session")

@@ -106,7 +106,8 @@ def test_a_folder_is_told_by_its_transformer_config(tmp_path):
 def test_a_garbage_config_is_an_unknown_family_with_medium_rules(tmp_path, raw):
     """An unreadable, odd or oversized config gives Medium's rules and the note, no crash."""
     found = resolve_family(str(_folder(tmp_path, None, raw=raw)))
-    assert (found.family, found.source, found.known) == (SD35_MEDIUM, "unknown", False)
+    assert (found.family.id, found.source, found.known) == (SD35_MEDIUM.id, "unknown", False)
+    assert found.family.sizes == SD35_MEDIUM.sizes and not found.family.slg_on  # SLG off
     assert found.note.startswith("Unknown model family: using SD3.5 Medium's rules")
 
 
@@ -219,18 +220,23 @@ def test_turbo_generator_defaults_are_turbos(app, turbo_model):
 
 
 def test_turbo_hardware_page_plans_with_larges_sizes(app, turbo_model, monkeypatch):
-    """On a 24 GB card with 20 GB free, the plan is Large's: model offload, 28.4 GB of RAM
-    holding the 27.6 GB of weights (SD3.5 Medium would fit whole)."""
+    """On a 24 GB card with 20 GB free, the plan is Large's: T5 in int8 and model offload,
+    23.8 GB of RAM holding the 23.0 GB of weights (SD3.5 Medium would fit whole); each
+    candidate is listed with Large's numbers (as is: 29.1 GB, more than the card has)."""
     FakeCuda(FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 24 * GB, 20 * GB, 0)).install(monkeypatch)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     ram = SimpleNamespace(total=128 * GB, available=64 * GB, percent=50.0)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: ram)
     at = app(HARDWARE)
     assert not at.exception
-    plans = [i.value for i in at.info if "**needs offload**" in i.value]
-    assert plans and all("28.4 GB of RAM holds the offloaded weights" in p for p in plans)
+    plans = [i.value for i in at.info if "**needs quantization**" in i.value]
+    assert plans and all("23.8 GB of RAM holds the offloaded weights" in p for p in plans)
+    assert all("T5 int8 + model offload: peak 17.8 GB on the GPU" in p for p in plans)
     if turbo_model == "demo":  # the demo itself is judged by its own size, Turbo beside it
-        assert any(p.startswith("SD3.5 Large Turbo here: **needs offload**") for p in plans)
+        assert any(p.startswith("SD3.5 Large Turbo here: **needs quantization**") for p in plans)
+    rows = at.table[0].value
+    assert rows.loc[rows["Plan"] == "as is", "Peak (GPU)"].item() == "29.1 GB"
+    assert rows.loc[rows[""] == "▶", "Plan"].item() == "T5 int8 + model offload"
 
 
 def test_a_turbo_record_names_its_family(app, engine, monkeypatch):
@@ -243,7 +249,7 @@ def test_a_turbo_record_names_its_family(app, engine, monkeypatch):
     assert (record.family, record.mode, record.mode_options) == (
         "sd35-large-turbo",
         "txt2img",
-        "{}",
+        '{"slg":"off"}',  # Large Turbo's SLG starts off
     )
     assert (record.seed, record.guidance_scale, record.model) == (11, 0.0, "demo")
     assert record.problems() == []

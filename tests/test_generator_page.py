@@ -118,7 +118,7 @@ def test_example_prompt_fills_the_prompt(app):
 def test_aspect_preset_sets_a_valid_size(app):
     """Choosing 16:9 sets width and height to the snapped preset."""
     at = app()
-    at.get("button_group")[0].set_value("16:9").run()
+    next(b for b in at.get("button_group") if b.key == "aspect").set_value("16:9").run()
     assert (at.number_input(key="width").value, at.number_input(key="height").value) == (
         1360,
         768,

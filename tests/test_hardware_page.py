@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from core.memory import GB
 from core.service import get_backend
 from tests.conftest import APP_ROOT
 
@@ -48,16 +51,23 @@ def test_page_not_loaded_shows_facts_and_plan(app):
     assert not at.get("vega_lite_chart")
 
 
-def test_load_and_unload_buttons(app):
-    """Load model now loads the pipeline and shows its plan; Unload drops it again."""
+def test_load_and_unload_buttons(app, monkeypatch):
+    """Load model now loads the pipeline and shows its plan; Unload drops it again. With
+    16 GB of RAM free, SD_VAE_TILE=auto leaves the demo's VAE untiled and says why."""
+    import psutil
+
+    ram = SimpleNamespace(total=32 * GB, available=16 * GB, percent=50.0)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: ram)
     at = app(PAGE)
     at.button(key="load_model").click().run()
     assert not at.exception
     text = _markdown(at)
     assert "**State:** loaded" in text
-    assert "**VAE tiling:** on, 512 px tiles" in text
+    assert "**VAE tiling:** off" in text
+    assert "**VAE:** untiled: a 1440×1440 decode needs" in text
     assert "**VAE slicing:** on" in text
-    assert "**Memory plan:** offload none · with T5 · VAE tiles 512 px" in text
+    assert "**Memory plan:** offload none · with T5 · VAE untiled" in text
+    assert "**Quantization:** none" in text
     assert "**Memory held by the weights:** ≈" in text
     assert any(i.value.startswith("In force (chosen at load): **fits**") for i in at.info)
     assert get_backend().state == "loaded"
@@ -104,7 +114,6 @@ def test_page_with_fake_gpu(app, monkeypatch):
     """With a (faked) CUDA GPU the page lists it, its VRAM, and a plan judged on VRAM."""
     import torch
 
-    from core.memory import GB
     from tests.test_hardware import FakeCuda, FakeGpu
 
     FakeCuda(FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 24 * GB, 20 * GB, GB)).install(monkeypatch)
@@ -116,6 +125,11 @@ def test_page_with_fake_gpu(app, monkeypatch):
     assert "**VRAM:** 20.0 GB free of 24.0 GB" in text
     assert "**Held by this app:** 1.0 GB" in text
     assert "**Device:** cuda (auto: CUDA GPU available)" in text
+    # Issue 20: compiled by default on CUDA; every SD3.5 candidate listed, float8 on 8.9.
+    assert "**Compile:** on at the next load (SD_COMPILE=auto on CUDA" in text
+    plans = at.table[0].value
+    assert "T5 int8 + transformer fp8" in set(plans["Plan"])
+    assert plans.loc[plans[""] == "▶", "Plan"].item() == "as is"  # 17.8 GB ≤ 20 GB free
     assert any("SD3.5 Medium here: **fits**" in e.value and "VRAM" in e.value for e in at.info)
 
 
@@ -129,12 +143,30 @@ def test_generator_warns_when_t5_was_left_out(app, monkeypatch):
 
 
 def test_page_shows_torch_compile_state(app, monkeypatch):
-    """With SD_COMPILE on, the loaded pipeline's torch.compile state reads "on"."""
+    """With SD_COMPILE on, the loaded pipeline's torch.compile state reads "on", the first
+    image still to compile, with the cache folder under SD_DATA_DIR; by default (auto) a CPU
+    does not compile, and the page says why before and after loading."""
+    at = app("pages/hardware.py")
+    assert "**Compile:** off at the next load (SD_COMPILE=auto: compiling pays on CUDA only" in (
+        _markdown(at)
+    )
     monkeypatch.setenv("SD_COMPILE", "true")
     at = app("pages/hardware.py")
     at.button(key="load_model").click().run()
     assert not at.exception
-    assert "**torch.compile:** on (SD_COMPILE)" in _markdown(at)
+    text = _markdown(at)
+    assert "**torch.compile:** on, each transformer block: first image compiling" in text
+    assert "**Compile cache:**" in text and "torch-compile" in text
+
+
+def test_refused_quantization_is_said_before_loading(app, monkeypatch):
+    """SD_QUANT=fp8 on a CPU: the plan is refused with the reason, and no candidate table."""
+    monkeypatch.setenv("SD_QUANT", "fp8")
+    at = app(PAGE)
+    assert not at.exception
+    refused = [e.value for e in at.error if "**refused**" in e.value]
+    assert refused and all("SD_QUANT=fp8 needs a CUDA GPU" in e for e in refused)
+    assert len(at.table) == 0
 
 
 def test_plan_boxes_use_material_icons(app):
@@ -147,10 +179,13 @@ def test_plan_boxes_use_material_icons(app):
 
 
 def test_no_emoji_in_the_app_code():
-    """No emoji anywhere in the app's pages, ui and core: icons are `:material/…:` names."""
+    """No emoji anywhere in the app's pages, ui and core: icons are `:material/…:` names.
+    (The check and cross marks ✓ ✗ in table cells are text that ordinary fonts carry.)"""
     import re
 
-    emoji = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f]")
+    emoji = re.compile(
+        "[\U0001f300-\U0001faff\u2600-\u2712\u2714-\u2716\u2718-\u27bf\u2b00-\u2bff\ufe0f]"
+    )
     found = [
         f"{path.relative_to(APP_ROOT)}:{number}"
         for folder in ("pages", "ui", "core")

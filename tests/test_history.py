@@ -4,6 +4,7 @@ local file layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -327,9 +328,9 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
     """A history.sqlite3 made by the pre-SQLAlchemy app opens with every row and file."""
     import sqlite3
 
-    # The old app's columns: every field but `owner` (added by migration 0002) and
-    # `family`, `mode`, `mode_options` (0003).
-    later = ("owner", "family", "mode", "mode_options")
+    # The old app's columns: every field but `owner` (added by migration 0002),
+    # `family`, `mode`, `mode_options` (0003) and the source and mask names (0005).
+    later = ("owner", "family", "mode", "mode_options", *history.records.INPUT_FIELDS)
     fields = [f for f in history.record.FIELDS if f not in later]
     columns = ", ".join(f + (" TEXT PRIMARY KEY" if f == "id" else "") for f in fields)
     with sqlite3.connect(tmp_path / history.DB_NAME) as conn:  # the old app's exact DDL
@@ -337,7 +338,8 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
             f"CREATE TABLE records ({columns});"
             "CREATE INDEX records_created_at ON records (created_at);"
         )
-    old = _record(seed=5, family="demo")  # what 0003 makes of a row of the demo model
+    # What 0003 makes of a row of the demo model: its family, text to image, no options.
+    old = dataclasses.replace(_record(seed=5, family="demo"), mode_options="{}")
     png = history.encode_png(_image(5), old)
     path = tmp_path / "images" / old.id[:2] / f"{old.id}.png"
     path.parent.mkdir(parents=True)

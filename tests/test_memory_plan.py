@@ -8,7 +8,7 @@ import pytest
 
 from core.generation import GenerationError, GenerationRequest
 from core.local import LocalBackend, load_pipeline, run_pipeline
-from core.memory import GB, MemoryOptions, choose_memory_plan, plan_for
+from core.memory import GB, MemoryOptions, choose_memory_plan, component_bytes, plan_for
 from core.settings import SettingsError, load_settings
 from tests.conftest import SMALL
 
@@ -204,7 +204,7 @@ CASES = [
         "bfloat16",
         "model",
         None,
-        "won't fit",
+        "refused",
         "model",
         False,
     ),
@@ -292,13 +292,22 @@ def test_memory_settings_parse():
         "auto",
         None,
         None,
-        512,
+        "auto",  # issue 20: tiles only when an untiled decode would not fit
     )
+    assert (defaults.quant, defaults.compile) == ("auto", "auto")
+    assert load_settings(environ={"SD_VAE_TILE": "AUTO"}, secrets={}).vae_tile == "auto"
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SD_VAE_TILE", "500"), ("SD_VAE_TILE", "big"), ("SD_OFFLOAD", "gpu"), ("SD_DROP_T5", "?")],
+    [
+        ("SD_VAE_TILE", "500"),
+        ("SD_VAE_TILE", "big"),
+        ("SD_OFFLOAD", "gpu"),
+        ("SD_DROP_T5", "?"),
+        ("SD_QUANT", "int4"),
+        ("SD_COMPILE", "sometimes"),
+    ],
 )
 def test_bad_memory_setting_names_the_fix(name, value):
     """A memory setting with an unusable value raises SettingsError naming the setting."""
@@ -452,3 +461,99 @@ def test_offload_on_gpu_generates_like_without(offload):
     )
     backend.ensure_loaded()
     assert backend.unload() is True and backend.state == "not loaded"
+
+
+# --- issue 20: the app's planner is the quantized one ----------------------------------------
+def _auto(vram_gb, ram_gb, *, device="cuda", capability=(9, 0), **options):
+    from core.memory import default_machine
+
+    return plan_for(
+        MemoryOptions(**options),
+        device=device,
+        dtype="bfloat16",
+        free_vram_bytes=None if vram_gb is None else int(vram_gb * GB),
+        free_ram_bytes=int(ram_gb * GB),
+        machine=default_machine(device, "bfloat16", capability=capability),
+    )
+
+
+@pytest.mark.parametrize(
+    ("vram", "capability", "chosen", "verdict", "quant"),
+    [
+        (140, (9, 0), "as is", "fits", ()),
+        (14, (9, 0), "T5 int8", "needs quantization", (("text_encoder_3", "int8"),)),
+        (8, (9, 0), "T5 int8 + model offload", "needs quantization", (("text_encoder_3", "int8"),)),
+        (4.5, (9, 0), "drop T5 + transformer fp8 + model offload", "needs drop-T5",
+         (("transformer", "fp8"),)),
+        (4.5, (8, 6), "drop T5 + transformer int8 + model offload", "needs drop-T5",
+         (("transformer", "int8"),)),
+        (3, (9, 0), "sequential offload", "needs offload", ()),
+    ],
+)  # fmt: skip
+def test_app_plan_is_the_quantized_ladder(vram, capability, chosen, verdict, quant):
+    """SD_QUANT=auto (the default) walks the quantized ladder; float8 needs capability ≥ 8.9."""
+    plan = _auto(vram, 64, capability=capability)
+    assert (plan.chosen, plan.verdict, plan.quant) == (chosen, verdict, quant)
+    assert plan.candidates[0].name == "as is" and len(plan.candidates) == 9
+    assert plan.needed_bytes == next(c.peak_bytes for c in plan.candidates if c.name == chosen)
+
+
+def test_app_plan_when_nothing_fits_shows_the_closest():
+    """Nothing fits a 1 GB card: the verdict says so and the plan shown is the last tried."""
+    plan = _auto(1, 64)
+    assert (plan.verdict, plan.chosen, plan.offload, plan.drop_t5) == (
+        "won't fit",
+        "",
+        "sequential",
+        True,
+    )
+
+
+def test_sd_quant_forces_and_refuses(demo_dir):
+    """SD_QUANT=int8 keeps only int8 plans; fp8 on a CPU is refused, and the loader says
+    why before anything loads; SD_MEMORY=manual applies SD_QUANT as set."""
+    forced = _auto(140, 64, quant="int8")
+    assert forced.quant == (("text_encoder_3", "int8"), ("transformer", "int8"))
+    refused = _auto(None, 64, device="cpu", quant="fp8")
+    assert refused.verdict == "refused" and "needs a CUDA GPU" in refused.reason
+    with pytest.raises(GenerationError, match="SD_QUANT=fp8 needs a CUDA GPU"):
+        load_pipeline(model="demo", device="cpu", memory=MemoryOptions(quant="fp8"))
+    manual = _auto(1, 1, memory="manual", quant="t5-int8", offload="model")
+    assert (manual.verdict, manual.offload, manual.quant) == (
+        "fits",
+        "model",
+        (("text_encoder_3", "int8"),),
+    )
+    assert "SD_QUANT as set" in manual.reason
+
+
+def test_family_shares_size_the_quantized_plans():
+    """SD3.5 Large's transformer shrinks by its own Linear share (0.9886), not Medium's."""
+    from core.models import SD35_LARGE
+    from core.quant_plan import quantized_bytes
+
+    plan = plan_for(
+        MemoryOptions(),
+        device="cuda",
+        dtype="bfloat16",
+        free_vram_bytes=140 * GB,
+        free_ram_bytes=64 * GB,
+        components=component_bytes("bfloat16", SD35_LARGE),
+        family=SD35_LARGE,
+    )
+    both = next(c for c in plan.candidates if c.name == "T5 int8 + transformer int8")
+    expected = quantized_bytes(int(16.29 * GB), "int8", dtype="bfloat16", share=0.9886)
+    assert both.parts["transformer"] == expected
+
+
+@pytest.mark.parametrize(("free_gb", "tiled"), [(16, False), (4, True)])
+def test_vae_tile_auto_decides_at_load(free_gb, tiled, monkeypatch):
+    """SD_VAE_TILE=auto (the default): the demo's VAE is untiled with room for an untiled
+    1440² decode beside its weights, tiled (512 px) without; the plan says why."""
+    import core.hardware
+
+    monkeypatch.setattr(core.hardware, "free_memory", lambda device: (None, int(free_gb * GB)))
+    loaded = load_pipeline(model="demo", device="cpu", dtype="float32")
+    assert loaded.pipe.vae.use_tiling is tiled
+    assert loaded.plan.vae_tile == (512 if tiled else 0)
+    assert loaded.plan.vae_reason.startswith("512-px tiles" if tiled else "untiled")

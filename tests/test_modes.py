@@ -92,14 +92,15 @@ def test_a_mode_validates_its_options_and_shapes_the_call(blend):
     assert info.value.field == "mode"
 
 
-def test_text_to_image_has_no_options_and_unknown_modes_are_refused():
-    """txt2img takes no options; a mode nobody declared names the known ones."""
-    assert GenerationRequest().mode_options == {}
+def test_text_to_image_takes_only_slg_and_unknown_modes_are_refused():
+    """txt2img's one option is SLG (off unless asked); a mode nobody declared names the
+    known ones."""
+    assert GenerationRequest().mode_options == {"slg": "off"}
     assert GenerationRequest().effective_steps == 40
     with pytest.raises(InvalidRequest, match="has no option"):
         GenerationRequest(mode_options={"strength": 0.5})
-    with pytest.raises(InvalidRequest, match="use one of: txt2img") as info:
-        GenerationRequest(mode="img2img")
+    with pytest.raises(InvalidRequest, match="use one of: txt2img, img2img") as info:
+        GenerationRequest(mode="outpaint")
     assert info.value.field == "mode"
 
 
@@ -170,7 +171,11 @@ def test_share_links_name_a_bad_mode_or_option(blend):
 @pytest.mark.parametrize(
     ("column", "stored", "problem"),
     [
-        ("mode", "warp", "Mode `warp` is not known; use one of: txt2img, blend"),
+        (
+            "mode",
+            "warp",
+            "Mode `warp` is not known; use one of: txt2img, img2img, inpaint, upscale, blend",
+        ),
         ("mode_options", '{"blend": 7}', "Blend strength `7` is not valid: use a number in 0–1"),
         ("mode_options", "not json", "This record's mode options are not valid JSON"),
         ("mode_options", '{"blend": 0.2, "x": 1}', "Blend has no option 'x'"),
@@ -213,6 +218,9 @@ def test_upgrade_to_0003_gives_old_rows_their_family_and_text_to_image(engine):
         for column in ("family", "mode", "mode_options"):
             conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE reservations")  # and 0004's table
+        for column in ("source_record", "source_sha256", "mask_sha256"):  # and 0005's
+            conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE inputs")
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
     store.engine.dispose()
     history._STORES.clear()

@@ -128,6 +128,10 @@ def test_upgrade_from_schema_0001_makes_old_records_the_local_users(engine):
     with store.engine.begin() as conn:  # back to 0001: what the app before this change left
         conn.execute(schema.audit.delete())
         for statement in (
+            "DROP TABLE inputs",  # 0005
+            "ALTER TABLE records DROP COLUMN source_record",
+            "ALTER TABLE records DROP COLUMN source_sha256",
+            "ALTER TABLE records DROP COLUMN mask_sha256",
             "DROP TABLE reservations",  # 0004
             "DROP TABLE audit",
             "DROP INDEX records_owner",

@@ -36,9 +36,11 @@ def test_loader_uses_from_pretrained_with_dtype_and_device(loaded):
 
 
 def test_vae_slicing_and_tiling_are_enabled_on_the_real_vae(loaded):
-    """The loader turns on the VAE's own slicing and tiling (the pipeline has no such methods)."""
+    """The loader turns on the VAE's own slicing, and tiling as SD_VAE_TILE=auto decided
+    (the pipeline has no such methods)."""
     assert loaded.pipe.vae.use_slicing is True
-    assert loaded.pipe.vae.use_tiling is True
+    assert loaded.pipe.vae.use_tiling is bool(loaded.plan.vae_tile)
+    assert loaded.plan.vae_reason.startswith(("untiled", "512-px tiles"))
     assert not hasattr(loaded.pipe, "enable_vae_slicing")
 
 
@@ -247,14 +249,15 @@ def test_out_of_memory_becomes_a_message_and_the_next_run_works():
 
 
 def test_sd_compile_wraps_the_real_transformer(demo_dir, monkeypatch, fresh_cache):
-    """SD_COMPILE=on reaches the loader: the loaded transformer runs through torch.compile."""
+    """SD_COMPILE=on reaches the loader: the transformer's blocks run through torch.compile
+    (on the CPU too: the setting wins over auto's CUDA-only default)."""
     from core.service import get_backend
     from core.settings import load_settings
 
     monkeypatch.setenv("SD_MODEL", str(demo_dir))
     monkeypatch.setenv("SD_COMPILE", "on")
     settings = load_settings()
-    assert settings.compile is True
+    assert settings.compile == "true"
     loaded = get_backend(settings).ensure_loaded()
     assert loaded.compiled
     plain = load_pipeline(model=str(demo_dir), device="cpu", dtype="float32")

@@ -50,7 +50,7 @@ def test_demo_load_and_generation_print_no_library_noise():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "torch.bfloat16"
-    for noise in ("torchvision", "kept in float32"):
+    for noise in ("torchvision", "kept in float32", "torchao", "Enum subclass"):
         assert noise not in done.stderr, done.stderr
 
 
@@ -70,3 +70,53 @@ def test_demo_built_in_a_dtype_has_the_float32_weights_rounded():
         ):
             expected = b.to(torch.bfloat16) if b.is_floating_point() else b
             assert a.dtype == expected.dtype and torch.equal(a, expected), name
+
+
+def test_torchao_import_notes_are_dropped_one_filter_each(caplog):
+    """torchao's two import-time notes are dropped, each by its own filter on its logger."""
+    from core.quiet import PYTREE_ENUM_NOTE, TORCHAO_EXTENSION
+
+    quiet_library_noise()
+    quiet_library_noise()  # idempotent: one filter per message
+    pytree, torchao = logging.getLogger("torch.utils._pytree"), logging.getLogger("torchao")
+    assert [f.fragment for f in pytree.filters if isinstance(f, DropMessage)] == [PYTREE_ENUM_NOTE]
+    assert [f.fragment for f in torchao.filters if isinstance(f, DropMessage)] == [
+        TORCHAO_EXTENSION
+    ]
+    with caplog.at_level(logging.WARNING):
+        pytree.warning("<enum 'KernelPreference'> is an Enum subclass and is now natively "
+                       "supported by torch.compile as an opaque value type.")  # fmt: skip
+        torchao.warning("Failed to load /x/_C_mxfp8.so: nope")
+        pytree.warning("something else")
+        torchao.warning("something else from torchao")
+    assert [r.getMessage() for r in caplog.records] == [
+        "something else",
+        "something else from torchao",
+    ]
+
+
+def test_torchao_import_prints_no_known_note_in_a_fresh_process():
+    """Importing torchao after quiet_library_noise() prints none of its known notes."""
+    code = (
+        "import core.quiet as q\n"
+        "dropped = []\n"
+        "keep = q.DropMessage.filter\n"
+        "def counting(self, record):\n"
+        "    ok = keep(self, record)\n"
+        "    if not ok: dropped.append(self.fragment)\n"
+        "    return ok\n"
+        "q.DropMessage.filter = counting\n"
+        "q.quiet_library_noise()\n"
+        "import torchao\n"
+        "print('DROPPED', len(dropped))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=APP_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    if int(done.stdout.split("DROPPED")[1]) == 0:
+        import pytest
+
+        pytest.skip("this torch/torchao pair logs none of the known notes at import")
+    assert "is an Enum subclass" not in done.stderr
+    assert "Failed to load" not in done.stderr

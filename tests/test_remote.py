@@ -12,6 +12,7 @@ import uuid
 from urllib.parse import urlencode
 
 import pytest
+from PIL import Image
 
 from core.generation import GenerationError, GenerationRequest, GenerationStopped, Progress
 from core.remote import (
@@ -153,6 +154,57 @@ def test_error_statuses_explain_the_fix_and_record_nothing(server, query, token,
     with pytest.raises(GenerationError, match=re.escape(message)):
         backend.generate(small())
     assert backend.recent_calls() == ()
+
+
+def test_vary_runs_through_the_service_image_to_image_task(server, demo_pipe):
+    """With SD_REMOTE_IMAGE_TO_IMAGE on, a Vary is one `image_to_image` call per seed: the
+    source PNG, prompt, strength and seed reach the service, and the answer is the service's
+    image-to-image of that source (the tiny pipeline's, pixel for pixel), the same again on
+    a repeat. Inpaint is refused before anything is sent."""
+    import base64
+
+    from core.image_modes import prompt_embeddings, run_image_mode
+    from core.sources import from_image
+
+    url = endpoint(server)
+    backend = RemoteBackend(url=url, model="demo", image_to_image=True)
+    assert "img2img" in backend.modes and "inpaint" not in backend.modes
+    made = backend.generate(small()).images[0]
+    vary = small(mode="img2img", source=from_image(made), mode_options={"strength": 1.0})
+    first = backend.generate(vary).images[0]
+    again = backend.generate(vary).images[0]
+    sent = requests_to(server, url)[-1]["body"]
+    assert Image.open(io.BytesIO(base64.b64decode(sent["inputs"]))).tobytes() == made.tobytes()
+    params = sent["parameters"]
+    assert (params["prompt"], params["strength"], params["seed"]) == ("a red fox", 1.0, 7)
+    embeds = prompt_embeddings(demo_pipe, prompt="a red fox", guidance_scale=4.5)
+    local = run_image_mode(
+        demo_pipe, mode="img2img", embeds=embeds, image=made, seed=7, steps=2,
+        guidance_scale=4.5, strength=1.0,
+    )  # fmt: skip
+    assert first.tobytes() == again.tobytes() == local.image.tobytes()
+    assert first.tobytes() != made.tobytes()
+    calls = len(server.requests)
+    with pytest.raises(GenerationError, match="local backend only"):
+        backend.generate(small(mode="inpaint", source=from_image(made), mask=from_image(made)))
+    assert len(server.requests) == calls
+
+
+def test_an_endpoint_that_makes_images_from_text_only_says_so(server):
+    """Without SD_REMOTE_IMAGE_TO_IMAGE an endpoint URL offers text to image only and a Vary
+    is refused before sending; with it on, an endpoint that refuses image to image (422) is
+    said plainly, with the setting that stops offering it."""
+    from core.sources import from_image
+
+    made = RemoteBackend(url=endpoint(server), model="demo").generate(small()).images[0]
+    vary = small(mode="img2img", source=from_image(made))
+    plain = RemoteBackend(url=endpoint(server), model="demo")
+    assert plain.modes == ("txt2img",)
+    with pytest.raises(GenerationError, match="from text only"):
+        plain.generate(vary)
+    refusing = RemoteBackend(url=endpoint(server, text_only=1), model="demo", image_to_image=True)
+    with pytest.raises(GenerationError, match="SD_REMOTE_IMAGE_TO_IMAGE=false"):
+        refusing.generate(vary)
 
 
 @pytest.mark.parametrize("side", [24_000, 5_000], ids=["Pillow's bomb", "over our cap"])

@@ -19,6 +19,7 @@ from core.models import Family
 from core.safe_text import format_field, plural
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
+from ui import workbench
 from ui.sharing import owner_label
 from ui.text import for_visitor
 
@@ -76,11 +77,15 @@ def _show_verified(outcome: VerifyOutcome, settings: Settings) -> None:
     if outcome.differences:
         st.warning("This image was made in a different setup, so pixels may differ:")
         st.text("\n".join(outcome.differences))  # recorded values: plain text, never markup
+    if not outcome.same_quantization:  # not like with like: a difference is no failure
+        st.info("Not like with like:", icon=":material/compare:")
+        st.text(outcome.quantization)  # the recorded value is outside input: plain text
     if outcome.error or outcome.verification is None:
         st.error(for_visitor(outcome.error, settings=settings))
         return
     verified = outcome.verification
-    (st.success if verified.identical else st.warning)(
+    unlike = st.info if not outcome.same_quantization else st.warning
+    (st.success if verified.identical else unlike)(
         f"Regenerated: {for_visitor(verified.message, settings=settings)}"
     )
     st.image(verified.png, caption="Regenerated now", width=256)
@@ -107,7 +112,10 @@ def _recorded(store: HistoryStore, record: HistoryRecord) -> None:
         wrap_lines=True,
     )
     st.caption("Shareable link (opens the generator with these settings)")
-    st.code(share.share_link(record.form_values(), _base_url()), language=None)
+    # A Vary / Inpaint / Upscale link names its source record, never bytes: it opens only
+    # for a visitor who may see that record (an uploaded source cannot travel in a link).
+    values = {**record.form_values(), share.SOURCE_KEY: record.source_record}
+    st.code(share.share_link(values, _base_url()), language=None)
 
 
 def _confirm_delete(
@@ -166,12 +174,25 @@ def details(
         actions[4].button("Close", key="close", on_click=select, args=(None,))
         if st.session_state.get(CONFIRM_DELETE) == record.id:
             _confirm_delete(store, record, visitor, settings)
-        if use:
+        work = workbench.action_buttons(
+            png=image.png,
+            record_id=record.id,
+            values=record.form_values(),
+            size=(int(record.width), int(record.height)),
+            family=workbench.get_family_of(record),
+            backend=backend,
+            key="details_work",
+            immediate=False,
+        )
+        if use or work:
             problems = record.problems()
             if problems:
                 _show_invalid(problems)
-            else:
-                _use_settings(record.form_values())
+            else:  # the generator says what did not come along (our words)
+                st.session_state[workbench.NOTE] = workbench.use_record(
+                    store, record, visitor, work
+                )
+                st.switch_page(GENERATOR)
         if verify:
             outcome = regenerate_and_verify(
                 store, record, settings=settings, visitor=visitor, backend=backend, step=st.spinner

@@ -20,7 +20,9 @@ from core.generation import (
     Backend,
 )
 from core.models import Family
+from core.modes import DEFAULT_MODE, get_mode
 from core.settings import Settings
+from ui import slg, workbench
 
 PREVIEW_KEY = "live_preview"  # the toggle; its value is kept under PREVIEW_CHOICE across pages
 PREVIEW_CHOICE = "live_preview_choice"
@@ -112,22 +114,33 @@ def examples() -> None:
 
 
 def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bool:
-    """Aspect, size (the family's rules), seed, guidance, steps, images, live preview and
-    the estimate under them; return whether the live preview is wanted."""
+    """Aspect, size (the family's rules), seed, guidance, steps, images, skip-layer
+    guidance, live preview and the estimate under them; return whether the live preview is
+    wanted. A mode that works on an image takes its size from the image."""
+    from_image = get_mode(st.session_state.get("mode", DEFAULT_MODE.id)).needs_source
     st.segmented_control(
         "Aspect ratio",
         form.ASPECT_RATIOS,
         key="aspect",
         on_change=_apply_aspect,
         args=(family,),
+        disabled=from_image,
     )
     sizes, size_help = family.sizes, family.sizes.describe()
+    if from_image:
+        size_help = "The size comes from the image worked on."
     # The seed box holds a 10-digit seed (MAX_SEED) with room to spare; Randomize below it.
     w, h, s = st.columns([1, 1, 2], vertical_alignment="top")
-    w.number_input("Width", sizes.min, sizes.max, step=sizes.multiple, key="width", help=size_help)
-    h.number_input(
-        "Height", sizes.min, sizes.max, step=sizes.multiple, key="height", help=size_help
-    )
+    for column, label, key in ((w, "Width", "width"), (h, "Height", "height")):
+        column.number_input(
+            label,
+            sizes.min,
+            sizes.max,
+            step=sizes.multiple,
+            key=key,
+            help=size_help,
+            disabled=from_image,
+        )
     s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
     s.checkbox("Randomize seed", key="randomize_seed")
     left, right = st.columns(2)
@@ -136,7 +149,8 @@ def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bo
     left.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
     with right:
         want_preview = preview_toggle(settings, remote=not backend.supports_preview)
-    estimate(settings, backend)
+    slg.controls(family)
+    estimate(settings, backend, family)
     return want_preview
 
 
@@ -157,15 +171,14 @@ def preview_toggle(settings: Settings, *, remote: bool) -> bool:
     return bool(state[PREVIEW_KEY])
 
 
-def estimate(settings: Settings, backend: Backend) -> None:
-    """Before the click: how long this will take here, and a draft preset when it is long."""
+def estimate(settings: Settings, backend: Backend, family: Family) -> None:
+    """Before the click: how long this will take here, and a draft preset when it is long.
+
+    It counts the steps that really run (Vary at strength 0.6 runs 24 of 40) at the size
+    that will be made (an image's, for the modes that work on one)."""
     state = st.session_state
-    width, height, steps, images = (
-        int(state.width),
-        int(state.height),
-        int(state.steps),
-        int(state.num_images),
-    )
+    width, height, steps = workbench.planned(family)
+    images = int(state.num_images)
     found = estimate_for(backend, settings, width=width, height=height, steps=steps, images=images)
     if found is None:
         return

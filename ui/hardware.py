@@ -15,6 +15,7 @@ from core.memory import DROP_T5_NOTE, MemoryPlan
 from core.safe_text import inline
 from core.settings import Settings
 from core.units import human_bytes
+from ui import plans
 from ui.load import load_text, load_with_status, show_cancelled, show_load_error
 from ui.text import for_visitor
 
@@ -25,6 +26,8 @@ VERDICT_ICONS = {
     "needs offload": ":material/swap_horiz:",
     "needs drop-T5": ":material/content_cut:",
     "won't fit": ":material/block:",
+    "needs quantization": ":material/compress:",
+    "refused": ":material/block:",
 }
 
 
@@ -46,7 +49,7 @@ def lines(rows: dict[str, object], settings: Settings) -> None:
 def _show_plan(plan: MemoryPlan, label: str) -> None:
     icon = VERDICT_ICONS.get(plan.verdict, "")
     text = f"{label}**{plan.verdict}** with {plan.summary}: {plan.reason}"
-    (st.error if plan.verdict == "won't fit" else st.info)(text, icon=icon or None)
+    (st.error if plan.verdict in ("won't fit", "refused") else st.info)(text, icon=icon or None)
 
 
 def _unload(backend: Backend) -> None:
@@ -74,8 +77,16 @@ def _pipeline_section(backend: Backend, settings: Settings) -> None:
             "VAE slicing": "on" if loaded.vae_slicing else "off",
             "VAE tiling": tiling,
             "Memory held by the weights": f"≈ {human_bytes(loaded.held_bytes)}",
-            "torch.compile": "on (SD_COMPILE)" if loaded.compiled else "off",
+            "Quantization": loaded.quantization,
+            "torch.compile": plans.compile_text(loaded, settings, loaded.device),
         }
+        cache = plans.cache_text(loaded)
+        if cache:
+            rows["Compile cache"] = cache
+        if loaded.prefault_bytes:
+            rows["Paged in at load"] = (
+                f"{human_bytes(loaded.prefault_bytes)} in {loaded.prefault_seconds:.1f} s"
+            )
         if loaded.plan is not None and loaded.plan.drop_t5:
             rows["T5"] = f"not loaded: {DROP_T5_NOTE}"
     elif backend.last_load_error:
@@ -156,19 +167,30 @@ def plan_section(backend: Backend, settings: Settings, facts: HardwareFacts) -> 
     plan = memory_plan(settings, facts)
     is_demo = settings.model == DEMO_MODEL
     loaded = backend.loaded_facts
+    shown = in_force = plan
     if loaded is not None and loaded.plan is not None:
         # Free memory now excludes the loaded weights: show the plan chosen at load time.
+        shown = in_force = loaded.plan
         _show_plan(loaded.plan, "In force (chosen at load): ")
     elif plan is not None:
         _show_plan(plan, "Demo model: " if is_demo else "")
+    cuda = facts.choice is not None and facts.choice.device == "cuda"
     if plan is not None and is_demo:
-        _show_plan(memory_plan(settings, facts, sd35=True), f"{full_size_label(settings)} here: ")
+        shown = memory_plan(settings, facts, sd35=True)
+        _show_plan(shown, f"{full_size_label(settings)} here: ")
         st.caption(
             f"SD_MEMORY={settings.memory} · SD_OFFLOAD={settings.offload or 'unset'} · "
             f"SD_DROP_T5={'unset' if settings.drop_t5 is None else settings.drop_t5} · "
-            f"SD_VAE_TILE={settings.vae_tile}. Applied at the next load."
+            f"SD_QUANT={settings.quant} · SD_VAE_TILE={settings.vae_tile} · "
+            f"SD_COMPILE={settings.compile}. Applied at the next load."
         )
-    _memory_chart(facts, loaded.plan if loaded is not None and loaded.plan else plan)
+    label = f"{full_size_label(settings)}: " if is_demo else ""
+    plans.candidates_table(shown, cuda=cuda, label=label)
+    device = facts.choice.device if facts.choice is not None else None
+    decisions = {"VAE": plans.vae_text(in_force)}
+    decisions["Compile"] = plans.compile_text(loaded, settings, device)
+    lines(decisions, settings)
+    _memory_chart(facts, in_force)
 
 
 def memory_bars(facts: HardwareFacts, plan: MemoryPlan | None) -> list[tuple[float, str]]:

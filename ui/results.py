@@ -3,14 +3,19 @@ result with its downloads, and this session's strip of recent results."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import streamlit as st
 
 from core import form, recent
 from core.generation import Backend, Progress
+from core.models import Family
 from core.progress_text import progress_text
 from core.safe_text import plural
 from core.settings import Settings
 from core.usecases import Generated
+from ui import workbench
 from ui.sidebar import refresh_sidebar
 from ui.text import for_visitor
 
@@ -77,8 +82,20 @@ def _recalled_settings(result: Generated) -> None:
     )
 
 
-def show_result(result: Generated, settings: Settings) -> None:
-    """The images with their seeds and downloads, and what the history did not keep."""
+def _size(result: Generated) -> tuple[int, int]:
+    width, _, height = result.size.partition("×")
+    return int(width), int(height)
+
+
+def show_result(
+    result: Generated,
+    settings: Settings,
+    *,
+    family: Family | None = None,
+    backend: Backend | None = None,
+) -> None:
+    """The images with their seeds and downloads, and what the history did not keep; with
+    `family` and `backend`, Vary / Inpaint / Upscale under each image."""
     seeds = ", ".join(str(s) for s in result.seeds)
     timing = f"{result.generation_seconds:.1f} s"
     if result.load_seconds >= 0.05:
@@ -105,6 +122,17 @@ def show_result(result: Generated, settings: Settings) -> None:
                 )
             else:
                 st.caption("No longer in the seed history: nothing to download.")
+            if family is not None and backend is not None and downloadable[i]:
+                ids = result.record_ids or (None,) * len(result.pngs)
+                workbench.action_buttons(
+                    png=png,
+                    record_id=ids[i] if i < len(ids) else None,
+                    values={**(result.form_values or {}), "seed": seed},
+                    size=_size(result),
+                    family=family,
+                    backend=backend,
+                    key=f"work_{i}",
+                )
 
 
 def _show_again(entry_id: str, settings: Settings) -> None:
@@ -128,8 +156,47 @@ def _show_again(entry_id: str, settings: Settings) -> None:
     )
 
 
-def strip(settings: Settings) -> None:
-    """This session's recent results as thumbnails; a click shows one again."""
+def _stored_png(settings: Settings, record_id: str) -> bytes | None:
+    """A strip entry's stored PNG while its record is live (read when a button is clicked)."""
+    from core import history
+
+    try:
+        store = history.open_store(settings)
+        return store.png_bytes(record_id) if store.get(record_id) is not None else None
+    except history.HistoryError:
+        return None
+
+
+def _strip_actions(
+    entry: recent.RecentEntry, settings: Settings, family: Family, backend: Backend
+) -> None:
+    """Vary / Inpaint / Upscale of an entry's first image, in a popover under its button."""
+    record_id = entry.record_ids[0] if entry.record_ids else None
+    if record_id is not None:
+        png: Any = functools.partial(_stored_png, settings, record_id)
+    elif entry.pngs:
+        png = entry.pngs[0]
+    else:
+        return  # neither kept nor held: nothing to work on
+    with st.popover(
+        "", icon=":material/edit:", width="stretch", help="Vary, Inpaint or Upscale it"
+    ):
+        workbench.action_buttons(
+            png=png,
+            record_id=record_id,
+            values=entry.form_values,
+            size=_size(entry.shown),
+            family=family,
+            backend=backend,
+            key=f"strip_{entry.id}",
+        )
+
+
+def strip(
+    settings: Settings, *, family: Family | None = None, backend: Backend | None = None
+) -> None:
+    """This session's recent results as thumbnails; a click shows one again. With `family`
+    and `backend`, each has Vary / Inpaint / Upscale in a popover."""
     entries = recent.entries(st.session_state)
     if not entries:
         return
@@ -148,3 +215,5 @@ def strip(settings: Settings) -> None:
                 type="secondary" if entry.id == shown_id else "tertiary",
                 width="stretch",
             )
+            if family is not None and backend is not None:
+                _strip_actions(entry, settings, family, backend)

@@ -18,7 +18,9 @@ cases hold places with `reserve` / `release` (through `core.limits`). Modules:
 - `schema`  — tables and versioned migrations (Alembic, in `migrations/`);
 - `copy`    — `python -m core.history.copy SRC DST`, moving a history between stores;
 - `export`  — the whole history as a zip of PNGs with their metadata;
-- `verify`  — regenerate a record and compare pixels.
+- `verify`  — regenerate a record and compare pixels;
+- `inputs`  — a record's source and mask read back (Vary, Inpaint, Upscale), and which
+  records a visitor may use as a source.
 """
 
 from core.history.blobs import (
@@ -34,6 +36,13 @@ from core.history.errors import (
     _explain,
     describe_url,
     parse_url,
+)
+from core.history.inputs import (
+    InputsMissing,
+    record_inputs,
+    record_request,
+    record_source,
+    visible_record,
 )
 from core.history.keep import Kept, keep_result, save_result
 from core.history.record import (
@@ -73,6 +82,7 @@ __all__ = [
     "HistoryError",
     "HistoryRecord",
     "HistoryStore",
+    "InputsMissing",
     "Kept",
     "Page",
     "PartialSaveError",
@@ -94,7 +104,11 @@ __all__ = [
     "parse_url",
     "pixel_sha256",
     "placeholder_image",
+    "record_inputs",
+    "record_request",
+    "record_source",
     "save_result",
     "session_id",
     "verify",
+    "visible_record",
 ]

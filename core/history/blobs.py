@@ -25,6 +25,14 @@ TMP_SUFFIX = ".tmp"
 MAX_STORED_PIXELS = 4096 * 4096
 
 
+def valid_sha256(value: object) -> bool:
+    """Whether `value` is a SHA-256 as this app writes it (64 lowercase hex digits): the
+    only text a kept source or mask is named by, in a file name or a row."""
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
 def encode_png(image: Any, record: Any) -> bytes:
     """PNG bytes of `image` carrying the A1111 `parameters` and full-record chunks."""
     from core import metadata
@@ -32,6 +40,11 @@ def encode_png(image: Any, record: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=metadata.png_info(record.to_json(), record.infotext()))
     return buffer.getvalue()
+
+
+def sha256_of(data: bytes) -> str:
+    """SHA-256 of bytes (a kept source's or mask's name)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def pixel_sha256(image: Any) -> str:

@@ -14,6 +14,7 @@ PostgreSQL → a folder as a backup. Passwords are never printed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class CopyReport:
     skipped: int = 0  # already in the destination
     without_image: int = 0  # copied as a row only: the source had no image bytes
     refused: int = 0  # not copied: the id is not one this app makes (it would name files)
+    without_inputs: int = 0  # copied without its source or mask: the source had lost them
 
 
 def open_location(text: str) -> HistoryStore:
@@ -71,7 +73,14 @@ def _copy_batch(source, destination, batch, report: CopyReport) -> None:
             continue
         png = source.png_bytes(record.id)
         thumb = source.storage.thumbs([record.id]).get(record.id) if png else None
-        destination.put(record, png, thumb)
+        # An uploaded source and a mask travel with the record (a source record is a
+        # reference: it is copied as a record of its own).
+        named = [sha for sha in (record.source_sha256, record.mask_sha256) if sha]
+        inputs = [data for data in map(source.input_png, named) if data is not None]
+        if len(inputs) < len(named):
+            record = dataclasses.replace(record, source_sha256="", mask_sha256="")
+            report.without_inputs += 1
+        destination.put(record, png, thumb, inputs=inputs)
         report.copied += 1
         report.without_image += png is None
 
@@ -103,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         + (
             f"; {report.refused} refused (an id this app does not make: an edited source)"
             if report.refused
+            else ""
+        )
+        + (
+            f"; {report.without_inputs} without the source image or mask they were made from"
+            if report.without_inputs
             else ""
         )
         + "."

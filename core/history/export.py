@@ -3,6 +3,7 @@
 Layout::
 
     images/<UTC time>_seed<seed>_<id8>.png   the original bytes as stored
+    inputs/<sha256>.png                      uploaded sources and inpaint masks, once each
     metadata.jsonl                           one record per line, with its "file"
     README.txt                               what this is
 
@@ -26,6 +27,7 @@ import math
 import zipfile
 from typing import IO, Any
 
+from core.history.blobs import valid_sha256
 from core.history.record import readable_time, valid_id
 
 README = """Seed history exported from the SD3.5 dashboard.
@@ -35,6 +37,9 @@ images/ holds every stored image exactly as saved: each PNG carries an A1111-sty
 Import) and the full record as JSON in `sd35-dashboard`.
 metadata.jsonl has one record per line; "file" names its PNG (null when the image was
 missing from the history).
+inputs/ holds what Vary, Inpaint and Upscale worked on when it was not a record itself
+(an uploaded source, an inpaint mask), named by the SHA-256 a record's "source_sha256" or
+"mask_sha256" gives; "source_record" names a source that is a record of this history.
 """
 
 PROBLEMS_NOTE = """
@@ -88,6 +93,11 @@ def write_zip(store: Any, target: IO[bytes]) -> int:
                 names.add(name)
                 archive.writestr(name, png)
             lines.append(_line(record, name, problems))
+            for sha256 in (record.source_sha256, record.mask_sha256):
+                data = store.input_png(sha256) if valid_sha256(sha256) else None
+                if data is not None and f"inputs/{sha256}.png" not in names:
+                    names.add(f"inputs/{sha256}.png")  # a hex name: no row can choose a path
+                    archive.writestr(f"inputs/{sha256}.png", data)
         archive.writestr(
             "metadata.jsonl", "\n".join(lines) + "\n", compress_type=zipfile.ZIP_DEFLATED
         )

@@ -71,10 +71,12 @@ def keep_result(
         thumbs.append(blob_store.encode_thumbnail(image))
     kept: list[HistoryRecord] = []
     failure: HistoryError | None = None
+    request = result.request  # its own source and mask bytes (a source record: a reference)
+    inputs = [i.png for i in (request.source, request.mask) if i is not None and not i.record_id]
     try:
         store = open_store(target)
         for record, png, thumb in zip(records, pngs, thumbs, strict=True):
-            store.put(record, png, thumb, reservation=reservation)
+            store.put(record, png, thumb, reservation=reservation, inputs=inputs)
             kept.append(record)
     except HistoryError as exc:
         failure = exc

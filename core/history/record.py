@@ -29,19 +29,25 @@ from core.generation import GenerationRequest, InvalidRequest
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
 from core.safe_text import public_model_name
+from core.sources import ImageInput, valid_record_id
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
 MAX_TIME = 253_402_300_799.0
-# A record id as this app makes it (uuid4 hex), with room for other ids of the same shape.
-# A file or zip entry is only ever named from an id like this: an edited row cannot point
-# outside the history's folders.
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# How the weights were quantized (`core.quantize.QuantFacts.label`) rides in the options
+# JSON beside the mode's options, under a name no option may take (`core.modes.base`): a
+# fact of the record, not of the request, kept without a column of its own. Absent: "none"
+# (every record from before quantization was made unquantized). Longer text is not ours.
+QUANTIZATION_KEY = "quantization"
+UNQUANTIZED = "none"
+MAX_QUANTIZATION_CHARS = 200
 
 
 def valid_id(value: object) -> bool:
-    """Whether `value` is a record id this app could have made (safe in a file name)."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
+    """Whether `value` is a record id this app could have made (safe in a file name): a
+    file or zip entry is only ever named from an id like this, so an edited row cannot
+    point outside the history's folders (`core.sources.RECORD_ID`)."""
+    return valid_record_id(value)
 
 
 def readable_time(value: object) -> float:
@@ -94,21 +100,50 @@ class HistoryRecord:
     family: str = DEFAULT_FAMILY.id
     mode: str = DEFAULT_MODE.id
     mode_options: str = "{}"
+    # What Vary / Inpaint / Upscale worked on (migration 0005; "" for text to image): the
+    # record whose image was the source, or else the SHA-256 of the source's own PNG bytes
+    # (an upload), and of the inpaint mask's; the history keeps those bytes once each.
+    source_record: str = ""
+    source_sha256: str = ""
+    mask_sha256: str = ""
 
     def options(self) -> dict[str, Any]:
         """The stored mode options; `InvalidRequest` when they are not a JSON object."""
         try:
-            return parse_options_json(self.mode_options)
+            options = parse_options_json(self.mode_options)
         except ValueError as exc:
             raise InvalidRequest("mode_options", f"This record's {exc}.") from None
+        options.pop(QUANTIZATION_KEY, None)  # the record's fact, not a request option
+        return options
 
-    def request(self) -> GenerationRequest:
+    @property
+    def quantization(self) -> str:
+        """How the model that made this image was quantized: "none", or e.g.
+        "t5:int8-weight-only(torchao 0.18.0)" (`core.quantize.QuantFacts.label`). A value
+        that is not text of a sane length reads "?" (rows are outside input)."""
+        try:
+            value = parse_options_json(self.mode_options).get(QUANTIZATION_KEY, UNQUANTIZED)
+        except ValueError:
+            return UNQUANTIZED
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_QUANTIZATION_CHARS:
+            return "?"
+        return value
+
+    def request(
+        self, *, source: ImageInput | None = None, mask: ImageInput | None = None
+    ) -> GenerationRequest:
         """The one-image request that reproduces this record (its family, mode and options).
 
+        A mode that works on an image needs its `source` (and Inpaint its `mask`), read back
+        from the history (`core.history.inputs.record_request`); without them the request
+        holds the settings only (`inputs_pending`), for checking and for the form.
         Raises `core.generation.InvalidRequest` when a stored value is out of range; call
         `problems()` first to show why.
         """
         return GenerationRequest(
+            source=source,
+            mask=mask,
+            inputs_pending=source is None,
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             seed=self.seed,
@@ -165,7 +200,34 @@ class HistoryRecord:
             self.request()
         except InvalidRequest as exc:
             return [str(exc)]
-        return []
+        return self.input_problems()
+
+    def input_problems(self) -> list[str]:
+        """What is wrong with the record's references to its source and mask ([] if fine):
+        the mode's images must be named (by a record id or a SHA-256), and nothing else."""
+        try:
+            needs = get_mode(self.mode).inputs
+        except UnknownMode as exc:
+            return [str(exc)]
+        found = []
+        if self.source_record and not valid_id(self.source_record):
+            found.append(f"source_record {_shown(self.source_record)} is not a record id")
+        for name in ("source_sha256", "mask_sha256"):
+            value = getattr(self, name)
+            if value and not _SHA256.fullmatch(value):
+                found.append(f"{name} {_shown(value)} is not a SHA-256")
+        if self.source_record and self.source_sha256:
+            found.append("the source is named twice (a record and its own bytes)")
+        has_source = bool(self.source_record or self.source_sha256)
+        if "source" in needs and not has_source:
+            found.append(f"this {self.mode} record names no source image")
+        if "mask" in needs and not self.mask_sha256:
+            found.append(f"this {self.mode} record names no mask")
+        if "source" not in needs and (has_source or self.mask_sha256):
+            found.append(f"a {self.mode} record names no source or mask images")
+        if "mask" not in needs and "source" in needs and self.mask_sha256:
+            found.append(f"a {self.mode} record names no mask")
+        return found
 
     def _mode_infotext(self) -> dict[str, str]:
         """The mode's A1111 entries (none for txt2img, or when the row's are unusable)."""
@@ -194,6 +256,7 @@ class HistoryRecord:
                 "Model revision": self.model_revision,
                 "Device": self.device,
                 "Dtype": self.dtype,
+                "Quantization": "" if self.quantization == UNQUANTIZED else self.quantization,
                 "Version": f"diffusers {self.diffusers_version}",
             },
         )
@@ -226,6 +289,8 @@ class HistoryRecord:
             found.append(f"image_sha256 {_shown(self.image_sha256)} is not a SHA-256")
         if not self.owner:
             found.append("owner is empty")
+        if self.quantization == "?":
+            found.append("quantization (in mode_options) is not text this app writes")
         return found + self.problems()
 
     @classmethod
@@ -297,6 +362,17 @@ FACT_KEYS = (
 )
 
 
+def input_fields(request: GenerationRequest) -> dict[str, str]:
+    """How a record names its request's source and mask: the source record's id when the
+    source is one, else the SHA-256 of its own bytes; the mask's SHA-256."""
+    source, mask = request.source, request.mask
+    return {
+        "source_record": source.record_id or "" if source is not None else "",
+        "source_sha256": source.sha256 if source is not None and not source.record_id else "",
+        "mask_sha256": mask.sha256 if mask is not None else "",
+    }
+
+
 def new_record(
     request: GenerationRequest,
     *,
@@ -307,7 +383,12 @@ def new_record(
     created_at: float | None = None,
     owner: str = LOCAL_USER,
 ) -> HistoryRecord:
-    """The record of one image of `request` made with `seed` in environment `facts`."""
+    """The record of one image of `request` made with `seed` in environment `facts`
+    (`environment`: its "quantization" goes into the options JSON when not "none")."""
+    options = dict(request.mode_options)
+    quantization = str(facts.get(QUANTIZATION_KEY) or UNQUANTIZED)
+    if quantization != UNQUANTIZED:
+        options[QUANTIZATION_KEY] = quantization
     return HistoryRecord(
         owner=owner,
         id=uuid.uuid4().hex,
@@ -322,7 +403,8 @@ def new_record(
         guidance_scale=float(request.guidance_scale),
         family=request.family,
         mode=request.mode,
-        mode_options=options_json(request.mode_options),
+        mode_options=options_json(options),
+        **input_fields(request),
         duration_seconds=float(duration_seconds),
         **{key: str(facts.get(key, "")) for key in FACT_KEYS},
     )
@@ -384,6 +466,8 @@ def environment(backend: Any) -> dict[str, str]:
         "diffusers_version": package_version("diffusers"),
         "transformers_version": package_version("transformers"),
         "backend": facts.backend,
+        # A remote service's weights are its own business: "none" as far as we know.
+        QUANTIZATION_KEY: loaded.quantization if loaded is not None else UNQUANTIZED,
     }
 
 

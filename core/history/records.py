@@ -27,6 +27,7 @@ from core.history.storage import Storage
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
+INPUT_FIELDS = ("source_record", "source_sha256", "mask_sha256")  # NULL when empty
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,15 @@ class Records:
         thumb: bytes | None,
         *,
         reservation: Reservation | None = None,
+        inputs: Sequence[bytes] = (),
     ) -> None:
         """Store encoded bytes with their row in one step; nothing stays when it fails.
 
         A missing thumbnail is drawn from the PNG; a missing PNG stores the row alone. With
         a `reservation` (of the record's owner) one of its places becomes this record in
-        the same transaction: the daily limit counts it once, as made.
+        the same transaction: the daily limit counts it once, as made. `inputs` are the PNG
+        bytes of the record's own source and mask (kept once per SHA-256, which the record
+        names).
         """
         if reservation is not None and reservation.owner != record.owner:
             raise ValueError("a record is saved against its own owner's reservation only")
@@ -137,10 +141,19 @@ class Records:
                     thumb = blob_store.encode_thumbnail(image)
             except (OSError, SyntaxError, ValueError):
                 thumb = None
+        named = {record.source_sha256, record.mask_sha256} - {""}
+        kept = {blob_store.sha256_of(data): data for data in inputs}
+        if not named <= set(kept):  # a record never names bytes that were not kept with it
+            raise HistoryError("Not saved: the source or mask it names came without its bytes.")
+        row = dataclasses.asdict(record)
+        for name in INPUT_FIELDS:  # NULL, as rows from before 0005, when there is none
+            row[name] = row[name] or None
         try:
             with storage.engine.begin() as conn:
+                for sha256 in sorted(named):
+                    storage.put_input(conn, sha256, kept[sha256])
                 storage.put_images(conn, record.id, png, thumb)
-                conn.execute(insert(schema.records).values(dataclasses.asdict(record)))
+                conn.execute(insert(schema.records).values(row))
                 spend(conn, reservation)
         except (OSError, SQLAlchemyError) as exc:
             storage.discard(record.id)
@@ -249,6 +262,20 @@ class Records:
             raise self.storage.read_error(exc) from exc
 
     # images ----------------------------------------------------------------------------------
+    def input_png(self, sha256: str) -> bytes | None:
+        """A kept source's or mask's bytes, or None when they are gone, unreachable, or no
+        longer the bytes their name says (an edited file or row is never used)."""
+        if not blob_store.valid_sha256(sha256):
+            return None
+        try:
+            data = self.storage.input_png(sha256)
+        except SQLAlchemyError as exc:
+            log.warning("could not read input %s: %s", sha256[:12], self.storage.read_error(exc))
+            return None
+        if data is None or blob_store.sha256_of(data) != sha256:
+            return None
+        return data
+
     def png_bytes(self, record_id: str) -> bytes | None:
         """The stored PNG exactly as written, or None when it is gone or unreachable."""
         try:

@@ -13,17 +13,17 @@ processes starting at once never run a migration twice:
 A history made before versioning (a `records` table without `alembic_version`) is
 upgraded in place by migration 0001, which creates only what is missing.
 
-Adding a migration (0003, family + mode + mode options, and 0004, reservations, were added
-this way; next is 0005)
+Adding a migration (0003, family + mode + mode options, 0004, reservations, and 0005,
+sources and masks, were added this way; next is 0006)
 -----------------------------------------------------------------------------------------
-1. Add `migrations/versions/0005_<what>.py` with ``revision = "0005"``,
-   ``down_revision = "0004"`` and an `upgrade()` using `alembic.op` (use
+1. Add `migrations/versions/0006_<what>.py` with ``revision = "0006"``,
+   ``down_revision = "0005"`` and an `upgrade()` using `alembic.op` (use
    ``with op.batch_alter_table("records") as batch:`` for column changes, so SQLite works;
    spell the columns out there rather than importing the tables below, which describe
    only the newest schema). `alembic revision -m "..."` with
    ``script_location=core/history/migrations`` writes the skeleton.
 2. Change the `Table` definitions below to the new newest schema.
-3. Set `HEAD = "0005"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
+3. Set `HEAD = "0006"`. `tests/test_history.py::test_schema_head_matches_migrations` fails
    until steps 1 and 3 agree; the store tests then run the upgrade on SQLite and PostgreSQL.
    `test_a_next_migration_upgrades_an_existing_history_in_place` shows such a file (a
    note column) upgrading a history with records on both engines; move its text into
@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0004"  # the newest migration's `revision`; see "Adding a migration" above
+HEAD = "0005"  # the newest migration's `revision`; see "Adding a migration" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157
@@ -91,6 +91,12 @@ records = Table(
     Column("family", Text, nullable=False, server_default="sd35-medium"),
     Column("mode", Text, nullable=False, server_default="txt2img"),
     Column("mode_options", Text, nullable=False, server_default="{}"),
+    # 0005: what Vary / Inpaint / Upscale worked on: the source record (a reference), or
+    # the SHA-256 of the source's own bytes (an upload), and of the inpaint mask's (see
+    # `inputs`). NULL for text to image.
+    Column("source_record", Text),
+    Column("source_sha256", Text),
+    Column("mask_sha256", Text),
     Index("records_created_at", "created_at"),
     Index("records_seed", "seed", "created_at"),
     Index("records_session", "session_id", "created_at"),
@@ -125,6 +131,15 @@ reservations = Table(
     Column("created_at", Float(53), nullable=False),
     Column("expires_at", Float(53), nullable=False),
     Index("reservations_owner", "owner", "expires_at"),
+)
+
+# 0005: sources and masks as their own bytes, once per SHA-256, for databases that hold
+# bytes (the local SQLite layout keeps them as files in `inputs/`).
+inputs = Table(
+    "inputs",
+    metadata,
+    Column("sha256", Text, primary_key=True),
+    Column("png", LargeBinary, nullable=False),
 )
 
 # Image bytes, for databases that hold them (not the local SQLite layout, which keeps files).

@@ -170,10 +170,16 @@ class HistoryStore:
         thumb: bytes | None,
         *,
         reservation: Reservation | None = None,
+        inputs: Sequence[bytes] = (),
     ) -> None:
         """Store encoded bytes with their row in one step; nothing stays when it fails.
-        A `reservation` of the record's owner gives up one place in the same step."""
-        self.records.put(record, png, thumb, reservation=reservation)
+        A `reservation` of the record's owner gives up one place in the same step;
+        `inputs` are the PNG bytes of the record's own source and mask (kept once each)."""
+        self.records.put(record, png, thumb, reservation=reservation, inputs=inputs)
+
+    def input_png(self, sha256: str) -> bytes | None:
+        """A kept source's or mask's bytes, only when they still hash to `sha256`."""
+        return self.records.input_png(sha256)
 
     def page(
         self,

@@ -40,9 +40,18 @@ def compare_png(expected: bytes, image: Any) -> tuple[int, int]:
 def verify(store: Any, record: HistoryRecord, backend: Any) -> Verification:
     """Run the record's request again on `backend` and compare with the stored image.
 
-    The record must be valid (`record.problems()` empty): rows are outside input.
+    The record must be valid (`record.problems()` empty): rows are outside input. A mode
+    that worked on an image runs on its stored source and mask (`core.history.inputs`);
+    when they cannot be read back, `GenerationError` says why and nothing runs.
     """
-    result = backend.generate(record.request())
+    from core.generation import GenerationError
+    from core.history.inputs import InputsMissing, record_request
+
+    try:
+        request = record_request(store, record)
+    except InputsMissing as exc:
+        raise GenerationError(f"Nothing to regenerate from: {exc}") from None
+    result = backend.generate(request)
     image = result.images[0]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

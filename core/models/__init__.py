@@ -18,6 +18,7 @@ Plain Python, no torch or diffusers import (`pipeline_class` imports diffusers w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -108,9 +109,16 @@ def _unknown_note() -> str:
     rules = DEFAULT_FAMILY
     return (
         f"Unknown model family: using {rules.label}'s rules (sizes {rules.sizes.describe()}, "
-        f"{rules.steps} steps, guidance {rules.guidance:g}). If the model is one of the "
+        f"{rules.steps} steps, guidance {rules.guidance:g}; skip layer guidance starts off, "
+        "as its layers may not exist here). If the model is one of the "
         f"families the app knows, set SD_MODEL_FAMILY to it ({', '.join(family_ids())})."
     )
+
+
+def _unknown_rules() -> Family:
+    """Medium's rules for a model nobody recognised, SLG off: Medium's card recommends it
+    for Medium's weights, and its layers may not exist in another transformer."""
+    return dataclasses.replace(DEFAULT_FAMILY, slg_on=False)
 
 
 def _read_config(folder: Path) -> dict[str, Any] | None:
@@ -167,7 +175,7 @@ def resolve_family(model: str, setting: str = AUTO) -> Resolution:
             return Resolution(family, "folder", note)
         if family is not None:
             return Resolution(family, "folder")
-    return Resolution(DEFAULT_FAMILY, "unknown", _unknown_note())
+    return Resolution(_unknown_rules(), "unknown", _unknown_note())
 
 
 def family_for(settings: Any) -> Resolution:

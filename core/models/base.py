@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+from core.slg import OFF as SLG_OFF
+from core.slg import SkipLayerGuidance
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,45 @@ class Family:
     steps: int
     guidance: float
     priors: StepPriors | None  # None: no honest figure before measuring (the demo)
+    # The transformer's layer count: skip-layer guidance may only name layers it has.
+    transformer_layers: int
+    # Skip-layer guidance: the layers the generator offers (with diffusers' scale 2.8,
+    # start 0.01, stop 0.2), and whether its toggle starts on for this family.
+    slg_layers: tuple[int, ...] = (7, 8, 9)
+    slg_on: bool = False
+    # Quantized memory plans (core.quant_plan): each component's share of its weight bytes
+    # held by `torch.nn.Linear` weights (what weight-only quantization shrinks); a component
+    # left out counts 0 (never shrinks). Counted from the real configs on the meta device
+    # (`python -m bench.quant_shares`).
+    linear_share: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # Tables read by index, never whole (bf16 bytes per component): with memory-mapped
+    # weights on a CPU only the rows used are paged in, so the planner leaves them out there.
+    sparse_tables: Mapping[str, int] = field(default_factory=dict, hash=False)
+    # Extra memory of one untiled VAE decode per megapixel at 16-bit (SD_VAE_TILE=auto).
+    vae_decode_gb_per_mp: float = 2.35
 
     def __post_init__(self) -> None:
         # Read-only views: a declaration is shared by every session and never changes.
         object.__setattr__(self, "pipelines", MappingProxyType(dict(self.pipelines)))
         object.__setattr__(self, "components_gb", MappingProxyType(dict(self.components_gb)))
+        object.__setattr__(self, "linear_share", MappingProxyType(dict(self.linear_share)))
+        object.__setattr__(self, "sparse_tables", MappingProxyType(dict(self.sparse_tables)))
         for side in (self.width, self.height):
             if side not in self.sizes.nearest(side):
                 raise ValueError(f"{self.id}: default size {side} breaks {self.sizes}")
+        self.slg_defaults().check_layers(self.transformer_layers)  # its own must exist
+
+    def slg_defaults(self) -> SkipLayerGuidance:
+        """The SLG values the generator offers for this family."""
+        return SkipLayerGuidance(layers=self.slg_layers)
+
+    def slg_text(self) -> str:
+        """Those values as the `slg` mode option writes them, e.g. "layers 7 8 9; …"."""
+        return self.slg_defaults().infotext()
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Mode options whose start value is this family's (SLG on or off)."""
+        return {"slg": self.slg_text() if self.slg_on else SLG_OFF}
 
     @property
     def total_gb(self) -> float:

@@ -15,7 +15,13 @@ SD35_LARGE_TURBO = Family(
         "https://huggingface.co/stabilityai/stable-diffusion-3.5-large-turbo/blob/main/LICENSE.md"
     ),
     gated=True,
-    pipelines={"txt2img": "StableDiffusion3Pipeline"},
+    # Every mode on the same loaded modules (diffusers' from_pipe): issue 18's image modes.
+    pipelines={
+        "txt2img": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+        "upscale": "StableDiffusion3Img2ImgPipeline",  # a Lanczos resize, then image to image
+    },
     components_gb=LARGE_COMPONENTS_GB,
     sizes=SD35_LARGE.sizes,
     # The model card's diffusers example: 4 steps, guidance 0.0 (CFG off), 1024².
@@ -31,4 +37,11 @@ SD35_LARGE_TURBO = Family(
         encode_s=19.0,
         measured=False,
     ),
+    transformer_layers=38,
+    # As Large; with its guidance 0 (no CFG) SLG would not run anyway.
+    slg_layers=(7, 8, 9),
+    slg_on=False,
+    linear_share=SD35_LARGE.linear_share,
+    sparse_tables=SD35_LARGE.sparse_tables,
+    vae_decode_gb_per_mp=SD35_LARGE.vae_decode_gb_per_mp,
 )

@@ -1,8 +1,9 @@
 """Generation modes: one declaration per file, this list, and lookups.
 
-A new mode (image-to-image, inpainting) is a new file here with its `Mode`, one line in
-`MODES`, and a pipeline class name for it in each family that runs it (`core.models`).
-The request, records, metadata, share links and verify read the declaration.
+Text to image, Vary (image to image), Inpaint and Upscale (hires fix). A new mode is a new
+file here with its `Mode`, one line in `MODES`, and a pipeline class name for it in each
+family that runs it (`core.models`). The request, records, metadata, share links and
+verify read the declaration.
 """
 
 from __future__ import annotations
@@ -18,18 +19,24 @@ from core.modes.base import (
     options_json,
     parse_options_json,
 )
+from core.modes.img2img import IMG2IMG
+from core.modes.inpaint import INPAINT
 from core.modes.txt2img import TXT2IMG
+from core.modes.upscale import UPSCALE
 from core.safe_text import quote
 
-MODES: list[Mode] = [TXT2IMG]
+MODES: list[Mode] = [TXT2IMG, IMG2IMG, INPAINT, UPSCALE]
 DEFAULT_MODE = TXT2IMG
 
 __all__ = [
     "DEFAULT_MODE",
+    "IMG2IMG",
+    "INPAINT",
     "MAX_OPTIONS",
     "MAX_OPTIONS_CHARS",
     "MODES",
     "TXT2IMG",
+    "UPSCALE",
     "Mode",
     "ModeOption",
     "UnknownMode",

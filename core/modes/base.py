@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("float", "int", "choice")
+KINDS = ("float", "int", "choice", "text")
+MAX_TEXT_OPTION_CHARS = 200  # a "text" option's value (e.g. the SLG values) is short
 # Request fields a mode option may not be named after: options share the form's, the share
 # link's and the infotext's namespace with them.
 RESERVED_NAMES = frozenset(
@@ -36,6 +37,7 @@ RESERVED_NAMES = frozenset(
         "mode",
         "family",
         "mode_options",
+        "quantization",  # a record's own fact beside the options (core.history.record)
     }
 )
 MAX_OPTIONS = 32  # options in one request or record (a mode declares a handful)
@@ -55,10 +57,20 @@ class ModeOption:
     high: float | None = None
     choices: tuple[str, ...] = ()  # choice: the valid values
     pipeline_arg: str | None = None  # the pipeline's keyword for it (None: not passed as is)
+    # text: reads a value (text from a form, link or infotext) into its one written form,
+    # returning (that text, None) or (None, a message naming the valid form).
+    parse: Callable[[str], tuple[str | None, str | None]] | None = None
+    # Values not written into the A1111 `parameters` (as A1111 leaves out "Mask blur: 0");
+    # an option without such values is always written, so an infotext holding its key
+    # tells its mode (`core.metadata`).
+    unwritten: tuple[Any, ...] = ()
+    help: str = ""  # the widget's help text
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"option {self.name}: kind must be one of {KINDS}")
+        if (self.kind == "text") != (self.parse is not None):
+            raise ValueError(f"option {self.name}: a text option (and only one) has `parse`")
         if self.name in RESERVED_NAMES or not self.name.isidentifier():
             raise ValueError(f"option name {self.name!r} is reserved or not an identifier")
         value, problem = self.check(self.default)
@@ -69,6 +81,8 @@ class ModeOption:
         """The valid values in words, e.g. "a number in 0–1"."""
         if self.kind == "choice":
             return "one of: " + ", ".join(self.choices)
+        if self.kind == "text":
+            return f"text as written in an infotext, e.g. {self.default}"
         what = "a number" if self.kind == "float" else "a whole number"
         return f"{what} in {self.low:g}–{self.high:g}"
 
@@ -81,6 +95,10 @@ class ModeOption:
             if isinstance(value, str) and value in self.choices:
                 return value, None
             return None, f"{self.label} must be {self.describe()}."
+        if self.kind == "text":
+            if not isinstance(value, str) or len(value) > MAX_TEXT_OPTION_CHARS:
+                return None, f"{self.label} must be text of at most {MAX_TEXT_OPTION_CHARS}."
+            return self.parse(value)  # type: ignore[misc]
         if isinstance(value, bool):
             return None, f"{self.label} must be {self.describe()}."
         number: float | None
@@ -114,6 +132,17 @@ def _no_kwargs(_request: Any) -> dict[str, Any]:
     return {}
 
 
+def _own_size(_source_size: Any, _options: Mapping[str, Any], _family: Any) -> None:
+    return None
+
+
+def _no_check(_request: Any, _family: Any) -> None:
+    return None
+
+
+INPUTS = ("source", "mask")  # what a mode may need besides the prompt
+
+
 @dataclass(frozen=True, kw_only=True)
 class Mode:
     """One generation mode: its options and how it runs (see the module docstring)."""
@@ -127,12 +156,31 @@ class Mode:
     steps_run: Callable[[Any], int] = _all_steps
     # Pipeline keywords beyond the options' `pipeline_arg`s (e.g. an input image).
     extra_kwargs: Callable[[Any], dict[str, Any]] = _no_kwargs
+    # Images the mode works on besides the prompt: "source" (the image to vary, repaint or
+    # upscale), "mask" (the area to repaint). A request carries them (`core.sources`).
+    inputs: tuple[str, ...] = ()
+    # The output size for a source of `size` (None: the request's own width and height):
+    # (source size, the validated options, the family) → (width, height); may raise
+    # ValueError saying why no size works (e.g. already at the family's largest).
+    output_size: Callable[[Any, Mapping[str, Any], Any], tuple[int, int] | None] = _own_size
+    # A check of the whole request against its family: (field, message) or None.
+    check: Callable[[Any, Any], tuple[str, str] | None] = _no_check
+    # What a page says of the mode in one line (e.g. what Vary does).
+    summary: str = ""
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.options]
         keys = [o.infotext.lower() for o in self.options]
         if len(set(names)) != len(names) or len(set(keys)) != len(keys):
             raise ValueError(f"mode {self.id}: option names and infotext keys must be unique")
+        if not set(self.inputs) <= set(INPUTS) or ("mask" in self.inputs) > (
+            "source" in self.inputs
+        ):
+            raise ValueError(f"mode {self.id}: inputs are {INPUTS} (a mask needs a source)")
+
+    @property
+    def needs_source(self) -> bool:
+        return "source" in self.inputs
 
     def option(self, name: str) -> ModeOption | None:
         return next((o for o in self.options if o.name == name), None)
@@ -183,8 +231,18 @@ class Mode:
         return {**kwargs, **self.extra_kwargs(request)}
 
     def infotext(self, options: Mapping[str, Any]) -> dict[str, str]:
-        """A1111 `parameters` entries for these (validated) options."""
-        return {o.infotext: o.text(options[o.name]) for o in self.options if o.name in options}
+        """A1111 `parameters` entries for these (validated) options (an option's
+        `unwritten` values are left out, as A1111 leaves out a mask blur of 0)."""
+        return {
+            o.infotext: o.text(options[o.name])
+            for o in self.options
+            if o.name in options and options[o.name] not in o.unwritten
+        }
+
+    def marks(self) -> tuple[str, ...]:
+        """The infotext keys this mode always writes: an infotext without one of them was
+        not made by this mode."""
+        return tuple(o.infotext for o in self.options if not o.unwritten)
 
 
 def options_json(options: Mapping[str, Any]) -> str:

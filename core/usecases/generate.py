@@ -44,6 +44,7 @@ class Generated:
     downloadable: tuple[bool, ...] = ()  # per image; empty: every image is
     recalled: str | None = None  # the strip entry's id
     form_values: Mapping[str, Any] | None = None  # the generator's values that remake it
+    record_ids: tuple[str | None, ...] = ()  # the seed-history id per image (None: not kept)
 
 
 @dataclass(frozen=True)

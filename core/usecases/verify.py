@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.device import DeviceError
 from core.generation import Backend, GenerationError
+from core.quantize import same_quantization
 from core.usecases.allowance import hold_allowance
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ class VerifyOutcome:
     differences: tuple[str, ...] = ()  # what differs from the setup that made the image
     error: str | None = None  # the load or the regeneration failed (server paths not hidden)
     verification: Verification | None = None  # the comparison, when it ran
+    # Like with like: the record's quantization and the loaded model's
+    # (core.quantize.same_quantization). When they differ, a pixel difference is expected
+    # and is no reproducibility failure; `quantization` says so (or names the one shared).
+    same_quantization: bool = True
+    quantization: str = ""
 
 
 def _no_step(_label: str) -> AbstractContextManager[Any]:
@@ -63,20 +69,33 @@ def regenerate_and_verify(
     with hold_allowance(settings, visitor, wanted=1) as hold:
         if not hold.allowed:
             return VerifyOutcome(refused=hold.problem)
-        remote, differences = False, ()
+        remote, differences, same, quantization = False, (), True, ""
         try:
             with step("Loading the model…"):
                 backend.ensure_loaded()
             now = history.environment(backend)
             differences = tuple(history.environment_differences(record, now))
+            same, quantization = same_quantization(record.quantization, now["quantization"])
             remote = "remote" in (record.backend, backend.name)
             with step("Regenerating…"):
                 verification = history.verify(store, record, backend)
         except (GenerationError, DeviceError) as exc:
-            return VerifyOutcome(remote=remote, differences=differences, error=str(exc))
+            return VerifyOutcome(
+                remote=remote,
+                differences=differences,
+                error=str(exc),
+                same_quantization=same,
+                quantization=quantization,
+            )
         if settings.daily_limit:
             try:
                 store.note_regenerate(visitor.id, record, reservation=hold.reservation)
             except history.HistoryError as exc:
                 log.warning("regeneration not counted: %s", exc)
-    return VerifyOutcome(remote=remote, differences=differences, verification=verification)
+    return VerifyOutcome(
+        remote=remote,
+        differences=differences,
+        verification=verification,
+        same_quantization=same,
+        quantization=quantization,
+    )

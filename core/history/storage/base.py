@@ -190,6 +190,17 @@ class Storage(ABC):
     def thumbs(self, record_ids: list[str]) -> dict[str, bytes]:
         """Stored thumbnail bytes per id (ids without one are left out)."""
 
+    # sources and masks (0005) ------------------------------------------------------------
+    @abstractmethod
+    def put_input(self, conn: Connection, sha256: str, png: bytes) -> None:
+        """Keep a source's or mask's PNG bytes under their SHA-256 (once: the same bytes
+        may serve many records), as part of `conn`'s transaction."""
+
+    @abstractmethod
+    def input_png(self, sha256: str) -> bytes | None:
+        """The bytes kept under `sha256` (a checked hex name), or None; SQLAlchemyError
+        when unreachable."""
+
     # repair ----------------------------------------------------------------------------------
     def repair(self, *, grace_seconds: float) -> dict[str, int]:
         """Make rows and image bytes agree after a crash; return counts (nothing to do here:

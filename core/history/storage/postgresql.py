@@ -98,6 +98,20 @@ class PostgresTables(Storage):
             ).scalar()
         return bytes(data) if data else None
 
+    def put_input(self, conn: Connection, sha256: str, png: bytes) -> None:
+        conn.execute(
+            postgresql_insert(schema.inputs)
+            .values(sha256=sha256, png=png)
+            .on_conflict_do_nothing()  # the same bytes, kept by an earlier record
+        )
+
+    def input_png(self, sha256: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(schema.inputs.c.png).where(schema.inputs.c.sha256 == sha256)
+            ).scalar()
+        return bytes(data) if data else None
+
     def thumbs(self, record_ids: list[str]) -> dict[str, bytes]:
         if not record_ids:
             return {}

@@ -5,6 +5,7 @@ Layout (as it always was)::
     history.sqlite3            the rows (WAL mode)
     images/<id[:2]>/<id>.png   the PNG with its `parameters` and record chunks
     thumbs/<id[:2]>/<id>.webp  256 px thumbnail for the gallery grid
+    inputs/<sha[:2]>/<sha>.png an uploaded source or an inpaint mask, named by its SHA-256
 
 A save writes both files to temporary names, fsyncs and renames them, and only then
 commits the row; when the row does not commit the files are removed at once. A crash in
@@ -46,6 +47,7 @@ class SqliteFiles(Storage):
         self.root = Path(url.database or "").resolve().parent
         self.images_dir = self.root / "images"
         self.thumbs_dir = self.root / "thumbs"
+        self.inputs_dir = self.root / "inputs"
 
     # opening -------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -173,6 +175,27 @@ class SqliteFiles(Storage):
             except OSError:
                 continue
         return found
+
+    # sources and masks -------------------------------------------------------------------
+    def input_path(self, sha256: str) -> Path:
+        return self.inputs_dir / sha256[:2] / f"{sha256}.png"
+
+    def put_input(self, conn: Connection, sha256: str, png: bytes) -> None:
+        # Written before the row commits, like the images; named by the content, so a file
+        # already there holds these very bytes (and one left by a failed save is harmless).
+        if not blobs.valid_sha256(sha256):
+            raise ValueError("an input is named by its SHA-256 only")
+        path = self.input_path(sha256)
+        if not path.exists():
+            blobs._write_atomic(path, png)
+
+    def input_png(self, sha256: str) -> bytes | None:
+        if not blobs.valid_sha256(sha256):  # a file name is only ever built from a checked hash
+            return None
+        try:
+            return self.input_path(sha256).read_bytes()
+        except OSError:
+            return None
 
     # repair ----------------------------------------------------------------------------------
     def repair(self, *, grace_seconds: float) -> dict[str, int]:

@@ -1,0 +1,275 @@
+"""SD_COMPILE's decision, the compile cache folder across starts, regional compilation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.compile import (
+    MEGA_CACHE_FILE,
+    FirstImage,
+    cache_folder,
+    compile_blocks,
+    compiled_blocks,
+    decide_compile,
+    save_mega_cache,
+    use_cache_folder,
+)
+from core.demo import build_demo_pipeline
+from core.generation import GenerationRequest
+from core.local import run_pipeline
+
+CACHE_ENV = (
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TORCHINDUCTOR_FX_GRAPH_CACHE",
+    "TORCHINDUCTOR_AUTOGRAD_CACHE",
+)
+
+
+@pytest.fixture(autouse=True)
+def restore_cache_environment(monkeypatch):
+    """use_cache_folder sets process-wide variables: put them back after each test."""
+    for name in CACHE_ENV:
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "expected"),
+    [
+        ("auto", "cuda", True),
+        ("auto", "cpu", False),
+        ("auto", "mps", False),
+        (None, "cuda", True),
+        (None, "cpu", False),
+        ("true", "cpu", True),
+        ("On", "cpu", True),
+        ("false", "cuda", False),
+        (True, "cpu", True),
+        (False, "cuda", False),
+    ],
+)
+def test_compile_decision(setting, device, expected):
+    """SD_COMPILE=auto compiles on CUDA only; true / false are taken as set."""
+    decided, reason = decide_compile(setting, device)
+    assert decided is expected
+    assert "SD_COMPILE" in reason
+
+
+def test_compile_decision_refuses_nonsense():
+    with pytest.raises(ValueError, match="auto, true, false"):
+        decide_compile("sometimes", "cuda")
+
+
+def test_cache_folder_is_per_torch_version(tmp_path):
+    """The cache lives under the given base, one folder per torch version."""
+    folder = cache_folder(tmp_path)
+    assert folder.parent == tmp_path / "torch-compile"
+    assert folder.name.startswith("torch-2.")
+
+
+def fake_compile(log: list[str]):
+    """A stand-in for torch.compile: a cache entry per block shape in torch's cache folder."""
+
+    def compile_fn(block) -> None:
+        folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        entry = folder / f"{type(block).__name__}-{block.context_pre_only}.graph"
+        log.append("hit" if entry.exists() else "miss")
+        entry.write_text("compiled")
+
+    return compile_fn
+
+
+def test_cache_folder_is_created_then_reused_on_the_next_start(tmp_path, demo_pipe):
+    """First start: the folder is created, empty; the second start finds the first's files."""
+    folder = cache_folder(tmp_path / "data")
+    transformer = demo_pipe.transformer  # the fake compile leaves the blocks untouched
+    first_log: list[str] = []
+    first = use_cache_folder(folder)
+    assert folder.is_dir() and (first.reused, first.files_before) == (False, 0)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder.resolve())
+    assert os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
+    assert os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] == "1"
+    assert compile_blocks(transformer, compile_fn=fake_compile(first_log)) == 2
+    assert first_log == ["miss", "miss"]  # the demo's two blocks differ (the last is context-only)
+
+    second_log: list[str] = []
+    second = use_cache_folder(folder)  # a new start with the same SD_DATA_DIR
+    assert (second.reused, second.files_before) == (True, 2)
+    compile_blocks(transformer, compile_fn=fake_compile(second_log))
+    assert second_log == ["hit", "hit"]
+
+
+def test_compile_blocks_marks_each_block_in_place():
+    """Regional compilation wraps each block in place; nothing compiles before the first call."""
+    pipe = build_demo_pipeline()
+    transformer = pipe.transformer
+    assert compiled_blocks(transformer) == 0
+    assert compile_blocks(transformer) == 2
+    assert compiled_blocks(transformer) == 2
+    assert pipe.transformer is transformer
+    with pytest.raises(ValueError, match="transformer_blocks"):
+        compile_blocks(pipe.vae)
+
+
+def test_mega_cache_missing_or_foreign_is_ignored(tmp_path):
+    """A foreign mega-cache file does not stop a start: it is reported as not loaded."""
+    (tmp_path / MEGA_CACHE_FILE).write_bytes(b"not a cache")
+    facts = use_cache_folder(tmp_path)
+    assert facts.mega_cache_loaded is False and facts.reused is True
+
+
+def test_first_image_label():
+    """The page says "compiling (first image only)" until the first compiled image is done."""
+    state = FirstImage(compiled=True)
+    assert state.label == "compiling (first image only)"
+    state.started()
+    assert state.finished() is True
+    assert state.label is None and state.seconds is not None and state.seconds >= 0
+    assert state.finished() is False
+    assert FirstImage(compiled=False).label is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("SD_TEST_REAL_COMPILE") != "1",
+    reason="a real inductor compile takes ~45 s on 2 cores; SD_TEST_REAL_COMPILE=1 runs it "
+    "(bench/gpu_issue20.py measures the compiled speed on a GPU)",
+)
+def test_real_regional_compile_on_cpu_matches_eager(tmp_path):
+    """torch.compile of the tiny transformer's blocks on CPU: same image within tolerance,
+    inductor's cache written into the folder, and a mega-cache saved for the next start."""
+    import numpy as np
+
+    folder = cache_folder(tmp_path)
+    use_cache_folder(folder)
+    torch._dynamo.reset()
+    request = GenerationRequest(prompt="a lighthouse", seed=5, width=512, height=512,
+                                num_inference_steps=2)  # fmt: skip
+    pipe = build_demo_pipeline().to(dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    eager = np.asarray(run_pipeline(pipe, request)[0][0], dtype=np.int16)
+    compile_blocks(pipe.transformer)
+    compiled = np.asarray(run_pipeline(pipe, request)[0][0], dtype=np.int16)
+    assert np.abs(compiled - eager).max() <= 2
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files, "inductor wrote no cache files into the folder"
+    assert save_mega_cache(folder) > 0
+    assert use_cache_folder(folder).mega_cache_loaded is True
+    torch._dynamo.reset()
+
+
+def test_sd_compile_auto_is_off_on_the_cpu():
+    """The app's default (SD_COMPILE=auto) does not compile on a CPU, and says why."""
+    from core.local import load_pipeline
+    from core.settings import load_settings
+
+    assert load_settings(environ={}, secrets={}).compile == "auto"
+    loaded = load_pipeline(model="demo", device="cpu", dtype="float32")
+    facts = loaded.facts()
+    assert (facts.compiled, facts.compiling, facts.compile_cache) == (False, False, "")
+    assert (
+        facts.compile_reason == "SD_COMPILE=auto: compiling pays on CUDA only; not compiled on cpu"
+    )
+    assert compiled_blocks(loaded.pipe.transformer) == 0
+
+
+def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monkeypatch):
+    """SD_COMPILE=true through the app's backend, with a fake compile: the cache folder is
+    made under SD_DATA_DIR; the first image reports "compiling" before its first step (no
+    ETA, no speed record) and then writes the compile artifacts, once; the next image is a
+    plain one; a restart on the same folder finds the first start's files."""
+    import core.local
+    from core.estimate import SPEEDS
+    from core.local import LocalBackend
+    from tests.conftest import SMALL
+
+    log: list[str] = []
+    saved: list[Path] = []
+    monkeypatch.setattr(
+        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
+    )
+    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
+    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    data = tmp_path / "data"
+
+    def backend():
+        return LocalBackend(
+            model="demo", device="cpu", dtype="float32", compile="true", compile_cache=data
+        )
+
+    first = backend()
+    request = GenerationRequest(prompt="a lighthouse", seed=5, **SMALL)
+    seen: list = []
+    first.generate(request, on_progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases[: phases.index("denoising")] == ["encoding", "compiling"]
+    assert all(p.compiling and p.eta is None for p in seen if p.phase == "denoising")
+    facts = first.loaded_facts
+    assert facts.compile_cache == str(cache_folder(data).resolve())
+    assert facts.compile_cache_reused is False and facts.compiling is False
+    assert facts.first_image_seconds is not None
+    assert saved == [cache_folder(data).resolve()] and log == ["miss", "miss"]
+
+    seen.clear()
+    first.generate(request, on_progress=seen.append)
+    assert "compiling" not in [p.phase for p in seen] and len(saved) == 1
+    assert log[-1] == "speed"  # a plain image: its speed counts for estimates
+
+    again = backend().ensure_loaded()  # a restart with the same SD_DATA_DIR
+    assert again.compile_cache.reused is True and again.compile_cache.files_before == 2
+    assert log[-2:] == ["hit", "hit"]
+
+
+def test_a_vary_as_the_first_compiled_image_says_compiling_too(tmp_path, monkeypatch):
+    """The first image after a compiled load may be a Vary (a link, a record): it reports
+    "compiling" before its first step, no ETA and no speed record, and ends the compile;
+    the next Vary is a plain one."""
+    from PIL import Image
+
+    import core.local
+    from core.estimate import SPEEDS
+    from core.local import LocalBackend
+    from core.sources import from_image
+
+    log: list[str] = []
+    saved: list[Path] = []
+    monkeypatch.setattr(
+        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
+    )
+    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
+    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    backend = LocalBackend(
+        model="demo", device="cpu", dtype="float32", compile="true", compile_cache=tmp_path
+    )
+    source = from_image(Image.new("RGB", (512, 512), (90, 120, 150)))
+    vary = GenerationRequest(
+        prompt="a lighthouse", seed=5, num_inference_steps=2, mode="img2img", source=source
+    )
+    seen: list = []
+    backend.generate(vary, on_progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases[: phases.index("denoising")] == ["encoding", "compiling"]
+    assert all(p.compiling and p.eta is None for p in seen if p.phase == "denoising")
+    assert backend.loaded_facts.compiling is False and "speed" not in log
+    assert len(saved) == 1
+
+    seen.clear()
+    backend.generate(vary, on_progress=seen.append)
+    assert "compiling" not in [p.phase for p in seen] and len(saved) == 1
+    assert not any(p.compiling for p in seen) and log[-1] == "speed"
+
+
+def test_progress_says_compiling_first_image_only():
+    """The generator's bar reads "Compiling (first image only)" before the first step."""
+    from core.generation import Progress
+    from core.progress_text import progress_text
+
+    assert progress_text(Progress("compiling", 3.2)) == "Compiling (first image only) · 3 s"
+    step = Progress("denoising", 20.0, step=1, total_steps=40, compiling=True)
+    assert step.eta is None and progress_text(step) == "step 1/40"
