@@ -43,8 +43,11 @@ BLOCKS_ATTRIBUTE = "transformer_blocks"
 FIRST_IMAGE_LABEL = "compiling (first image only)"  # the page's words for the first step
 
 
-def decide_compile(setting: str | bool | None, device: str) -> tuple[bool, str]:
-    """SD_COMPILE: `auto` (or unset) compiles on CUDA only; `true` / `false` as set.
+def decide_compile(
+    setting: str | bool | None, device: str, *, loras: bool = False
+) -> tuple[bool, str]:
+    """SD_COMPILE: `auto` (or unset) compiles on CUDA only, and not when a LoRA folder is set
+    (`loras`: each LoRA switch would compile the blocks anew); `true` / `false` as set.
 
     Return (compile, the reason for the Hardware page).
     """
@@ -58,6 +61,11 @@ def decide_compile(setting: str | bool | None, device: str) -> tuple[bool, str]:
         return False, "SD_COMPILE=false: not compiled"
     if text != "auto":
         raise ValueError(f"SD_COMPILE={setting!r} is not valid; use one of: auto, true, false.")
+    if device == "cuda" and loras:
+        return False, (
+            "SD_COMPILE=auto: not compiled because SD_LORA_DIR is set (each LoRA switch would "
+            "compile the blocks anew); SD_COMPILE=true compiles and turns LoRAs off"
+        )
     if device == "cuda":
         return True, (
             "SD_COMPILE=auto on CUDA: the transformer's blocks are compiled on the first image "

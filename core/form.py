@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from core.generation import GenerationRequest
+from core.generation import AppliedStyle, GenerationRequest, LoraChoice
 from core.models import DEFAULT_FAMILY, Family
 from core.modes import DEFAULT_MODE, MODES, get_mode, options_from_form
 from core.sources import ImageInput
@@ -34,6 +34,9 @@ def defaults(family: Family = DEFAULT_FAMILY) -> dict[str, Any]:
         "steps": family.steps,
         "num_images": 1,
         "mode": DEFAULT_MODE.id,
+        # LoRAs picked, as (name, weight) pairs, and the names of the styles chosen.
+        "loras": (),
+        "styles": (),
     }
     for mode in MODES:  # an option two modes share keeps the first one's default
         for name, value in mode.defaults().items():
@@ -64,6 +67,9 @@ def field_names() -> set[str]:
 
 SAVED_KEY = "generator_settings"
 APPLY_KEY = "generator_apply"
+# The chosen styles' templates by name, {name: (prompt, negative prompt)}: the ui puts the
+# visitor's styles here as it draws the picker; `build_request` applies the chosen ones.
+STYLE_TEMPLATES = "style_templates"
 
 EXAMPLE_PROMPTS = (
     "A capybara wearing a suit holding a sign that reads Hello World",
@@ -126,13 +132,18 @@ def build_request(
     raise `InvalidRequest` with the fix.
 
     A mode that works on an image takes `source` (and Inpaint `mask`); its output size is
-    the source's (Upscale: enlarged), not the form's width and height.
+    the source's (Upscale: enlarged), not the form's width and height. The chosen styles
+    (`styles`, their templates under STYLE_TEMPLATES) are merged into the prompts as A1111
+    does and kept on the request for its record; the picked LoRAs (`loras`, (name, weight)
+    pairs) go with it.
     """
     mode = state.get("mode", DEFAULT_MODE.id)
     own_size = not get_mode(mode).needs_source if mode in {m.id for m in MODES} else True
+    prompt, negative, applied = apply_chosen_styles(state)
+    loras = tuple(LoraChoice(str(name), _weight(weight)) for name, weight in state.get("loras", ()))
     return GenerationRequest(
-        prompt=state["prompt"],
-        negative_prompt=state["negative_prompt"],
+        prompt=prompt,
+        negative_prompt=negative,
         seed=seed,
         width=int(state["width"]) if own_size else None,  # type: ignore[arg-type]
         height=int(state["height"]) if own_size else None,  # type: ignore[arg-type]
@@ -142,6 +153,30 @@ def build_request(
         family=family,
         mode=mode,
         mode_options=options_from_form(state, mode),
+        loras=loras,
+        styles=applied,
         source=source if not own_size else None,
         mask=mask if not own_size and "mask" in get_mode(mode).inputs else None,
     )
+
+
+def _weight(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan  # the request names the LoRA and says the weight must be a number
+
+
+def apply_chosen_styles(state: Mapping[str, Any]) -> tuple[str, str, tuple[AppliedStyle, ...]]:
+    """The form's prompts with its chosen styles merged in (A1111's rule, in the order
+    chosen), and the styles as applied; a chosen name without a template is skipped."""
+    from core.styles import apply_styles  # the styles' rule; light (no torch)
+
+    templates = state.get(STYLE_TEMPLATES) or {}
+    applied = tuple(
+        AppliedStyle(name, *templates[name])
+        for name in state.get("styles", ())
+        if name in templates
+    )
+    prompt, negative = apply_styles(state["prompt"], state["negative_prompt"], applied)
+    return prompt, negative, applied

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +22,8 @@ from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode
 from core.sources import ImageInput
 
 if TYPE_CHECKING:
+    from core.grid import GridPlan
+    from core.grid_run import GridOutcome
     from core.memory import MemoryPlan
     from core.queue import GenerationQueue
 
@@ -71,6 +73,58 @@ class GenerationStopped(Exception):  # noqa: N818 - it is a signal, not an error
         self.total = total
 
 
+# LoRAs a request may carry (core.lora applies them; here only what makes a choice valid).
+MAX_LORAS = 8  # per request
+LORA_WEIGHT_MIN = -4.0
+LORA_WEIGHT_MAX = 4.0
+MAX_LORA_NAME_CHARS = 100
+# Characters a LoRA name cannot hold: A1111's `<lora:name:weight>` and `Lora hashes:
+# "name: hash, …"` could not carry them.
+_LORA_NAME_FORBIDDEN = frozenset(':<>,"\n\r\t')
+MAX_STYLES_APPLIED = 16  # styles applied to one prompt
+MAX_STYLE_NAME_CHARS = 100
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """A LoRA picked for a request: its name (the file's path below SD_LORA_DIR without
+    `.safetensors`, or a Hub id `owner/repo/file.safetensors`: core.lora_hub) and its
+    weight."""
+
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AppliedStyle:
+    """A style as it was applied to a request's prompt (core.styles): the record keeps this
+    copy, since the style itself may change or go later."""
+
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+
+
+def lora_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a LoRA name, or None."""
+    if not isinstance(name, str) or not name or len(name) > MAX_LORA_NAME_CHARS:
+        return f"its name must be 1–{MAX_LORA_NAME_CHARS} characters"
+    bad = sorted(set(name) & _LORA_NAME_FORBIDDEN)
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return f"its name holds {shown}, which the prompt's <lora:name:weight> cannot; rename it"
+    return None
+
+
+def lora_weight_problem(weight: object) -> str | None:
+    """Why `weight` cannot be a LoRA weight, or None."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+        return "its weight must be a number"
+    if not LORA_WEIGHT_MIN <= weight <= LORA_WEIGHT_MAX:
+        return f"its weight must be in {LORA_WEIGHT_MIN:g}–{LORA_WEIGHT_MAX:g}; got {weight:g}"
+    return None
+
+
 def nearest_valid_sizes(value: int, family: Family = DEFAULT_FAMILY) -> tuple[int, ...]:
     """Return the valid sizes closest to `value`, one below and one above where they exist."""
     return family.sizes.nearest(value)
@@ -109,6 +163,10 @@ class GenerationRequest:
     family: str = DEFAULT_FAMILY.id
     mode: str = DEFAULT_MODE.id
     mode_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # LoRAs applied for this request only (local backend), in order.
+    loras: tuple[LoraChoice, ...] = ()
+    # The styles already merged into `prompt` / `negative_prompt`, kept for the record.
+    styles: tuple[AppliedStyle, ...] = ()
     source: ImageInput | None = field(default=None, hash=False)
     mask: ImageInput | None = field(default=None, hash=False)
     # The settings of a stored record whose images are not read back yet: the source and
@@ -170,6 +228,50 @@ class GenerationRequest:
         problem = mode.check(self, family)
         if problem is not None:
             raise InvalidRequest(*problem)
+        self._check_loras()
+        self._check_styles()
+
+    def _check_loras(self) -> None:
+        """At most MAX_LORAS, each named once, with a valid name and weight."""
+        loras = tuple(self.loras) if isinstance(self.loras, list | tuple) else None
+        if loras is None or not all(isinstance(c, LoraChoice) for c in loras):
+            raise InvalidRequest("loras", "LoRAs must be a list of (name, weight) choices.")
+        if len(loras) > MAX_LORAS:
+            raise InvalidRequest(
+                "loras", f"{len(loras)} LoRAs chosen; at most {MAX_LORAS} per image."
+            )
+        names = [c.name for c in loras]
+        for choice in loras:
+            problem = lora_name_problem(choice.name) or lora_weight_problem(choice.weight)
+            if problem:
+                shown = choice.name[:60] if isinstance(choice.name, str) else "?"
+                raise InvalidRequest("loras", f"LoRA {shown!r}: {problem}.")
+            if names.count(choice.name) > 1:
+                raise InvalidRequest("loras", f"LoRA {choice.name!r} is chosen twice.")
+        object.__setattr__(self, "loras", tuple(LoraChoice(c.name, float(c.weight)) for c in loras))
+
+    def _check_styles(self) -> None:
+        styles = tuple(self.styles) if isinstance(self.styles, list | tuple) else None
+        if styles is None or not all(isinstance(s, AppliedStyle) for s in styles):
+            raise InvalidRequest("styles", "Styles must be a list of applied styles.")
+        if len(styles) > MAX_STYLES_APPLIED:
+            raise InvalidRequest(
+                "styles", f"{len(styles)} styles applied; at most {MAX_STYLES_APPLIED}."
+            )
+        for style in styles:
+            texts = (style.name, style.prompt, style.negative_prompt)
+            if not all(isinstance(t, str) for t in texts):
+                raise InvalidRequest("styles", "A style's name and prompts must be text.")
+            name = style.name
+            if not name.strip() or len(name) > MAX_STYLE_NAME_CHARS or "\n" in name:
+                raise InvalidRequest(
+                    "styles", f"A style name is one line of 1–{MAX_STYLE_NAME_CHARS} characters."
+                )
+            if max(len(style.prompt), len(style.negative_prompt)) > MAX_PROMPT_CHARS:
+                raise InvalidRequest(
+                    "styles", f"Style {name[:60]!r} is over {MAX_PROMPT_CHARS:,} characters."
+                )
+        object.__setattr__(self, "styles", styles)
 
     def _family(self) -> Family:
         try:
@@ -328,6 +430,8 @@ class GenerationResult:
     per_image_seconds: tuple[float, ...] = ()
     backend: str = "local"
     details: dict[str, str] = field(default_factory=dict)
+    # The LoRAs the images were made with, as applied: (name, A1111 sha256, weight).
+    loras: tuple[tuple[str, str, float], ...] = ()
 
 
 class BackendState(StrEnum):
@@ -425,6 +529,34 @@ class BackendFacts:
         return {key: str(getattr(self, key)) for key in keys if getattr(self, key)}
 
 
+@dataclass(frozen=True)
+class LoraShelf:
+    """The LoRAs a backend offers: the names that can be picked, the files refused (with
+    why), and `note` when none can be used here (no folder set, a remote service,
+    SD_COMPILE on)."""
+
+    names: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()  # (name, reason)
+    truncated: bool = False  # the folder holds more files than are listed
+    folder: str = ""  # SD_LORA_DIR as set (a server path: the ui hides it from visitors)
+    note: str = ""  # why LoRAs cannot be used here, with the fix ("" when they can)
+    hub: bool = False  # Hub ids (owner/repo/file.safetensors) may be named (core.lora_hub)
+
+
+@dataclass(frozen=True)
+class LoraMemory:
+    """Memory the LoRAs take, for the Hardware page: read and checked ones kept in CPU RAM
+    for the next requests, and the ones on the pipeline now (a request holds them)."""
+
+    held: tuple[tuple[str, int], ...] = ()  # (name, bytes in CPU RAM)
+    on_device: tuple[tuple[str, int], ...] = ()  # (name, bytes on the pipeline's device)
+    device: str = ""
+
+
+# A grid's progress: which cell, and where that cell's generation is.
+GridProgressCallback = Callable[[Any, Progress], None]
+
+
 class Backend(Protocol):
     """What pages, ui helpers and use cases ask a backend. Both backends implement all of it.
 
@@ -488,6 +620,34 @@ class Backend(Protocol):
         user: str = "",
         preview: bool = False,
     ) -> GenerationResult: ...
+
+    def generate_grid(
+        self,
+        plan: GridPlan,
+        *,
+        user: str = "",
+        on_progress: GridProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+        on_cell: Callable[[Any, GenerationResult], None] | None = None,
+    ) -> GridOutcome:
+        """Run a grid's cells in order, each an ordinary one-image request taking its own
+        turn in the queue (other people's requests run between cells); `on_cell(cell,
+        result)` as each lands. A stop or an admin's cancel ends the grid keeping the
+        finished cells (`core.grid_run.run_grid`); a refusal that no cell could pass (a
+        LoRA that cannot be used) is raised before the first cell runs."""
+        ...
+
+    def loras(self) -> LoraShelf:
+        """The LoRAs a request may pick here (or why none can be)."""
+        ...
+
+    def lora_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        """A1111's hash (core.lora.addnet_hash) of each named LoRA file that is here."""
+        ...
+
+    def lora_memory(self) -> LoraMemory:
+        """What the LoRAs read so far take in memory, and which are on the pipeline now."""
+        ...
 
     def describe(self) -> BackendFacts: ...
 

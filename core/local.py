@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +52,22 @@ from core.generation import (
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    GridProgressCallback,
     LoadCancelled,
     LoadFacts,
     LoadProgress,
+    LoraMemory,
+    LoraShelf,
     Progress,
     ProgressCallback,
     StopCheck,
 )
+from core.grid import GridPlan, distinct_prompts
+from core.grid_run import GridOutcome, cell_label, run_grid
 from core.local_modes import run_image_request
+from core.lora import LoraWeights, adapter_bytes, applied_loras
+from core.lora_folder import LoraFolder
+from core.lora_hub import HubLoras
 from core.memory import (
     MemoryOptions,
     MemoryPlan,
@@ -324,6 +332,7 @@ def load_pipeline(
     status: LoadStatus | None = None,
     read_weights: bool = True,
     family: Family | None = None,
+    loras: bool = False,
 ) -> LoadedPipeline:
     """Load the pipeline with its memory plan, put it on the device, enable the VAE savings.
 
@@ -336,7 +345,7 @@ def load_pipeline(
     paged in (`core.warmup.prefault_weights`) for the same reason.
     `compile` is SD_COMPILE (`auto`: on CUDA only): each transformer block is compiled on
     the first image, with torch's compile cache in `compile_cache`/torch-compile (None: the
-    Hugging Face cache folder), kept for the next start.
+    Hugging Face cache folder), kept for the next start (`auto` not beside a LoRA folder).
     `family` (SD_MODEL_FAMILY; None: the family `model` is recognised as, if any) gives
     the pipeline class (SD3.5 Medium's for an unknown model) and the gated-model wording.
     Raise `GenerationError` with the remedy for failures we can explain (including a
@@ -364,7 +373,7 @@ def load_pipeline(
     )
     quant = _quantize(pipe, plan, choice, status)
     warm = _place(pipe, plan, choice, status)
-    compiled, compile_reason = decide_compile(compile, choice.device)
+    compiled, compile_reason = decide_compile(compile, choice.device, loras=loras)
     cache = _compile(pipe, compile_cache) if compiled else None
     pipe.set_progress_bar_config(disable=True)
     seconds = time.perf_counter() - start
@@ -632,6 +641,7 @@ def run_pipeline(
     model: str = "",
     device: str = "",
     dtype: str = "",
+    lora_tag: str = "",
     first_image: FirstImage | None = None,
 ) -> tuple[list[Any], list[float]]:
     """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
@@ -643,6 +653,8 @@ def run_pipeline(
     and `device` set the step and decode times are recorded for estimates.
     With `preview`, progress updates carry a live preview JPEG when one is due
     (`core.preview`); it only reads the latents, so the images are the same either way.
+    `lora_tag` names the LoRAs on the text encoders (`AppliedLoras.cache_tag`), so that
+    `cache` never hands over embeddings made with other ones.
     `first_image` (a compiled load's, while pending): the first step compiles, so the
     phase reads "compiling" until it ends, that image gives no ETA and no speed record.
     """
@@ -672,7 +684,7 @@ def run_pipeline(
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
     with torch.inference_mode():
-        key = prompt_key(pipe, request, model=model, dtype=dtype)
+        key = prompt_key(pipe, request, model=model, dtype=dtype, loras=lora_tag)
         embeds = cache.get(key) if cache is not None else None
         encode_seconds = None
         if embeds is None:
@@ -775,6 +787,7 @@ class LocalBackend:
         compile: bool | str = "auto",
         max_queued_per_user: int | Callable[[], int] = 2,
         family: Family | None = None,
+        lora_dir: str | Path | None = None,
         compile_cache: str | Path | None = None,
     ) -> None:
         # SD_MODEL_FAMILY when set; None: the loader works it out from `model`.
@@ -798,6 +811,9 @@ class LocalBackend:
         # What the load is doing (download bytes, reading weights), read by every session.
         self.load_status = LoadStatus()
         self.prompt_cache = PromptCache()
+        # SD_LORA_DIR: files read once, applied per request under the generation slot.
+        # Hub ids: one file downloaded into the HF cache with the app's token (core.lora_hub).
+        self.lora_folder = LoraFolder(lora_dir, hub=HubLoras(token_provider=token_provider))
 
     # --- loading -------------------------------------------------------------------------
     @property
@@ -900,6 +916,8 @@ class LocalBackend:
             options["compile"] = self.compile
         if self.compile_cache is not None:
             options["compile_cache"] = self.compile_cache
+        if self.lora_folder.folder is not None:
+            options["loras"] = True  # SD_COMPILE=auto then leaves the blocks uncompiled
         if self.family is not None:
             options["family"] = self.family
         return options
@@ -993,30 +1011,56 @@ class LocalBackend:
         """Generate the request's images in order; wait for the shared pipeline first.
 
         `user` is whose turn this is in the fair queue (see `core.queue`). `preview` adds
-        live preview JPEGs to the progress updates (see `run_pipeline`).
+        live preview JPEGs to the progress updates (see `run_pipeline`). The request's
+        LoRAs are read before the turn and put on the pipeline for this request only.
         """
+        return self._generate(
+            request,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            user=user,
+            preview=preview,
+            cache=self.prompt_cache,
+        )
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None,
+        should_stop: StopCheck | None,
+        user: str,
+        preview: bool,
+        cache: PromptCache,
+        label: str | None = None,
+    ) -> GenerationResult:
+        """`generate` with the prompt cache to use and the queue entry's label."""
         import torch
 
         start = time.perf_counter()
         was_loaded = self._loaded is not None
         loaded = self.ensure_loaded()
         load_seconds = 0.0 if was_loaded else time.perf_counter() - start
+        loras = self._lora_weights(request, loaded)  # read and checked before the turn
 
         def on_wait(ahead: int) -> None:
             if on_progress is not None:
                 on_progress(Progress("queued", time.perf_counter() - start, queue_position=ahead))
 
-        with fair_slot(self.queue, request, user, on_wait, should_stop) as should_stop:
+        with fair_slot(self.queue, request, user, on_wait, should_stop, label=label) as stop:
             if self._loaded is not loaded:  # unloaded while this generation waited
                 loaded = self.ensure_loaded()
+                loras = self._lora_weights(request, loaded)
             queued_until = time.perf_counter()
             compiling = loaded.first_image.pending
             try:
-                images, per_image = self._run(
+                images, per_image, applied = self._run(
                     loaded,
                     request,
+                    loras,
+                    cache=cache,
                     on_progress=on_progress,
-                    should_stop=should_stop,
+                    should_stop=stop,
                     started=queued_until,
                     preview=preview,
                 )
@@ -1040,7 +1084,94 @@ class LocalBackend:
             per_image_seconds=tuple(per_image),
             backend=self.name,
             details=self.describe().identity(),
+            loras=applied,
         )
+
+    def _run(
+        self,
+        loaded: LoadedPipeline,
+        request: GenerationRequest,
+        loras: list[tuple[LoraWeights, float]],
+        *,
+        cache: PromptCache,
+        **run: Any,
+    ) -> tuple[list[Any], list[float], tuple[tuple[str, str, float], ...]]:
+        """Run the request on the pipeline with its LoRAs on for the call only (hold the slot)."""
+        with applied_loras(loaded.pipe, loras) as applied:
+            if applied.loras:  # what the Hardware page shows while this request runs
+                sizes = adapter_bytes(loaded.pipe)
+                self.lora_folder.on_pipeline(
+                    tuple(
+                        (name, sizes.get(f"sd_lora_{i}", 0))
+                        for i, (name, _, _) in enumerate(applied.loras)
+                    )
+                )
+            try:
+                images, per_image = self._run_mode(
+                    loaded, request, cache=cache, lora_tag=applied.cache_tag, **run
+                )
+            finally:
+                self.lora_folder.on_pipeline(())
+        return images, per_image, applied.loras
+
+    def _lora_weights(
+        self, request: GenerationRequest, loaded: LoadedPipeline
+    ) -> list[tuple[LoraWeights, float]]:
+        return self.lora_folder.weights(request.loras, loaded.pipe, compiled=loaded.compiled)
+
+    def generate_grid(
+        self,
+        plan: GridPlan,
+        *,
+        user: str = SYSTEM_USER,
+        on_progress: GridProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+        on_cell: Callable[[Any, GenerationResult], None] | None = None,
+    ) -> GridOutcome:
+        """Run `plan`'s cells in order, one queue turn each (see `Backend.generate_grid`).
+
+        Every cell's LoRAs are read and checked before the first cell runs. The grid has
+        its own prompt cache, sized to its distinct prompts, so other people's prompts
+        between its cells cannot push the grid's out: each is encoded once per grid.
+        """
+        loaded = self.ensure_loaded()
+        for loras in dict.fromkeys(cell.request.loras for cell in plan.cells):
+            self.lora_folder.weights(loras, loaded.pipe, compiled=loaded.compiled)
+        cache = PromptCache(max_entries=max(distinct_prompts(plan), 1))
+
+        def run_cell(cell: Any) -> GenerationResult:
+            def progress(p: Progress) -> None:
+                if on_progress is not None:
+                    on_progress(cell, p)
+
+            return self._generate(
+                cell.request,
+                on_progress=progress,
+                should_stop=should_stop,
+                user=user,
+                preview=False,
+                cache=cache,
+                label=cell_label(plan, cell),
+            )
+
+        return run_grid(plan, run_cell, should_stop=should_stop, on_cell=on_cell)
+
+    # --- LoRAs ---------------------------------------------------------------------------
+    def loras(self) -> LoraShelf:
+        """The LoRA folder's files (none while the transformer is compiled: see `LoraFolder`).
+        Before a load: compiled only with SD_COMPILE=true (auto never compiles beside a LoRA
+        folder)."""
+        loaded = self._loaded
+        if loaded is not None:
+            return self.lora_folder.shelf(compiled=loaded.compiled)
+        return self.lora_folder.shelf(compiled=decide_compile(self.compile, "", loras=True)[0])
+
+    def lora_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        return self.lora_folder.hashes(names)
+
+    def lora_memory(self) -> LoraMemory:
+        loaded = self._loaded
+        return self.lora_folder.memory(loaded.choice.device if loaded is not None else "")
 
     def why_not(self, mode_id: str) -> str:
         """Why `mode_id` does not run here ("" when the family has a pipeline for it)."""
@@ -1050,19 +1181,27 @@ class LocalBackend:
         family = family or resolve_family(self.model).family
         return f"{family.label} has no pipeline for {get_mode(mode_id).label} here."
 
-    def _run(
-        self, loaded: LoadedPipeline, request: GenerationRequest, **run: Any
+    def _run_mode(
+        self,
+        loaded: LoadedPipeline,
+        request: GenerationRequest,
+        *,
+        cache: PromptCache,
+        lora_tag: str,
+        **run: Any,
     ) -> tuple[list[Any], list[float]]:
         """Run `request` on the loaded pipeline: text to image as diffusers' own call, the
         modes that work on an image through `core.local_modes` (their pipeline built on
-        the same modules). Inputs that cannot run here raise `GenerationError`."""
+        the same modules). Inputs that cannot run here raise `GenerationError`. `lora_tag`
+        names the LoRAs on the text encoders; the image modes then encode afresh (their
+        cache key has no LoRAs)."""
         from core.image_modes import ModeError
         from core.slg import SLGError
         from core.sources import InputError
 
         mode = get_mode(request.mode)
         facts = {
-            "cache": self.prompt_cache,
+            "cache": cache,
             "model": loaded.model,
             "device": loaded.choice.device,
             "dtype": loaded.choice.dtype,
@@ -1071,7 +1210,10 @@ class LocalBackend:
         try:
             check_slg_layers(loaded.pipe, request)
             if not mode.needs_source:
-                return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
+                pipe = loaded.pipeline_for(request.mode)
+                return run_pipeline(pipe, request, lora_tag=lora_tag, **run, **facts)
+            if lora_tag:
+                facts["cache"] = None
             loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
             if request.source is None or ("mask" in mode.inputs and request.mask is None):
                 raise GenerationError(f"{mode.label} needs its image (and mask) to run.")

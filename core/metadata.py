@@ -16,6 +16,7 @@ infotext parser is linear in its input (no backtracking regex over user text).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -24,7 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.generation import MAX_PROMPT_CHARS
+from core.generation import (
+    MAX_LORAS,
+    MAX_PROMPT_CHARS,
+    LoraChoice,
+    lora_name_problem,
+    lora_weight_problem,
+)
 from core.modes import DEFAULT_MODE, MODES, Mode, parse_options_json
 from core.safe_text import quote
 
@@ -63,6 +70,10 @@ class ParsedParameters:
     values: dict[str, Any]
     extras: dict[str, str] = field(default_factory=dict)
     family: str | None = None  # the model family, when our JSON chunk names one
+    # LoRAs the image was made with: A1111's `<lora:name:weight>` tags taken out of the
+    # prompt (or our JSON chunk's list), and their hashes by name (`Lora hashes`).
+    loras: tuple[LoraChoice, ...] = ()
+    lora_hashes: Mapping[str, str] = field(default_factory=dict)
 
 
 def _quote(value: Any) -> str:
@@ -298,12 +309,25 @@ def parse_parameters(text: str, *, limit: int | None = MAX_INFOTEXT_CHARS) -> Pa
             for key in ("prompt", "negative_prompt"):
                 if isinstance(lowered.get(key), str):
                     parsed.values[key] = lowered[key]
-            return parsed
+            return _with_loras(parsed)
     prompt, negative, params = split_infotext(stripped)
     parsed = _form_values(params)
     parsed.values["prompt"] = prompt
     parsed.values["negative_prompt"] = negative
-    return parsed
+    return _with_loras(parsed)
+
+
+def _with_loras(parsed: ParsedParameters) -> ParsedParameters:
+    """Take A1111's LoRA tags out of the prompt and read `Lora hashes` (linear, bounded)."""
+    from core.lora_text import parse_lora_hashes, split_lora_tags
+
+    prompt = parsed.values.get("prompt")
+    if not isinstance(prompt, str):
+        return parsed
+    prompt, loras = split_lora_tags(prompt)
+    values = {**parsed.values, "prompt": prompt, "loras": [(c.name, c.weight) for c in loras]}
+    hashes = parse_lora_hashes(parsed.extras.get("Lora hashes", ""))
+    return dataclasses.replace(parsed, values=values, loras=tuple(loras), lora_hashes=hashes)
 
 
 def png_info(record_json: str, infotext: str) -> Any:
@@ -453,7 +477,8 @@ def _with_record_chunk(parsed: ParsedParameters, text: str | None) -> ParsedPara
         return parsed
     family = record.get("family")
     if isinstance(family, str) and len(family) <= 64:
-        parsed = ParsedParameters(parsed.values, parsed.extras, family)
+        parsed = dataclasses.replace(parsed, family=family)
+    parsed = _record_loras(parsed, record.get("loras"))
     mode = record.get("mode")
     if not isinstance(mode, str) or len(mode) > 64:
         return parsed
@@ -465,7 +490,26 @@ def _with_record_chunk(parsed: ParsedParameters, text: str | None) -> ParsedPara
     values = {k: v for k, v in parsed.values.items() if k not in names}
     values.update({k: v for k, v in options.items() if k in names})
     values["mode"] = mode
-    return ParsedParameters(values, parsed.extras, parsed.family)
+    return dataclasses.replace(parsed, values=values)
+
+
+def _record_loras(parsed: ParsedParameters, entries: Any) -> ParsedParameters:
+    """Our JSON chunk's LoRAs (name, weight, full hash) replace what the tags said: they
+    are the record itself. Entries that are not valid LoRAs are ignored."""
+    if not isinstance(entries, list):
+        return parsed
+    loras, hashes = [], {}
+    for entry in entries[:MAX_LORAS]:
+        if not isinstance(entry, dict):
+            continue
+        name, weight, sha = entry.get("name"), entry.get("weight"), entry.get("sha256")
+        if lora_name_problem(name) or lora_weight_problem(weight):
+            continue
+        loras.append(LoraChoice(name, float(weight)))
+        if isinstance(sha, str) and 8 <= len(sha) <= 64:
+            hashes[name] = sha.lower()
+    values = {**parsed.values, "loras": [(c.name, c.weight) for c in loras]}
+    return dataclasses.replace(parsed, values=values, loras=tuple(loras), lora_hashes=hashes)
 
 
 def _parameters_chunk(found: _PngText) -> ParsedParameters:

@@ -35,6 +35,10 @@ class PromptKey:
     # mode's embeddings are never handed to another's call (they share the encoders
     # today; a mode that encodes differently needs no change here).
     mode: str = "txt2img"
+    # The LoRAs on the CLIP encoders while encoding (`core.lora.AppliedLoras.cache_tag`:
+    # short hash and weight of each; "" when no LoRA adapts them): another LoRA or weight
+    # encodes the same prompt differently.
+    loras: str = ""
 
 
 class PromptCache:
@@ -72,7 +76,9 @@ class PromptCache:
         return len(self._entries)
 
 
-def prompt_key(pipe: Any, request: Any, *, model: str = "", dtype: str = "") -> PromptKey:
+def prompt_key(
+    pipe: Any, request: Any, *, model: str = "", dtype: str = "", loras: str = ""
+) -> PromptKey:
     cfg = request.guidance_scale > 1
     return PromptKey(
         prompt=request.prompt,
@@ -83,6 +89,7 @@ def prompt_key(pipe: Any, request: Any, *, model: str = "", dtype: str = "") -> 
         drop_t5=getattr(pipe, "text_encoder_3", None) is None,
         pipe_id=id(pipe),
         mode=request.mode,
+        loras=loras,
     )
 
 

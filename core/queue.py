@@ -227,13 +227,17 @@ def fair_slot(
     user: str,
     on_wait: Callable[[int], None] | None,
     should_stop: Callable[[], bool] | None,
+    *,
+    label: str | None = None,
 ) -> Iterator[Callable[[], bool]]:
     """A backend's turn: hold `queue`'s slot as `user`; yield the stop check to run with.
 
     The check is true when the caller asks to stop or an admin cancels the running request;
     a stop caused by that cancel leaves the block as `QueueCancelled`, with its message.
+    `label` is what admins see of the entry (default: `describe_request(request)`).
     """
-    with queue.slot(on_wait, user=user, label=describe_request(request)) as entry:
+    label = describe_request(request) if label is None else label
+    with queue.slot(on_wait, user=user, label=label) as entry:
 
         def stop() -> bool:
             return entry.cancelled or (should_stop is not None and should_stop())

@@ -15,12 +15,13 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from core import slg
 from core.generation import (
     BackendFacts,
     BackendState,
@@ -28,8 +29,11 @@ from core.generation import (
     GenerationRequest,
     GenerationResult,
     GenerationStopped,
+    GridProgressCallback,
     LoadFacts,
     LoadProgress,
+    LoraMemory,
+    LoraShelf,
     Progress,
     ProgressCallback,
     StopCheck,
@@ -325,6 +329,27 @@ _FACT_LABELS = {
 def remote_facts(description: dict[str, str]) -> list[tuple[str, str]]:
     """(label, value) rows for the hardware page from the remote facts (pure)."""
     return [(label, description[key]) for key, label in _FACT_LABELS.items() if key in description]
+
+
+NO_LORAS = (
+    "LoRAs apply to the local pipeline only: a remote service runs its own model as it is. "
+    "Use the local backend (SD_BACKEND=local) with SD_LORA_DIR for them."
+)
+
+
+def _refuse_local_only(request: GenerationRequest) -> None:
+    """Refuse what only the local pipeline takes: LoRAs, skip layer guidance, and pipeline
+    arguments a grid cell adds beyond its mode's (an SLG axis). Nothing is sent."""
+    if request.loras:
+        raise GenerationError(NO_LORAS)
+    if slg.slg_runs(slg.from_option(request.mode_options.get("slg")), request.guidance_scale):
+        raise GenerationError(slg.REMOTE_NOTE)  # nothing sent: the record would lie
+    extra = set(request.pipeline_kwargs()) - set(GenerationRequest.pipeline_kwargs(request))
+    if extra:
+        raise GenerationError(
+            f"A remote service cannot be sent {', '.join(sorted(extra))}: it takes its task's "
+            "settings only. Use the local backend (SD_BACKEND=local)."
+        )
 
 
 def text_only_message(mode_label: str, *, why: str = "", fix: str = "") -> str:
@@ -645,6 +670,7 @@ class RemoteBackend:
         records nothing; Stop raises `RemoteStopped` and drops the late answer.
         """
         self._require_mode(request)
+        _refuse_local_only(request)
         start = time.perf_counter()
         token = self._token_provider()
         log.info("remote request for %s: %d image(s)", user or "the app", request.num_images)
@@ -701,6 +727,43 @@ class RemoteBackend:
             backend=self.name,
             details=self.identity(),
         )
+
+    def generate_grid(
+        self,
+        plan: Any,
+        *,
+        user: str = "",
+        on_progress: GridProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+        on_cell: Callable[[Any, GenerationResult], None] | None = None,
+    ) -> Any:
+        """Run `plan`'s cells in order, one remote call each (see `Backend.generate_grid`);
+        a cell this client cannot send (LoRAs, SLG) refuses the grid before any call."""
+        from core.grid_run import run_grid
+
+        for cell in plan.cells:
+            self._require_mode(cell.request)
+            _refuse_local_only(cell.request)
+
+        def run_cell(cell: Any) -> GenerationResult:
+            def progress(p: Progress) -> None:
+                if on_progress is not None:
+                    on_progress(cell, p)
+
+            return self.generate(
+                cell.request, on_progress=progress, should_stop=should_stop, user=user
+            )
+
+        return run_grid(plan, run_cell, should_stop=should_stop, on_cell=on_cell)
+
+    def loras(self) -> LoraShelf:
+        return LoraShelf(note=NO_LORAS)
+
+    def lora_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        return {}  # no LoRA files here
+
+    def lora_memory(self) -> LoraMemory:
+        return LoraMemory()
 
     def _require_mode(self, request: GenerationRequest) -> None:
         """Refuse, in plain words, a mode this service does not run (nothing is sent)."""

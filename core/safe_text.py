@@ -224,8 +224,11 @@ def public_model_name(model: object) -> str:
 
 
 def settings_paths(settings: Any) -> dict[str, str | Path | None]:
-    """The folders a `Settings` names: the data folder, and the model when it is a folder."""
+    """The folders a `Settings` names: the data folder, the LoRA folder, and the model when
+    it is a folder."""
     paths: dict[str, str | Path | None] = {"the data folder": settings.data_dir}
+    if getattr(settings, "lora_dir", None):
+        paths["the LoRA folder"] = settings.lora_dir
     model = str(settings.model)
     if is_model_folder(model):
         paths["the model folder"] = Path(model).expanduser()

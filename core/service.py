@@ -45,6 +45,7 @@ def _local_backend(
     memory: MemoryOptions | None = None,
     compile: str = "auto",
     family: str = AUTO,
+    lora_dir: str | None = None,
     data_dir: Path | None = None,
 ) -> LocalBackend:
     # The token is read at load time, not baked into the cache key: fixing HF_TOKEN
@@ -60,6 +61,7 @@ def _local_backend(
         max_queued_per_user=lambda: current_settings().max_queued_per_user,
         # SD_MODEL_FAMILY when set; `auto` lets the loader work it out from the model.
         family=None if family == AUTO else get_family(family),
+        lora_dir=lora_dir,
         # The compile cache is kept under SD_DATA_DIR, so a restart reuses compiled code.
         compile_cache=data_dir,
     )
@@ -95,5 +97,6 @@ def get_backend(settings: Settings | None = None) -> Backend:
         MemoryOptions.from_settings(settings),
         settings.compile,
         settings.model_family,
+        str(settings.lora_dir) if settings.lora_dir else None,
         settings.data_dir,
     )

@@ -91,6 +91,9 @@ class Settings:
     # Seed history database (SD_HISTORY_URL), a SQLAlchemy URL; None = SQLite in data_dir.
     # It may hold a password: never in repr, logs or messages (see core.history.describe_url).
     history_url: str | None = field(default=None, repr=False)
+    # SD_LORA_DIR: the folder of SD3 LoRA `.safetensors` files the generator offers (None:
+    # no LoRAs). Subfolders are read too; a LoRA's name is its path below the folder.
+    lora_dir: Path | None = None
     # Server paths (data/model folders, the HF cache) on the page: "auto" shows them only
     # to a visitor on this machine (core.safe_text.paths_visible); always in the log.
     show_paths: str = "auto"
@@ -132,6 +135,7 @@ _SETTINGS = {
     "SD_DAILY_LIMIT": ("daily_limit", None),
     "SD_HISTORY_URL": ("history_url", None),
     "SD_SHOW_PATHS": ("show_paths", SHOW_PATHS_CHOICES),
+    "SD_LORA_DIR": ("lora_dir", None),
 }
 
 
@@ -222,8 +226,9 @@ def load_settings(
                     f"{name}={quote(value)} is not valid; use one of: {', '.join(allowed)}."
                 )
         values[attr] = value
-    if "data_dir" in values:
-        values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+    for folder in ("data_dir", "lora_dir"):
+        if folder in values:
+            values[folder] = Path(str(values[folder])).expanduser()
     for flag in ("drop_t5", "preview"):
         if flag in values:
             values[flag] = _BOOLEANS[str(values[flag])]

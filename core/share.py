@@ -16,9 +16,12 @@ from core.form import hand_over
 from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGES,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
+    lora_name_problem,
+    lora_weight_problem,
 )
 from core.models import DEFAULT_FAMILY, Family
 from core.modes import DEFAULT_MODE, Mode, UnknownMode, get_mode, option_names
@@ -38,6 +41,8 @@ QUERY_KEYS = (
     "num_images",
 )
 MODE_KEY = "mode"
+# LoRAs in a link: `loras=film:0.8,grain:1` (names hold no `:` or `,`, see core.lora).
+LORAS_KEY = "loras"
 # The seed-history record a Vary / Inpaint / Upscale link works on: an id, never bytes. The
 # generator opens it only for a visitor allowed to see that record (core.history.inputs).
 SOURCE_KEY = "source"
@@ -138,6 +143,9 @@ def check_values(
             )
         else:
             values["guidance_scale"] = guidance
+    _check_mode(raw, values, warnings)
+    if LORAS_KEY in raw:
+        values[LORAS_KEY] = _check_loras(raw[LORAS_KEY], warnings)
     mode = _check_mode(raw, values, warnings)
     if SOURCE_KEY in raw and mode is not None and mode.needs_source:
         source = raw[SOURCE_KEY]
@@ -150,9 +158,38 @@ def check_values(
     return values, warnings
 
 
+def _check_loras(raw: Any, warnings: list[str]) -> list[tuple[str, float]]:
+    """LoRA choices from a link (`name:weight,…`) or handed over as (name, weight) pairs;
+    invalid ones are dropped with a warning. Whether the files are here is the generator's
+    to say (it lists the LoRA folder)."""
+    if isinstance(raw, str):
+        items = [item.partition(":")[::2] for item in raw[:2000].split(",") if item.strip()]
+    elif isinstance(raw, list | tuple):
+        items = [item for item in raw if isinstance(item, list | tuple) and len(item) == 2]
+    else:
+        items = []
+    loras: list[tuple[str, float]] = []
+    for name, weight in items[: MAX_LORAS * 2]:
+        name = str(name).strip()
+        try:
+            number = float(str(weight).strip() or "1")
+        except ValueError:
+            number = math.nan
+        problem = lora_name_problem(name) or lora_weight_problem(number)
+        if problem is None and any(name == n for n, _ in loras):
+            problem = "it is named twice"
+        if problem is None and len(loras) >= MAX_LORAS:
+            problem = f"at most {MAX_LORAS} LoRAs go with one image"
+        if problem:
+            warnings.append(f"LoRA {quote(name, 40)}: {problem}. Ignored.")
+        else:
+            loras.append((name, number))
+    return loras
+
+
 def _link_keys() -> tuple[str, ...]:
     """The parameter names a link may carry: the fields, `mode`, and the modes' options."""
-    return (*QUERY_KEYS, MODE_KEY, *option_names(), SOURCE_KEY)
+    return (*QUERY_KEYS, MODE_KEY, LORAS_KEY, *option_names(), SOURCE_KEY)
 
 
 def _last(value: Any) -> Any:
@@ -199,6 +236,9 @@ def query_string(values: Mapping[str, Any]) -> str:
     )
     if mode.needs_source and values.get(SOURCE_KEY):
         params[SOURCE_KEY] = str(values[SOURCE_KEY])  # a record's id: never image bytes
+    loras = values.get(LORAS_KEY) or ()
+    if loras:
+        params[LORAS_KEY] = ",".join(f"{name}:{float(weight):g}" for name, weight in loras)
     return urlencode(params)
 
 

@@ -154,6 +154,12 @@ def parse_option(text: str) -> tuple[str | None, str | None]:
         return None, f"Skip layer guidance must be off or like {EXAMPLE!r}: {exc}"
 
 
+REMOTE_NOTE = (
+    "Skip layer guidance runs on the local pipeline only (SD_BACKEND=local): a remote service "
+    "takes its task's settings, so it is off here."
+)
+
+
 def from_option(value: object) -> SkipLayerGuidance | None:
     """The SLG settings of a validated `slg` option (None: off)."""
     if not isinstance(value, str) or value == OFF:

@@ -61,7 +61,7 @@ record = store.get(selected) if selected else None
 if record is not None:
     gallery.details(store, record, visitor=visitor, settings=settings, backend=start.backend)
 
-gallery.import_png(start.family)
+gallery.import_png(start.family, start.backend)
 admin_panel(store, visitor, settings)
 
 # Labels in one line at the top; the toggle, which has none, steps down to the fields.

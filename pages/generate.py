@@ -5,9 +5,10 @@ import streamlit as st
 from core import form, recent, share
 from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.generation import BackendState, InvalidRequest, random_seed
+from core.grid import GridPlan
 from core.memory import DROP_T5_NOTE
 from core.usecases import check_allowance, generate_and_keep
-from ui import generator, page, workbench
+from ui import generator, grid, loras, page, styles, workbench
 from ui.load import load_with_status, show_cancelled, show_load_error, show_running_load
 from ui.results import RESULT_KEY, RUNNING_KEY, LiveProgress, show_result, strip
 from ui.text import for_visitor
@@ -63,8 +64,11 @@ def _generate(start: page.PageStart, *, want_preview: bool) -> None:
     st.rerun()
 
 
-def _output(start: page.PageStart, *, clicked: bool, want_preview: bool) -> None:
-    """The output column: a running load, the last load error, a Stop, or the result."""
+def _output(
+    start: page.PageStart, *, clicked: bool, want_preview: bool, grid_plan: GridPlan | None
+) -> None:
+    """The output column: a running load, the last load error, a Stop, or the result (an
+    image or an X/Y grid)."""
     backend, settings = start.backend, start.settings
     if not clicked and backend.state is BackendState.LOADING:
         show_running_load(backend)  # a load started earlier (any session) keeps going
@@ -77,7 +81,12 @@ def _output(start: page.PageStart, *, clicked: bool, want_preview: bool) -> None
         # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
         st.warning(f"Stopped ({state.pop(RUNNING_KEY)}). Nothing was kept; Generate to run again.")
     if clicked:
+        grid.forget()  # the new images take the last grid's place
         _generate(start, want_preview=want_preview)
+    elif grid_plan is not None:
+        grid.run(start, grid_plan, result_key=RESULT_KEY)
+    elif grid.shown(settings):  # the last grid, or what a Stop left of it
+        pass
     elif RESULT_KEY in state:
         show_result(state[RESULT_KEY], settings, family=start.family, backend=backend)
     else:
@@ -110,6 +119,7 @@ limit_problem = allowance.problem and for_visitor(allowance.problem, settings=st
 form_column, output_column = st.columns(2, gap="large")
 with form_column:
     clicked = generator.prompt_form(problem=limit_problem)
+    styles.picker(start.settings, start.visitor)
     if limit_problem is not None:
         st.warning(limit_problem, icon=":material/hourglass:")
     elif allowance.allowance is not None:
@@ -117,6 +127,8 @@ with form_column:
     generator.examples()
     workbench.section(start)  # the mode; for Vary / Inpaint / Upscale the image and its controls
     want_preview = generator.settings_widgets(start.settings, start.backend, start.family)
+    loras.picker(start.settings, start.backend)
+    grid_plan = grid.section(start)
 
 form.remember(state)
 
@@ -126,4 +138,4 @@ with output_column:
     output = st.empty()
     strip(start.settings, family=start.family, backend=start.backend)
     with output.container():
-        _output(start, clicked=clicked, want_preview=want_preview)
+        _output(start, clicked=clicked, want_preview=want_preview, grid_plan=grid_plan)

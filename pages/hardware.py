@@ -9,6 +9,7 @@ from core.settings import Settings
 from core.units import human_bytes
 from ui import hardware, page
 from ui.hardware import Ours, lines
+from ui.hardware_loras import lora_section
 from ui.text import for_visitor
 
 
@@ -94,6 +95,7 @@ if remote:
 else:
     hardware.model_section(backend, settings)
     hardware.queue_section(backend, start.visitor)
+    lora_section(backend, settings)
 
 facts = gather_facts(settings)
 _device_section(facts, settings)

@@ -10,6 +10,11 @@ Options make it behave like a slow or broken network:
   (huggingface_hub then resumes with `Range` in the same process);
 - `stall`: bodies stop after the first chunk until `release()` (a download to kill); a file
   that fits in one chunk is answered whole, so its connection is free for the next request.
+- `gated`: files are refused as the Hub refuses a gated repo's files to a visitor who has
+  not accepted its terms (403, `X-Error-Code: GatedRepo`).
+
+Another repo id is answered as the Hub answers a repo it lacks (`X-Error-Code:
+RepoNotFound`); a file the repo lacks with `EntryNotFound`.
 
 `requests` records (method, path, range) of everything that arrived.
 Run `python -m testkit.hub_standin FOLDER [bytes_per_second]` to serve a folder; it prints its URL.
@@ -48,8 +53,10 @@ class HubStandIn(LoopbackHTTPServer):
         bytes_per_second: float | None = None,
         drop_after: int | None = None,
         stall: bool = False,
+        gated: bool = False,
     ) -> None:
         self.folder = Path(folder)
+        self.gated = gated
         self.repo_id = repo_id
         self.bytes_per_second = bytes_per_second
         self.drop_after = drop_after
@@ -130,9 +137,10 @@ class HubStandIn(LoopbackHTTPServer):
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def _not_found(self) -> None:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
+            def _not_found(self, code: str = "EntryNotFound", status: int = 404) -> None:
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("X-Error-Message", f"stand-in: {code}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -150,9 +158,15 @@ class HubStandIn(LoopbackHTTPServer):
                 marker = f"/{hub.repo_id}/resolve/"
                 if path.startswith(marker):
                     _rev, _, name = path[len(marker) :].partition("/")
+                    if hub.gated:
+                        self._not_found("GatedRepo", 403)
+                        return
                     if name in hub.files:
                         self._file(name)
                         return
+                elif "/resolve/" in path or path.startswith("/api/models/"):
+                    self._not_found("RepoNotFound")
+                    return
                 self._not_found()
 
             def _file(self, name: str) -> None:

@@ -255,6 +255,18 @@ def current_store(**options):
     return history.HistoryStore(settings.data_dir, **options)
 
 
+# What migration 0006 (grids, LoRAs, styles) added, undone: for tests that rewind a
+# history to an older version and watch it upgrade again.
+UNDO_0006 = (
+    "DROP INDEX records_grid",
+    "ALTER TABLE records DROP COLUMN loras",
+    "ALTER TABLE records DROP COLUMN styles",
+    "ALTER TABLE records DROP COLUMN grid_id",
+    "ALTER TABLE records DROP COLUMN grid_cell",
+    "DROP TABLE grids",
+    "DROP TABLE styles",
+)
+
 _GONE = object()
 
 

@@ -61,6 +61,15 @@ def test_compile_decision(setting, device, expected):
     assert "SD_COMPILE" in reason
 
 
+def test_auto_leaves_the_blocks_uncompiled_beside_a_lora_folder():
+    """On CUDA, SD_COMPILE=auto compiles unless a LoRA folder is set (every LoRA switch would
+    compile anew); SD_COMPILE=true still compiles there, and says nothing about LoRAs."""
+    assert decide_compile("auto", "cuda", loras=False)[0] is True
+    decided, reason = decide_compile("auto", "cuda", loras=True)
+    assert decided is False and "SD_LORA_DIR" in reason
+    assert decide_compile("true", "cuda", loras=True)[0] is True
+
+
 def test_compile_decision_refuses_nonsense():
     with pytest.raises(ValueError, match="auto, true, false"):
         decide_compile("sometimes", "cuda")

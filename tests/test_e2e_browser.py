@@ -265,8 +265,8 @@ def fixture_browser(chromium, demo_app, tmp_path_factory, pytestconfig):
 def _fill_small(tab: Browser) -> None:
     """Fill the generator for a fixed-seed 512×512, 2-step image, as a user would type it.
 
-    The prompt is typed and left there: it sits in a form with Generate, so it reaches the
-    app with the click (Ctrl+Enter in it would generate at once).
+    The prompt is typed and left there: it reaches the app when the box loses focus, or
+    with the click (Ctrl+Enter in it would generate at once).
     """
     page = tab.page
     page.get_by_label("Prompt", exact=True).fill(PROMPT)

@@ -329,8 +329,12 @@ def test_history_from_before_versioning_is_upgraded_in_place(tmp_path):
     import sqlite3
 
     # The old app's columns: every field but `owner` (added by migration 0002),
-    # `family`, `mode`, `mode_options` (0003) and the source and mask names (0005).
-    later = ("owner", "family", "mode", "mode_options", *history.records.INPUT_FIELDS)
+    # `family`, `mode`, `mode_options` (0003), the source and mask names (0005) and the
+    # LoRAs, styles and grid (0006).
+    later = (
+        *("owner", "family", "mode", "mode_options", *history.records.INPUT_FIELDS),
+        *("loras", "styles", "grid_id", "grid_cell"),
+    )
     fields = [f for f in history.record.FIELDS if f not in later]
     columns = ", ".join(f + (" TEXT PRIMARY KEY" if f == "id" else "") for f in fields)
     with sqlite3.connect(tmp_path / history.DB_NAME) as conn:  # the old app's exact DDL

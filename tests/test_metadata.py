@@ -42,6 +42,7 @@ def test_a1111_sample_gives_the_generator_fields():
         "width": 768,
         "height": 512,
         "mode": "txt2img",  # no image-to-image key (e.g. "Denoising strength")
+        "loras": [],  # no <lora:…> tag: using these settings picks none
     }
     assert parsed.extras["Sampler"] == "DPM++ 2M"
     assert parsed.extras["Model hash"] == "abc123"

@@ -21,7 +21,7 @@ from core.history import schema
 from core.modes import Mode, ModeOption
 from core.prompt_cache import prompt_key
 
-from .conftest import SMALL, current_store
+from .conftest import SMALL, UNDO_0006, current_store
 
 BLEND = Mode(
     id="blend",
@@ -215,6 +215,8 @@ def test_upgrade_to_0003_gives_old_rows_their_family_and_text_to_image(engine):
         for model in models_by_row
     }
     with store.engine.begin() as conn:  # back to 0002: what the app before this change left
+        for statement in UNDO_0006:  # 0006's additions first
+            conn.exec_driver_sql(statement)
         for column in ("family", "mode", "mode_options"):
             conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE reservations")  # and 0004's table

@@ -14,7 +14,7 @@ from core.auth import LOCAL_USER
 from core.generation import GenerationRequest
 from core.history import NotAllowed, schema
 
-from .conftest import SMALL, current_store, fill_small
+from .conftest import SMALL, UNDO_0006, current_store, fill_small
 from .test_auth import AUTH, signed
 
 GALLERY = "pages/gallery.py"
@@ -128,6 +128,7 @@ def test_upgrade_from_schema_0001_makes_old_records_the_local_users(engine):
     with store.engine.begin() as conn:  # back to 0001: what the app before this change left
         conn.execute(schema.audit.delete())
         for statement in (
+            *UNDO_0006,
             "DROP TABLE inputs",  # 0005
             "ALTER TABLE records DROP COLUMN source_record",
             "ALTER TABLE records DROP COLUMN source_sha256",

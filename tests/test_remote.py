@@ -492,3 +492,16 @@ def test_history_records_which_service_made_the_image(server, monkeypatch, app, 
     (record,) = open_store(load_settings().data_dir).page(1).records
     assert (record.backend, record.seed) == ("remote", 3)
     assert record.model_revision == f"remote {display_url(url)}"
+
+
+def test_skip_layer_guidance_is_refused_before_any_call(server):
+    """The text-to-image task takes no SLG: a request with SLG on (and guidance on) is refused
+    with the local-only words before any call, so no record says SLG ran when it did not;
+    with guidance off SLG would not run anyway, and the call goes out."""
+    backend = RemoteBackend(url=endpoint(server), model="demo")
+    on = {"slg": "layers 1; scale 2.8; start 0.01; stop 0.2"}
+    with pytest.raises(GenerationError, match="runs on the local pipeline only"):
+        backend.generate(GenerationRequest(**SMALL, guidance_scale=4.5, mode_options=on))
+    assert backend.recent_calls() == ()
+    backend.generate(GenerationRequest(**SMALL, guidance_scale=0.0, mode_options=on))
+    assert len(backend.recent_calls()) == 1

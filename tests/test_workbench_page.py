@@ -197,6 +197,10 @@ def test_remote_mode_says_what_it_cannot_do(app, monkeypatch):
     text = _captions(at)
     assert "makes images from text only" in text
     assert "Inpaint runs on the local backend only" in text
+    # SLG too: the toggle is off and says why (the remote task takes no such setting).
+    assert at.toggle(key="slg_on").value is False and at.toggle(key="slg_on").proto.disabled
+    assert "Skip layer guidance runs on the local pipeline only" in text
+    assert at.session_state["slg"] == "off"
     monkeypatch.setenv("SD_REMOTE_IMAGE_TO_IMAGE", "true")
     at = app()
     assert [o.content for o in at.get("button_group")[0].proto.options] == [

@@ -15,11 +15,14 @@ from core import form, history, metadata, share
 from core.auth import Visitor
 from core.generation import Backend
 from core.history import HistoryError, HistoryRecord, HistoryStore, Page
+from core.lora_hub import hub_page, is_hub_name
 from core.models import Family
-from core.safe_text import format_field, plural
+from core.safe_text import format_field, plural, quote
 from core.settings import Settings
 from core.usecases import VerifyOutcome, regenerate_and_verify
+from core.usecases.loras import match_imported, valid_hub_id
 from ui import workbench
+from ui.gallery_grid import grid_link
 from ui.sharing import owner_label
 from ui.text import for_visitor
 
@@ -174,15 +177,21 @@ def details(
         actions[4].button("Close", key="close", on_click=select, args=(None,))
         if st.session_state.get(CONFIRM_DELETE) == record.id:
             _confirm_delete(store, record, visitor, settings)
-        work = workbench.action_buttons(
-            png=image.png,
-            record_id=record.id,
-            values=record.form_values(),
-            size=(int(record.width), int(record.height)),
-            family=workbench.get_family_of(record),
-            backend=backend,
-            key="details_work",
-            immediate=False,
+        # An edited row that is not a valid record offers no image to work on ("Use these
+        # settings" says what is wrong with it).
+        work = (
+            None
+            if record.problems()
+            else workbench.action_buttons(
+                png=image.png,
+                record_id=record.id,
+                values=record.form_values(),
+                size=(int(record.width), int(record.height)),
+                family=workbench.get_family_of(record),
+                backend=backend,
+                key="details_work",
+                immediate=False,
+            )
         )
         if use or work:
             problems = record.problems()
@@ -198,11 +207,35 @@ def details(
                 store, record, settings=settings, visitor=visitor, backend=backend, step=st.spinner
             )
             _show_verified(outcome, settings)
+        grid_link(store, record, settings)  # a grid's cell: its grid, drawn on request
 
 
-def import_png(family: Family) -> None:
+def _imported_loras(parsed: metadata.ParsedParameters, backend: Backend) -> list:
+    """Say which of the image's LoRAs are selected, missing or another version here."""
+    found = match_imported(parsed, backend)
+    if found.note:
+        st.caption(found.note)
+    if found.selected:  # names from the upload: code spans, never markdown
+        chosen = ", ".join(f"{quote(c.name, 60)} ({c.weight:g})" for c in found.selected)
+        st.caption(f"LoRAs selected: {chosen}")
+    if found.missing:
+        missing = ", ".join(quote(name, 60) for name in found.missing)
+        st.warning(f"LoRAs not in the LoRA folder here (left out): {missing}")
+        for name in found.missing:  # a Hub LoRA: say where it came from
+            if is_hub_name(name) and valid_hub_id(name):
+                st.caption(f"{quote(name, 100)} came from the Hub: {quote(hub_page(name))}")
+    if found.from_hub:
+        hub = ", ".join(f"{quote(name, 100)} ({quote(hub_page(name))})" for name in found.from_hub)
+        st.caption(f"Hub LoRAs, downloaded when you generate: {hub}")
+    if found.other_version:
+        other = ", ".join(quote(name, 60) for name in found.other_version)
+        st.warning(f"Another version of these LoRAs is here (selected; pixels may differ): {other}")
+    return [(c.name, c.weight) for c in found.selected]
+
+
+def import_png(family: Family, backend: Backend) -> None:
     """Import the settings of a PNG from this app or another one (checked against `family`'s
-    rules), shown as plain text."""
+    rules, its LoRAs matched against the files here), shown as plain text."""
     with st.expander("Import settings from a PNG"):
         upload = st.file_uploader(
             "PNG from this app, A1111, Forge, Fooocus or SD.Next", type=None, key="import_png"
@@ -223,6 +256,7 @@ def import_png(family: Family) -> None:
         values, warnings = share.check_values(parsed.values, family=family)
         for warning in warnings:
             st.warning(warning)
+        values["loras"] = _imported_loras(parsed, backend)
         st.caption("Prompt")
         st.code(values.get("prompt") or " ", language=None, wrap_lines=True)
         shown = {k: v for k, v in values.items() if k != "prompt"} | parsed.extras
@@ -263,7 +297,8 @@ def grid(store: HistoryStore, page: Page) -> None:
         ):
             with column.container(border=True):
                 st.image(thumbnails[record.id], width="stretch")
-                st.text(f"Seed {record.seed} · {record.width}×{record.height}")
+                cell = f" · grid cell {record.grid_cell + 1}" if record.grid_id else ""
+                st.text(f"Seed {record.seed} · {record.width}×{record.height}{cell}")
                 st.text(_excerpt(record.prompt) or "(no prompt)")
                 st.text(f"by {owner_label(record.owner)}")
                 st.button("Details", key=f"open_{record.id}", on_click=select, args=(record.id,))

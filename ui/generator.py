@@ -49,30 +49,29 @@ def _use_draft() -> None:
 def prompt_form(*, problem: str | None) -> bool:
     """The two prompts and Generate (disabled with `problem` as its help); True when clicked.
 
-    A form so that Ctrl+Enter in the prompt submits it, i.e. clicks Generate (Streamlit's
-    own binding for text areas in forms). Only the two prompts live in it: widgets with
-    callbacks (examples, aspect presets) cannot be inside a form.
+    Ctrl+Enter in a prompt box clicks Generate (the button's keyboard shortcut), with the
+    text as typed. Not a form: a form would hold the typed prompt back until it is
+    submitted, so the other buttons that use it (Generate grid, the styles' Apply and
+    Save) would see the prompt as it was before.
     """
-    with st.form("prompt_form", enter_to_submit=True):
-        st.text_area(
-            "Prompt",
-            key="prompt",
-            height=100,
-            placeholder="Describe the image…",
-            max_chars=MAX_PROMPT_CHARS,
-            help="Ctrl+Enter (⌘+Enter) generates.",
-        )
-        st.text_area(
-            "Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS
-        )
-        return st.form_submit_button(
-            "Generate",
-            type="primary",
-            key="generate",
-            width="stretch",
-            disabled=problem is not None,
-            help=problem,
-        )
+    st.text_area(
+        "Prompt",
+        key="prompt",
+        height=100,
+        placeholder="Describe the image…",
+        max_chars=MAX_PROMPT_CHARS,
+        help="Ctrl+Enter (⌘+Enter) generates.",
+    )
+    st.text_area("Negative prompt", key="negative_prompt", height=68, max_chars=MAX_PROMPT_CHARS)
+    return st.button(
+        "Generate",
+        type="primary",
+        key="generate",
+        width="stretch",
+        disabled=problem is not None,
+        help=problem,
+        shortcut="ctrl+enter",
+    )
 
 
 EXAMPLE_LABEL_CHARS = 22  # a label this long fits three to a row in the form column
@@ -149,7 +148,7 @@ def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bo
     left.slider("Images", 1, MAX_IMAGES, key="num_images", help="Seeds seed, seed+1, …")
     with right:
         want_preview = preview_toggle(settings, remote=not backend.supports_preview)
-    slg.controls(family)
+    slg.controls(family, remote=settings.backend == "remote")
     estimate(settings, backend, family)
     return want_preview
 

@@ -51,8 +51,9 @@ def _to_option() -> str:
     return guide.infotext()
 
 
-def controls(family: Family) -> None:
-    """The toggle, its expander and the one-line reason when it cannot run now."""
+def controls(family: Family, *, remote: bool = False) -> None:
+    """The toggle, its expander and the one-line reason when it cannot run now (`remote`:
+    a remote service takes its task's settings only, so SLG is off there)."""
     state = st.session_state
     value = str(state.get("slg", slg.OFF))
     if state.get(SHOWN) != value or ON not in state:
@@ -60,12 +61,17 @@ def controls(family: Family) -> None:
             _from_option(value, family)
         except slg.SLGError:  # a stored value no longer valid: start from the family's
             _from_option(slg.OFF, family)
+    if remote:
+        state[ON] = False
     default = "on" if family.slg_on else "off"
     st.toggle(
         "Skip layer guidance",
         key=ON,
         help=f"{slg.SLG_HELP} {family.label}: {default} by default.",
+        disabled=remote,
     )
+    if remote:
+        st.caption(slg.REMOTE_NOTE)
     with st.expander("Skip layer guidance values", expanded=False):
         st.text_input(
             "Layers to skip",

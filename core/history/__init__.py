@@ -11,6 +11,8 @@ cases hold places with `reserve` / `release` (through `core.limits`). Modules:
   `sqlite_files` (SQLite + image files in a folder), `postgresql` (bytes in a table);
 - `records`, `trash`, `spending`, `repair` — the store's parts: records and their images;
   delete/restore/purge and the audit trail; the daily limit's counts; start-up repair;
+- `grids`, `saved_styles` — X/Y grids (their cells are records) and named prompt styles,
+  reached as `store.grids` and `store.styles`;
 - `engine`  — the SQLAlchemy engines (transactions, read-only opening, timeouts);
 - `errors`  — `HistoryError` in plain words, URLs shown without their password;
 - `keep`    — `keep_result`: save a generation's images and say exactly what was kept;
@@ -62,10 +64,12 @@ from core.history.store import (
     RESTORE_DAYS,
     AuditEntry,
     DeletedRecord,
+    GridRow,
     HistoryStore,
     NotAllowed,
     Page,
     Reservation,
+    SavedStyle,
     open_store,
 )
 from core.history.verify import Verification, compare_png, verify
@@ -76,6 +80,7 @@ __all__ = [
     "RESTORE_DAYS",
     "AuditEntry",
     "DeletedRecord",
+    "GridRow",
     "NotAllowed",
     "THUMB_SIZE",
     "_STORES",
@@ -87,6 +92,7 @@ __all__ = [
     "Page",
     "PartialSaveError",
     "Reservation",
+    "SavedStyle",
     "Verification",
     "_explain",
     "compare_png",

@@ -40,11 +40,13 @@ def keep_result(
     session_id: str,
     owner: str = LOCAL_USER,
     reservation: Any = None,
+    grid: tuple[str, int] | None = None,
 ) -> Kept:
     """Save every image of a `GenerationResult` to the history, in order, as `owner`'s.
 
     With a `reservation` (`core.limits.reserve`) each saved image converts one of its
-    places; the caller releases the rest (`core.limits.release`).
+    places; the caller releases the rest (`core.limits.release`). `grid` (grid id, cell
+    index) links a grid cell's image to its grid.
 
     Never raises for a storage fault: every image gets PNG bytes carrying its settings
     chunks (the stored file when saved), and `error` says exactly which were saved and
@@ -64,6 +66,8 @@ def keep_result(
             session_id=session_id,
             duration_seconds=duration,
             owner=owner,
+            loras=result.loras,
+            grid=grid,
         )
         record = dataclasses.replace(record, image_sha256=blob_store.pixel_sha256(image))
         records.append(record)

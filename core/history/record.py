@@ -16,7 +16,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -25,7 +25,14 @@ from typing import Any
 from core import metadata
 from core.auth import LOCAL_USER
 from core.demo import DEMO_MODEL
-from core.generation import GenerationRequest, InvalidRequest
+from core.generation import (
+    AppliedStyle,
+    GenerationRequest,
+    InvalidRequest,
+    LoraChoice,
+    lora_name_problem,
+    lora_weight_problem,
+)
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
 from core.safe_text import public_model_name
@@ -106,6 +113,23 @@ class HistoryRecord:
     source_record: str = ""
     source_sha256: str = ""
     mask_sha256: str = ""
+    # 0006 (issue 19): the LoRAs it was made with, as applied (JSON list of {"name",
+    # "weight", "sha256"}), the styles merged into its prompt (JSON list of {"name",
+    # "prompt", "negative_prompt"}), and the X/Y grid it is a cell of ("" when none;
+    # `grid_cell` its index there, row-major).
+    loras: str = "[]"
+    styles: str = "[]"
+    grid_id: str = ""
+    grid_cell: int = 0
+
+    def lora_entries(self) -> list[dict[str, Any]]:
+        """The stored LoRAs as [{"name", "weight", "sha256"}]; `InvalidRequest` when the
+        column is not such a list."""
+        return parse_loras_json(self.loras)
+
+    def applied_styles(self) -> tuple[AppliedStyle, ...]:
+        """The stored styles; `InvalidRequest` when the column is not such a list."""
+        return parse_styles_json(self.styles)
 
     def options(self) -> dict[str, Any]:
         """The stored mode options; `InvalidRequest` when they are not a JSON object."""
@@ -155,15 +179,22 @@ class HistoryRecord:
             family=self.family,
             mode=self.mode,
             mode_options=self.options(),
+            loras=tuple(LoraChoice(e["name"], e["weight"]) for e in self.lora_entries()),
+            styles=self.applied_styles(),
         )
 
     def form_values(self) -> dict[str, Any]:
         """The generator form's fields (`core.form.field_names()`) for this record: the
-        mode and its options too (none when they cannot be read: see `problems()`)."""
+        mode and its options too (none when they cannot be read: see `problems()`), and
+        the LoRAs. Not the styles: they are in the prompt already."""
         try:
             options = self.options()
         except InvalidRequest:
             options = {}
+        try:
+            loras = [(e["name"], e["weight"]) for e in self.lora_entries()]
+        except InvalidRequest:
+            loras = []
         return {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -176,6 +207,7 @@ class HistoryRecord:
             "num_images": 1,
             **options,
             "mode": self.mode,
+            "loras": loras,
         }
 
     def problems(self) -> list[str]:
@@ -191,6 +223,8 @@ class HistoryRecord:
             family = get_family(self.family)
             get_mode(self.mode)
             self.options()
+            self.lora_entries()
+            self.applied_styles()
         except (UnknownFamily, UnknownMode, InvalidRequest) as exc:
             return [str(exc)]
         _, warnings = check_values(self.form_values(), family=family)
@@ -238,11 +272,34 @@ class HistoryRecord:
             return {}
         return {} if problems else mode.infotext(options)
 
+    def _lora_infotext(self) -> tuple[str, dict[str, str]]:
+        """The prompt with A1111's `<lora:name:weight>` tags, and its `Lora hashes` (the
+        prompt alone when the row's LoRAs are unusable)."""
+        from core.lora_text import format_lora_hashes, prompt_with_loras
+
+        try:
+            entries = self.lora_entries()
+        except InvalidRequest:
+            return self.prompt, {}
+        choices = [LoraChoice(e["name"], e["weight"]) for e in entries]
+        hashes = [(e["name"], e["sha256"]) for e in entries if e["sha256"]]
+        extra = {"Lora hashes": format_lora_hashes(hashes)} if hashes else {}
+        return prompt_with_loras(self.prompt, choices), extra
+
+    def _styles_infotext(self) -> dict[str, str]:
+        try:
+            names = [style.name for style in self.applied_styles()]
+        except InvalidRequest:
+            return {}
+        return {"Styles": ", ".join(names)} if names else {}
+
     def infotext(self) -> str:
         """A1111 `parameters` text for this record (the mode's options under their A1111
-        names, e.g. "Denoising strength")."""
+        names, e.g. "Denoising strength"; LoRAs as A1111 writes them: `<lora:name:weight>`
+        in the prompt and `Lora hashes`)."""
+        prompt, lora_fields = self._lora_infotext()
         return metadata.build_infotext(
-            prompt=self.prompt,
+            prompt=prompt,
             negative_prompt=self.negative_prompt,
             steps=self.steps,
             sampler=self.scheduler,
@@ -253,6 +310,8 @@ class HistoryRecord:
             model=self.model,
             extra={
                 **self._mode_infotext(),
+                **lora_fields,
+                **self._styles_infotext(),
                 "Model revision": self.model_revision,
                 "Device": self.device,
                 "Dtype": self.dtype,
@@ -267,6 +326,9 @@ class HistoryRecord:
         data = dataclasses.asdict(self)
         with contextlib.suppress(ValueError):
             data["mode_options"] = parse_options_json(self.mode_options)
+        for name in ("loras", "styles"):
+            with contextlib.suppress(ValueError, RecursionError):
+                data[name] = json.loads(getattr(self, name))
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     def stored_problems(self) -> list[str]:
@@ -311,9 +373,16 @@ class HistoryRecord:
             value = data.get(name)
             if value is None and name in _BEFORE_MODES:
                 value = _BEFORE_MODES[name](data)
+            elif value is None and name in _BEFORE_GRIDS:
+                value = _BEFORE_GRIDS[name]
             elif name == "mode_options" and isinstance(value, Mapping):
                 try:  # a JSON chunk holds them as an object
                     value = options_json(value)
+                except (TypeError, ValueError):
+                    value = str(value)
+            elif name in ("loras", "styles") and isinstance(value, list):
+                try:  # a JSON chunk holds them as a list
+                    value = json.dumps(value, ensure_ascii=False)
                 except (TypeError, ValueError):
                     value = str(value)
             if kind is str:
@@ -330,6 +399,51 @@ class HistoryRecord:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(HistoryRecord))
+MAX_LIST_JSON_CHARS = 200_000  # a record's LoRAs or styles as JSON (16 styles of 10,000)
+
+
+def _json_list(text: str, what: str) -> list[Any]:
+    if not isinstance(text, str) or len(text) > MAX_LIST_JSON_CHARS:
+        raise InvalidRequest(what, f"This record's {what} are not readable.")
+    try:
+        value = json.loads(text or "[]")
+    except (ValueError, RecursionError):
+        raise InvalidRequest(what, f"This record's {what} are not valid JSON.") from None
+    if not isinstance(value, list):
+        raise InvalidRequest(what, f"This record's {what} are not a JSON list.")
+    return value
+
+
+def parse_loras_json(text: str) -> list[dict[str, Any]]:
+    """A record's `loras` column as [{"name", "weight", "sha256"}], each checked like a
+    request's LoRA; `InvalidRequest` naming what is wrong."""
+    entries = []
+    for item in _json_list(text, "loras"):
+        if not isinstance(item, Mapping):
+            raise InvalidRequest("loras", "This record's loras hold something not a LoRA.")
+        name, weight, sha = item.get("name"), item.get("weight"), item.get("sha256", "")
+        problem = lora_name_problem(name) or lora_weight_problem(weight)
+        if problem is None and not (isinstance(sha, str) and (not sha or _SHA256.fullmatch(sha))):
+            problem = "its hash is not a SHA-256"
+        if problem:
+            shown = _shown(name)
+            raise InvalidRequest("loras", f"This record's LoRA {shown}: {problem}.")
+        entries.append({"name": name, "weight": float(weight), "sha256": sha})
+    return entries
+
+
+def parse_styles_json(text: str) -> tuple[AppliedStyle, ...]:
+    """A record's `styles` column as the applied styles; `InvalidRequest` when it is not
+    such a list (each style is then checked by the request)."""
+    styles = []
+    for item in _json_list(text, "styles"):
+        if not isinstance(item, Mapping):
+            raise InvalidRequest("styles", "This record's styles hold something not a style.")
+        values = [item.get(k, "") for k in ("name", "prompt", "negative_prompt")]
+        if not all(isinstance(v, str) for v in values):
+            raise InvalidRequest("styles", "This record's styles hold something not text.")
+        styles.append(AppliedStyle(*values))
+    return tuple(styles)
 
 
 # What a row or JSON from before families and modes holds for them (migration 0003).
@@ -345,6 +459,8 @@ _BEFORE_MODES = {
     "mode": lambda _data: DEFAULT_MODE.id,
     "mode_options": lambda _data: "{}",
 }
+# What a row or JSON from before LoRAs, styles and grids holds for them (migration 0006).
+_BEFORE_GRIDS = {"loras": "[]", "styles": "[]", "grid_id": "", "grid_cell": 0}
 _KINDS = {
     f.name: {"str": str, "float": float, "int": int}[str(f.type)]
     for f in dataclasses.fields(HistoryRecord)
@@ -382,9 +498,23 @@ def new_record(
     duration_seconds: float,
     created_at: float | None = None,
     owner: str = LOCAL_USER,
+    loras: Sequence[tuple[str, str, float]] = (),
+    grid: tuple[str, int] | None = None,
 ) -> HistoryRecord:
     """The record of one image of `request` made with `seed` in environment `facts`
-    (`environment`: its "quantization" goes into the options JSON when not "none")."""
+    (`environment`: its "quantization" goes into the options JSON when not "none").
+
+    `loras` are the LoRAs as applied (name, A1111 sha256, weight; the result says); a
+    request's LoRAs not among them are kept without a hash. `grid` is (grid id, cell
+    index) for a cell of an X/Y grid.
+    """
+    applied = {name: (sha, weight) for name, sha, weight in loras}
+    entries = [
+        {"name": c.name, "weight": c.weight, "sha256": applied.get(c.name, ("", 0.0))[0]}
+        for c in request.loras
+    ]
+    styles = [dataclasses.asdict(style) for style in request.styles]
+    grid_id, grid_cell = grid if grid is not None else ("", 0)
     options = dict(request.mode_options)
     quantization = str(facts.get(QUANTIZATION_KEY) or UNQUANTIZED)
     if quantization != UNQUANTIZED:
@@ -405,6 +535,10 @@ def new_record(
         mode=request.mode,
         mode_options=options_json(options),
         **input_fields(request),
+        loras=json.dumps(entries, ensure_ascii=False),
+        styles=json.dumps(styles, ensure_ascii=False),
+        grid_id=grid_id,
+        grid_cell=grid_cell,
         duration_seconds=float(duration_seconds),
         **{key: str(facts.get(key, "")) for key in FACT_KEYS},
     )

@@ -13,8 +13,8 @@ processes starting at once never run a migration twice:
 A history made before versioning (a `records` table without `alembic_version`) is
 upgraded in place by migration 0001, which creates only what is missing.
 
-Adding a migration (0003, family + mode + mode options, 0004, reservations, and 0005,
-sources and masks, were added this way; next is 0006)
+Adding a migration (0003, family + mode + mode options, 0004, reservations, 0005,
+sources and masks, and 0006, grids, LoRAs and styles, were added this way; next is 0007)
 -----------------------------------------------------------------------------------------
 1. Add `migrations/versions/0006_<what>.py` with ``revision = "0006"``,
    ``down_revision = "0005"`` and an `upgrade()` using `alembic.op` (use
@@ -45,12 +45,13 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     inspect,
     text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-HEAD = "0005"  # the newest migration's `revision`; see "Adding a migration" above
+HEAD = "0006"  # the newest migration's `revision`; see "Adding a migration" above
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant shared by every process of this app.
 LOCK_KEY = 0x5D35_4157
@@ -97,11 +98,18 @@ records = Table(
     Column("source_record", Text),
     Column("source_sha256", Text),
     Column("mask_sha256", Text),
+    # 0006: the LoRAs and styles it was made with (JSON lists), and the X/Y grid it is a
+    # cell of ("" when none) with its index there.
+    Column("loras", Text, nullable=False, server_default="[]"),
+    Column("styles", Text, nullable=False, server_default="[]"),
+    Column("grid_id", Text, nullable=False, server_default=""),
+    Column("grid_cell", Integer, nullable=False, server_default="0"),
     Index("records_created_at", "created_at"),
     Index("records_seed", "seed", "created_at"),
     Index("records_session", "session_id", "created_at"),
     Index("records_owner", "owner", "created_at"),
     Index("records_deleted", "deleted_at"),
+    Index("records_grid", "grid_id", "grid_cell"),
 )
 
 # 0002: who deleted, restored, purged or regenerated which record, when (admins read it in
@@ -131,6 +139,40 @@ reservations = Table(
     Column("created_at", Float(53), nullable=False),
     Column("expires_at", Float(53), nullable=False),
     Index("reservations_owner", "owner", "expires_at"),
+)
+
+# 0006: an X/Y grid (core.grid): who made it, its axes and cells as JSON (`spec`: the
+# grid's record, `core.grid_image.grid_record`), and how it ended. Its cells are ordinary
+# records pointing here (`records.grid_id`); the grid image is drawn again from them.
+grids = Table(
+    "grids",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("created_at", Float(53), nullable=False),
+    Column("state", Text, nullable=False),  # running, done, stopped, failed
+    Column("columns", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("spec", Text, nullable=False),
+    Index("grids_owner", "owner", "created_at"),
+)
+
+# 0006: named prompt styles (core.styles), each a person's own; an admin may publish one
+# to everyone (`shared`). A name is unique per owner.
+styles = Table(
+    "styles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("prompt", Text, nullable=False, server_default=""),
+    Column("negative_prompt", Text, nullable=False, server_default=""),
+    Column("shared", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float(53), nullable=False),
+    Column("updated_at", Float(53), nullable=False),
+    Column("updated_by", Text, nullable=False, server_default=""),
+    UniqueConstraint("owner", "name", name="styles_owner_name"),
+    Index("styles_shared", "shared"),
 )
 
 # 0005: sources and masks as their own bytes, once per SHA-256, for databases that hold

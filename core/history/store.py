@@ -11,7 +11,13 @@ each seam is its own module and none asks which engine it runs on:
 - `trash`    — delete, restore, purge, the audit trail and the deleted list;
 - `spending` — what each owner made today and holds: the daily limit's counts and its
   atomic reservations (`reserve`, `release`; saving against a reservation converts it);
-- `repair`   — start-up repair of a local history after a crash.
+- `repair`   — start-up repair of a local history after a crash;
+- `grids`    — X/Y grids, whose cells are ordinary records pointing to them;
+- `saved_styles` — named prompt styles, each person's own and the published ones.
+
+The parts added for issue 19 are used through the store's attributes: `store.grids`
+(`start`, `finish`, `get`, `cells`) and `store.styles` (`visible`, `save`, `save_many`,
+`delete`, `publish`).
 
 One `HistoryStore` per database URL and process (`open_store`), thread-safe: every call
 takes a pooled connection for one short transaction. Every error leaves here as a
@@ -37,9 +43,11 @@ from core.history.errors import (  # re-exported: the store's public names stay 
     describe_url,
     parse_url,
 )
+from core.history.grids import GridRow, Grids
 from core.history.record import HistoryRecord
 from core.history.records import PAGE_SIZE, Page, Records, StoredImage
 from core.history.repair import ORPHAN_GRACE_SECONDS, REPAIR_DELAY_SECONDS
+from core.history.saved_styles import SavedStyle, SavedStyles
 from core.history.spending import Reservation, Spending
 from core.history.storage import Storage, open_storage
 from core.history.trash import (
@@ -65,12 +73,14 @@ __all__ = [
     "SYSTEM_ACTOR",
     "AuditEntry",
     "DeletedRecord",
+    "GridRow",
     "HistoryError",
     "HistoryStore",
     "NotAllowed",
     "Page",
     "PartialSaveError",
     "Reservation",
+    "SavedStyle",
     "StoredImage",
     "describe_url",
     "open_store",
@@ -102,6 +112,8 @@ class HistoryStore:
         self.records = Records(self.storage)
         self.trash = Trash(self.storage)
         self.spending = Spending(self.storage)
+        self.grids = Grids(self.storage)
+        self.styles = SavedStyles(self.storage)
         if repair and self.storage.needs_repair and self.read_only is None:
             self.repair_report = self.repair()
 

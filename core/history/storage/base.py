@@ -159,6 +159,19 @@ class Storage(ABC):
         """Insert `rows`, skipping any whose key is already there."""
 
     @abstractmethod
+    def upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        row: Mapping[str, Any],
+        *,
+        key: Sequence[str],
+        update: Sequence[str],
+    ) -> None:
+        """Insert `row`, or when a row with the same `key` columns exists (a unique
+        constraint), set its `update` columns to `row`'s values."""
+
+    @abstractmethod
     def owner_transaction(self, owner: str) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction no other one for `owner` runs beside, in any process: what
         the daily allowance needs to count and reserve in one step."""

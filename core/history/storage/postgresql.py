@@ -62,6 +62,23 @@ class PostgresTables(Storage):
     ) -> None:
         conn.execute(postgresql_insert(table).on_conflict_do_nothing(), list(rows))
 
+    def upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        row: Mapping[str, Any],
+        *,
+        key: Sequence[str],
+        update: Sequence[str],
+    ) -> None:
+        statement = postgresql_insert(table).values(dict(row))
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={name: statement.excluded[name] for name in update},
+            )
+        )
+
     @contextlib.contextmanager
     def owner_transaction(self, owner: str) -> Iterator[Connection]:
         # A transaction-level advisory lock per owner: one person's requests queue for a

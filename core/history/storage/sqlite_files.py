@@ -120,6 +120,23 @@ class SqliteFiles(Storage):
     ) -> None:
         conn.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
 
+    def upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        row: Mapping[str, Any],
+        *,
+        key: Sequence[str],
+        update: Sequence[str],
+    ) -> None:
+        statement = sqlite_insert(table).values(dict(row))
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={name: statement.excluded[name] for name in update},
+            )
+        )
+
     @contextlib.contextmanager
     def owner_transaction(self, owner: str) -> Iterator[Connection]:
         # BEGIN IMMEDIATE takes SQLite's one write lock at the start: every process and
