@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DISK_MARGIN_BYTES = 200_000_000
 READ_CHUNK = 16 * 1024 * 1024
 SPEED_WINDOW_S = 10.0
+CANCEL_POLL_S = 0.1  # how often a download is checked for a cancel
+CANCEL_GRACE_S = 2.0  # how long a cancel waits for the download to stop at its next bytes
 # Components the drop-T5 plan leaves out: both, or the tokenizer would still be fetched.
 T5_COMPONENTS = ("text_encoder_3", "tokenizer_3")
 
@@ -374,7 +376,12 @@ def fetch(plan: DownloadPlan, *, token: str | None, status: LoadStatus) -> str:
     """Download what the plan lacks with byte progress; return the snapshot folder.
 
     A cancel (or any failure) removes the partial files it leaves; finished files stay in
-    the cache, where the next attempt finds them.
+    the cache, where the next attempt finds them. Cancel returns within moments: the
+    download runs in a thread of its own, which stops at its next bytes (the counter
+    raises), lets go of its file lock and removes its partial file; a slow or stalled
+    connection keeps that thread waiting, so after `CANCEL_GRACE_S` this load ends
+    without it. A new download of the same file waits for that lock, then fetches what
+    is still missing.
     """
     from huggingface_hub import snapshot_download
 
@@ -384,18 +391,34 @@ def fetch(plan: DownloadPlan, *, token: str | None, status: LoadStatus) -> str:
         return plan.cached_folder
     check_disk(plan)
     status.start("downloading", total_bytes=plan.missing_bytes, files_total=plan.missing_files)
-    try:
-        folder = snapshot_download(
-            plan.repo_id,
-            allow_patterns=list(plan.allow_patterns),
-            ignore_patterns=list(plan.ignore_patterns),
-            token=token,
-            tqdm_class=counter_for(status),
-        )
-    except BaseException:
-        remove_orphans(plan.cache_dir, plan.repo_id)
-        raise
-    return str(folder)
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def download() -> None:
+        try:
+            outcome["folder"] = snapshot_download(
+                plan.repo_id,
+                allow_patterns=list(plan.allow_patterns),
+                ignore_patterns=list(plan.ignore_patterns),
+                token=token,
+                tqdm_class=counter_for(status),
+            )
+        except BaseException as exc:  # handed to the load below (or dropped after a cancel)
+            outcome["error"] = exc
+            remove_orphans(plan.cache_dir, plan.repo_id)
+        finally:
+            finished.set()
+
+    threading.Thread(target=download, name="sd-download", daemon=True).start()
+    while not finished.wait(CANCEL_POLL_S):
+        if status.cancelled:
+            # Flowing bytes end it within moments (and its partial file goes with it);
+            # a stalled connection does not hold the cancel up longer than this.
+            finished.wait(CANCEL_GRACE_S)
+            raise DownloadCancelled("The download was cancelled.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return str(outcome["folder"])
 
 
 def weight_files(folder: str | Path) -> list[Path]:

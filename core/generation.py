@@ -59,6 +59,11 @@ class GenerationError(RuntimeError):
     """A generation could not run (load failure, out of memory); the message says the fix."""
 
 
+class LoadCancelled(GenerationError):  # noqa: N818 - reads as "raise LoadCancelled"
+    """Someone pressed Cancel during the download or the read-in; the message says what was
+    kept and that the next Generate or Load continues from there."""
+
+
 class GenerationStopped(Exception):  # noqa: N818 - it is a signal, not an error
     """The user asked to stop; raised from the step callback so nothing more is computed."""
 
@@ -447,14 +452,30 @@ class BackendState(StrEnum):
         return self in (BackendState.LOADED, BackendState.NOTHING_TO_LOAD)
 
 
+# Load phases in which Cancel does something: the download and reading the weights in.
+CANCELLABLE_PHASES = ("downloading", "reading")
+
+
 @dataclass(frozen=True)
 class LoadProgress:
     """What a running load is doing: share done (0–1), words for it ("" when none yet), and
-    seconds since it started (0 when no load runs)."""
+    seconds since it started (0 when no load runs).
+
+    `phase`: "" when nothing runs, else what the load does now ("starting", "checking",
+    "downloading", "reading", "building"), "cancelling" once Cancel was pressed, and
+    "cancelled" when no load runs and the last one was cancelled (`text` then says what
+    was kept and what the next click does).
+    """
 
     fraction: float = 0.0
     text: str = ""
     elapsed: float = 0.0
+    phase: str = ""
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether Cancel would stop something now (a download or the read-in runs)."""
+        return self.phase in CANCELLABLE_PHASES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -582,7 +603,8 @@ class Backend(Protocol):
         ...
 
     def cancel_load(self) -> bool:
-        """Ask the running load to stop; return whether one ran."""
+        """Stop the running download or read-in (`load_progress().cancellable`); return
+        whether there was one. Nothing else is stopped: a generation never is."""
         ...
 
     def unload(self) -> bool:

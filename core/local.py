@@ -45,6 +45,7 @@ from core.errors import (
 )
 from core.estimate import SPEEDS
 from core.generation import (
+    CANCELLABLE_PHASES,
     BackendFacts,
     BackendState,
     GenerationError,
@@ -52,6 +53,7 @@ from core.generation import (
     GenerationResult,
     GenerationStopped,
     GridProgressCallback,
+    LoadCancelled,
     LoadFacts,
     LoadProgress,
     LoraMemory,
@@ -87,6 +89,15 @@ from core.settings import DEFAULT_VAE_TILE
 from core.warmup import WarmFacts, prefault_weights
 
 log = logging.getLogger(__name__)
+
+DOWNLOAD_CANCELLED = (
+    "The download was cancelled. Files that finished are kept in the cache; Generate "
+    "(or Load model now) continues from there."
+)
+READ_CANCELLED = (
+    "Loading was cancelled while the weights were read into memory. The files stay on "
+    "disk; Generate (or Load model now) starts the load again."
+)
 
 
 @dataclass(frozen=True)
@@ -505,7 +516,10 @@ def _from_pretrained(
     if read and Path(source).is_dir():
         skip = tuple(without_t5)
         files = [f for f in weight_files(source) if f.relative_to(source).parts[0] not in skip]
-        read_in(files, status=status)
+        try:
+            read_in(files, status=status)
+        except DownloadCancelled:
+            raise LoadCancelled(READ_CANCELLED) from None
     status.start("building")
     try:
         extra = {}
@@ -553,10 +567,7 @@ def _download(
         plan = plan_download(model, token=token, skip=skip, family=family or DEFAULT_FAMILY)
         return fetch(plan, token=token, status=status)
     except DownloadCancelled:
-        raise GenerationError(
-            "The download was cancelled. Files that finished are kept in the cache; "
-            "Generate (or Load model now) continues from there."
-        ) from None
+        raise LoadCancelled(DOWNLOAD_CANCELLED) from None
     except DownloadError as exc:
         raise GenerationError(str(exc)) from exc
     except Exception as exc:  # a hub refusal or no network: explained, unless cached
@@ -795,6 +806,7 @@ class LocalBackend:
         self._loading: Future[LoadedPipeline] | None = None
         self._loading_since: float | None = None
         self.last_load_error: str | None = None
+        self._cancelled = ""  # the last load was cancelled: what was kept, what comes next
         self.load_count = 0  # successful loads: one per process unless unloaded
         # What the load is doing (download bytes, reading weights), read by every session.
         self.load_status = LoadStatus()
@@ -832,71 +844,127 @@ class LocalBackend:
         return None if loaded is None else loaded.facts()
 
     def load_progress(self) -> LoadProgress:
-        """The running load's share done, its words (download bytes, reading weights), and
-        seconds since it started; all zeros when none runs."""
-        since = self._loading_since
+        """The running load's share done, its words (download bytes, reading weights), its
+        phase and seconds since it started; "cancelling" once Cancel was pressed; all zeros
+        when none runs, but for "cancelled" with its words after a cancelled load."""
+        since, status = self._loading_since, self.load_status
         if since is None:
-            return LoadProgress()
-        status = self.load_status
-        return LoadProgress(status.fraction, status.text(), time.perf_counter() - since)
+            cancelled = self._cancelled
+            return LoadProgress(text=cancelled, phase="cancelled") if cancelled else LoadProgress()
+        elapsed = time.perf_counter() - since
+        if status.cancelled:
+            return LoadProgress(status.fraction, "Cancelling…", elapsed, "cancelling")
+        return LoadProgress(status.fraction, status.text(), elapsed, status.phase)
 
     def load_async(self) -> Future[LoadedPipeline]:
         """Start loading in a background thread, or join the load already running.
 
         Every session gets the same future, so the model loads once per process. A failed
-        load is forgotten: the next call tries again.
+        load is forgotten: the next call tries again. A cancelled load is never joined:
+        the next call starts afresh (once the cancelled one has wound down).
         """
         with self._lock:
             if self._loaded is not None:
                 done: Future[LoadedPipeline] = Future()
                 done.set_result(self._loaded)
                 return done
-            if self._loading is not None:
-                return self._loading
+            previous = self._loading
+            if previous is not None and not self.load_status.cancelled:
+                return previous
             future: Future[LoadedPipeline] = Future()
             self._loading, self._loading_since = future, time.perf_counter()
-            self.load_status.reset()
-        threading.Thread(target=self._load, args=(future,), name="sd-load", daemon=True).start()
+            # A status of its own per load: a cancelled download still winding down keeps
+            # seeing its cancel, whatever the new load does.
+            self.load_status, self._cancelled = LoadStatus(), ""
+            status = self.load_status
+        threading.Thread(
+            target=self._load, args=(future, status, previous), name="sd-load", daemon=True
+        ).start()
         return future
 
-    def _load(self, future: Future[LoadedPipeline]) -> None:
+    def _load(
+        self,
+        future: Future[LoadedPipeline],
+        status: LoadStatus,
+        previous: Future[LoadedPipeline] | None,
+    ) -> None:
+        if previous is not None:  # a cancelled load: let it end (and let go of its files)
+            try:
+                loaded = previous.result()
+            except BaseException:  # cancelled, as asked: this load starts afresh
+                loaded = None
+            if loaded is not None:  # the cancel came too late: that load finished
+                self._end(future, loaded=loaded)
+                return
         try:
-            options: dict[str, Any] = {} if self.memory is None else {"memory": self.memory}
-            if self.compile != "auto":
-                options["compile"] = self.compile
-            if self.compile_cache is not None:
-                options["compile_cache"] = self.compile_cache
-            if self.lora_folder.folder is not None:
-                options["loras"] = True  # SD_COMPILE=auto then leaves the blocks uncompiled
-            if self.family is not None:
-                options["family"] = self.family
             loaded = self._loader(
                 model=self.model,
                 device=self.device,
                 dtype=self.dtype,
                 token=self._token_provider(),
-                status=self.load_status,
-                **options,
+                status=status,
+                **self._load_options(),
             )
         except BaseException as exc:  # handed to every waiting session through the future
-            with self._lock:
-                self._loading = self._loading_since = None
-                self.last_load_error = load_error_text(exc)
-            future.set_exception(exc)
+            self._end(future, error=exc)
             return
+        self._end(future, loaded=loaded, counted=True)
+
+    def _load_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {} if self.memory is None else {"memory": self.memory}
+        if self.compile != "auto":
+            options["compile"] = self.compile
+        if self.compile_cache is not None:
+            options["compile_cache"] = self.compile_cache
+        if self.lora_folder.folder is not None:
+            options["loras"] = True  # SD_COMPILE=auto then leaves the blocks uncompiled
+        if self.family is not None:
+            options["family"] = self.family
+        return options
+
+    def _end(
+        self,
+        future: Future[LoadedPipeline],
+        *,
+        loaded: LoadedPipeline | None = None,
+        error: BaseException | None = None,
+        counted: bool = False,
+    ) -> None:
+        """Record how the load behind `future` ended, then wake everyone waiting on it.
+        Only the current load clears the loading state (a cancelled one may end after a
+        newer one started)."""
         with self._lock:
-            self._loaded, self._loading, self._loading_since = loaded, None, None
-            self.last_load_error = None
-            self.load_count += 1
-        future.set_result(loaded)
+            current = self._loading is future
+            if current:
+                self._loading = self._loading_since = None
+            if loaded is not None:
+                self._loaded = loaded
+                self.last_load_error = None
+                if counted:
+                    self.load_count += 1
+            elif isinstance(error, LoadCancelled):
+                if current:  # not a failure: nothing to fix
+                    self._cancelled, self.last_load_error = str(error), None
+            elif current:
+                self.last_load_error = load_error_text(error)
+        if loaded is not None:
+            future.set_result(loaded)
+        else:
+            future.set_exception(error)
 
     def cancel_load(self) -> bool:
-        """Ask the running load (download, read-in) to stop; return whether one ran."""
+        """Stop the running download or read-in; return whether there was one.
+
+        Other phases (imports, asking the Hub, building the pipeline) finish by
+        themselves in moments; a generation is never touched.
+        """
+        status = self.load_status
         with self._lock:
             running = self._loading is not None
-        if running:
-            self.load_status.cancel()
-        return running
+        if running and status.phase in CANCELLABLE_PHASES and not status.cancelled:
+            status.cancel()
+            return True
+        return False
 
     def ensure_loaded(self) -> LoadedPipeline:
         """Block until the pipeline is loaded; raise what the load raised."""
@@ -1163,9 +1231,7 @@ class LocalBackend:
     def describe(self) -> BackendFacts:
         """Facts for the sidebar and history: model, state, and device and dtype once loaded."""
         state = self.state
-        activity = ""
-        if state is BackendState.LOADING and self.load_status.phase != "idle":
-            activity = self.load_status.text()
+        activity = self.load_progress().text if state is BackendState.LOADING else ""
         loaded = self._loaded
         return BackendFacts(
             backend=self.name,

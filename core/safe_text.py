@@ -207,6 +207,22 @@ def hide_paths(text: str, paths: Mapping[str, str]) -> str:
     return text
 
 
+def is_model_folder(model: object) -> bool:
+    """Whether SD_MODEL names a folder on this server (a path) rather than a Hub id."""
+    text = str(model)
+    return bool(text) and (text.startswith((".", "/", "~")) or Path(text).expanduser().exists())
+
+
+def public_model_name(model: object) -> str:
+    """SD_MODEL as it may leave the server (PNG text, records, exports): a Hub id as is, a
+    local folder by its name only, never the server's path (`/srv/models/sd35` → `sd35`).
+    The revision recorded beside it says exactly which weights those were."""
+    text = str(model)
+    if not is_model_folder(text):
+        return text
+    return Path(text).expanduser().resolve().name or "local folder"
+
+
 def settings_paths(settings: Any) -> dict[str, str | Path | None]:
     """The folders a `Settings` names: the data folder, the LoRA folder, and the model when
     it is a folder."""
@@ -214,7 +230,7 @@ def settings_paths(settings: Any) -> dict[str, str | Path | None]:
     if getattr(settings, "lora_dir", None):
         paths["the LoRA folder"] = settings.lora_dir
     model = str(settings.model)
-    if model.startswith((".", "/", "~")) or Path(model).expanduser().exists():
+    if is_model_folder(model):
         paths["the model folder"] = Path(model).expanduser()
     return paths
 

@@ -12,6 +12,7 @@ from ui.text import for_visitor
 
 state = st.session_state
 PAGE = "gallery_page"
+LABEL_PX = 20  # a widget label with its margin: the toggle lines up with the fields
 
 
 def _first_page() -> None:
@@ -63,7 +64,9 @@ if record is not None:
 gallery.import_png(start.family, start.backend)
 admin_panel(store, visitor, settings)
 
-search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+# Labels in one line at the top; the toggle, which has none, steps down to the fields.
+search, seed_box, whose, mine = st.columns([3, 2, 2, 2], vertical_alignment="top")
+mine.space(LABEL_PX)
 text = search.text_input("Search prompts", key="gallery_search", on_change=_first_page)
 seed = seed_box.number_input(
     "Seed", 0, MAX_SEED, value=None, step=1, key="gallery_seed", on_change=_first_page

@@ -9,7 +9,7 @@ from core.grid import GridPlan
 from core.memory import DROP_T5_NOTE
 from core.usecases import check_allowance, generate_and_keep
 from ui import generator, grid, loras, page, styles, workbench
-from ui.load import load_with_status, show_load_error, show_running_load
+from ui.load import load_with_status, show_cancelled, show_load_error, show_running_load
 from ui.results import RESULT_KEY, RUNNING_KEY, LiveProgress, show_result, strip
 from ui.text import for_visitor
 
@@ -75,6 +75,8 @@ def _output(
     elif not clicked and backend.last_load_error and backend.state is not BackendState.LOADED:
         # The reason and its fix stay in plain sight until a load succeeds.
         show_load_error(f"The model could not be loaded. {backend.last_load_error}", settings)
+    elif not clicked:
+        show_cancelled(backend)  # a cancelled load: what was kept, what Generate does next
     if RUNNING_KEY in state and not clicked:
         # The last run ended without finishing: Stop (or the app's own stop) interrupted it.
         st.warning(f"Stopped ({state.pop(RUNNING_KEY)}). Nothing was kept; Generate to run again.")

@@ -8,7 +8,8 @@ Options make it behave like a slow or broken network:
 - `bytes_per_second`: throttle every file body (per connection);
 - `drop_after`: close the connection once, after that many bytes of each file's first GET
   (huggingface_hub then resumes with `Range` in the same process);
-- `stall`: bodies stop after the first chunk until `release()` (a download to kill);
+- `stall`: bodies stop after the first chunk until `release()` (a download to kill); a file
+  that fits in one chunk is answered whole, so its connection is free for the next request.
 - `gated`: files are refused as the Hub refuses a gated repo's files to a visitor who has
   not accepted its terms (403, `X-Error-Code: GatedRepo`).
 
@@ -213,7 +214,7 @@ class HubStandIn(LoopbackHTTPServer):
                             self.close_connection = True
                             self.connection.shutdown(2)
                             return
-                        if not hub._released.is_set():
+                        if start + sent < size and not hub._released.is_set():
                             while not hub._released.wait(0.1):
                                 if hub._closing.is_set():
                                     return

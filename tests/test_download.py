@@ -61,6 +61,9 @@ try:
 except GenerationError as exc:
     out["error"] = str(exc)
 done.set()
+for thread in threading.enumerate():  # a cancelled download ends at its next bytes (the app
+    if thread.name == "sd-download":  # lives on; this script waits before it exits)
+        thread.join(timeout=60)
 out["texts"] = sorted(set(texts))
 out["done_bytes"], out["total_bytes"] = status.done_bytes, status.total_bytes
 out["phases"] = status.phases
@@ -156,6 +159,88 @@ def test_cancel_leaves_no_partial_file(demo_dir, tmp_path):
     assert not partials(tmp_path / "hf")
     weights = list((tmp_path / "hf").rglob("transformer/*.safetensors"))
     assert not weights  # the big file never finished
+
+
+CANCEL_STALLED = """
+import hashlib, json, sys, time
+from core.generation import GenerationRequest, LoadCancelled
+from core.local import LocalBackend
+
+backend = LocalBackend(model=sys.argv[1], device="cpu", dtype="float32")
+first = backend.load_async()
+while backend.load_progress().phase != "downloading" or backend.load_status.done_bytes == 0:
+    if first.done():
+        first.result()  # failed before the download: the traceback says why
+    time.sleep(0.02)
+out = {"cancellable": backend.load_progress().cancellable, "cancel": backend.cancel_load()}
+out["ack"] = backend.load_progress().phase
+second = backend.load_async()  # Generate clicked again at once
+out["joined"] = second is first
+try:
+    first.result(timeout=60)  # the stand-in still holds every body back
+except LoadCancelled as exc:
+    out["first"] = str(exc)
+except TimeoutError:
+    out["first"] = "still running"
+print("CANCELLED" + json.dumps(out), flush=True)
+sys.stdin.readline()  # the stand-in answers again
+second.result(timeout=120)
+image = backend.generate(
+    GenerationRequest(prompt="a fox", seed=5, width=512, height=512, num_inference_steps=2)
+).images[0]
+out["pixels"] = hashlib.sha256(image.tobytes()).hexdigest()
+out["progress"] = [backend.state, backend.load_progress().phase, backend.cancel_load()]
+print("RESULT" + json.dumps(out), flush=True)
+"""
+
+
+def test_cancel_on_a_stalled_download_ends_at_once_and_the_next_load_starts_afresh(
+    demo_dir, tmp_path, local_pixels
+):
+    """Cancel while the Hub holds every body back: the load ends anyway ("Cancelling…" at
+    once, then cancelled), a Generate right after is not handed the cancelled load but starts
+    a new one, which finishes from the files kept once the Hub answers again."""
+    hub = HubStandIn(demo_dir, stall=True).start()
+    environ = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+    environ.pop("HF_HUB_OFFLINE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CANCEL_STALLED, REPO_ID],
+        cwd=APP_ROOT,
+        env=environ,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("CANCELLED"), line
+        cancelled = json.loads(line[len("CANCELLED") :])
+        # Files that finished before the cancel: in the snapshot folder now.
+        kept = {
+            path.relative_to(snapshot).as_posix()
+            for snapshot in (tmp_path / "hf").glob("hub/models--*/snapshots/*")
+            for path in snapshot.rglob("*")
+            if path.is_file()
+        }
+        hub.release()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        hub.stop()
+    assert cancelled["cancellable"] and cancelled["cancel"]
+    assert cancelled["ack"] == "cancelling"
+    assert not cancelled["joined"]
+    assert cancelled["first"].startswith("The download was cancelled. Files that finished")
+    result = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT"))[6:])
+    assert result["pixels"] == local_pixels
+    assert result["progress"] == ["loaded", "", False]  # nothing left to cancel
+    assert not partials(tmp_path / "hf")
+    gets = hub.file_gets()
+    again = {name for name in gets if gets.count(name) > 1}
+    assert kept and again, gets  # some files were kept, the stalled ones fetched again
+    assert not kept & again, gets  # and what was kept was not fetched again
 
 
 def test_restart_after_a_killed_download_leaves_no_orphan(demo_dir, tmp_path):

@@ -57,6 +57,7 @@ class StreamlitServer:
         self.port: int | None = None  # None: a free port at each start
         self.extra_args: list[str] = []  # e.g. --secrets.files for the sign-in test
         self.extra_env: dict[str, str] = {}
+        self.host = "127.0.0.1"  # another address of this machine: a non-loopback visitor
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SD_", "HF_"))}
@@ -74,10 +75,10 @@ class StreamlitServer:
 
     def start(self) -> None:
         port = self.port or free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.host}:{port}"
         command = [
             *(sys.executable, "-m", "streamlit", "run", "streamlit_app.py"),
-            *("--server.address", "127.0.0.1", "--server.port", str(port)),
+            *("--server.address", self.host, "--server.port", str(port)),
             *("--server.headless", "true", "--server.fileWatcherType", "none"),
             *("--browser.gatherUsageStats", "false"),
             *self.extra_args,

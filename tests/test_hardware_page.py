@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from core.memory import GB
 from core.service import get_backend
+from tests.conftest import APP_ROOT
 
 TOKEN = "hf_SECRETtoken123"
 PAGE = "pages/hardware.py"
@@ -45,7 +46,9 @@ def test_page_not_loaded_shows_facts_and_plan(app):
     assert "**torch:**" in text and "**Token configured:** no" in text
     assert any("**fits**" in info.value for info in at.info)
     assert any("SD3.5 Medium here:" in e.value for e in [*at.info, *at.error])
-    assert len(at.get("vega_lite_chart")) == 1
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(b.startswith("RAM: ") and "the plan needs" in b for b in bars), bars
+    assert not at.get("vega_lite_chart")
 
 
 def test_load_and_unload_buttons(app, monkeypatch):
@@ -164,3 +167,30 @@ def test_refused_quantization_is_said_before_loading(app, monkeypatch):
     refused = [e.value for e in at.error if "**refused**" in e.value]
     assert refused and all("SD_QUANT=fp8 needs a CUDA GPU" in e for e in refused)
     assert len(at.table) == 0
+
+
+def test_plan_boxes_use_material_icons(app):
+    """The memory-plan boxes carry Streamlit's bundled Material icons, which need no emoji
+    font (an emoji icon is an empty box on a machine without one)."""
+    at = app(PAGE)
+    boxes = [b for b in [*at.info, *at.error] if "**fits**" in b.value or "fit**" in b.value]
+    assert boxes
+    assert all(b.icon.startswith(":material/") for b in boxes), [b.icon for b in boxes]
+
+
+def test_no_emoji_in_the_app_code():
+    """No emoji anywhere in the app's pages, ui and core: icons are `:material/…:` names.
+    (The check and cross marks ✓ ✗ in table cells are text that ordinary fonts carry.)"""
+    import re
+
+    emoji = re.compile(
+        "[\U0001f300-\U0001faff\u2600-\u2712\u2714-\u2716\u2718-\u27bf\u2b00-\u2bff\ufe0f]"
+    )
+    found = [
+        f"{path.relative_to(APP_ROOT)}:{number}"
+        for folder in ("pages", "ui", "core")
+        for path in (APP_ROOT / folder).rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if emoji.search(line)
+    ]
+    assert not found, found

@@ -183,3 +183,29 @@ def test_query_params_round_trip():
     parsed, warnings = share.from_query(params)
     assert warnings == []
     assert parsed == {**{k: v for k, v in values.items() if v != ""}, "randomize_seed": False}
+
+
+def test_png_from_a_local_folder_model_names_the_folder_not_its_path(demo_dir, tmp_path):
+    """SD_MODEL=/some/server/folder: the PNG anyone downloads says the folder's name and the
+    revision hash, and holds no server path in any text chunk (nor the record)."""
+    from core.generation import GenerationRequest
+    from core.history import keep_result
+    from core.local import LocalBackend
+
+    backend = LocalBackend(model=str(demo_dir), device="cpu", dtype="float32")
+    request = GenerationRequest(
+        prompt="a fox", seed=3, width=512, height=512, num_inference_steps=2
+    )
+    result = backend.generate(request)
+    kept = keep_result(result, backend=backend, target=tmp_path / "data", session_id="s")
+    assert kept.error is None
+    (png,) = kept.pngs
+    chunks = Image.open(io.BytesIO(png)).text
+    assert chunks, "the PNG carries its settings"
+    text = "\n".join(chunks.values())
+    parent = str(demo_dir.parent)
+    assert parent not in text and str(demo_dir.resolve().parent) not in text, chunks
+    assert f"Model: {demo_dir.name}," in chunks["parameters"]
+    assert 'Model revision: "local:' in chunks["parameters"]
+    (record,) = kept.records
+    assert record.model == demo_dir.name

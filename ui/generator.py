@@ -74,13 +74,42 @@ def prompt_form(*, problem: str | None) -> bool:
     )
 
 
+EXAMPLE_LABEL_CHARS = 22  # a label this long fits three to a row in the form column
+
+
+# Short names for the examples in core.form (a click still puts the whole prompt in).
+EXAMPLE_LABELS = {
+    form.EXAMPLE_PROMPTS[0]: "Capybara in a suit",
+    form.EXAMPLE_PROMPTS[1]: "Lighthouse at dusk",
+    form.EXAMPLE_PROMPTS[2]: "Dewy spider web",
+}
+
+
+def example_label(example: str, limit: int = EXAMPLE_LABEL_CHARS) -> str:
+    """The example's short name, else its first words cut between words (never inside
+    one), with "…" when cut."""
+    if example in EXAMPLE_LABELS:
+        return EXAMPLE_LABELS[example]
+    if len(example) <= limit:
+        return example
+    words = example[: limit + 1].rsplit(" ", 1)[0].rstrip(" ,")
+    return words + "…"
+
+
 def examples() -> None:
-    """One button per example prompt; a click puts it in the Prompt box."""
-    columns = st.columns(len(form.EXAMPLE_PROMPTS))
-    for i, (column, example) in enumerate(zip(columns, form.EXAMPLE_PROMPTS, strict=True)):
-        column.button(
-            example, key=f"example_{i}", on_click=_use_example, args=(example,), type="tertiary"
-        )
+    """One button per example prompt, as wide as its label (its first words; the whole
+    prompt in its tooltip); a click puts it in the Prompt box."""
+    with st.container(horizontal=True, gap="small"):
+        for i, example in enumerate(form.EXAMPLE_PROMPTS):
+            st.button(
+                example_label(example),
+                key=f"example_{i}",
+                help=example,
+                on_click=_use_example,
+                args=(example,),
+                type="tertiary",
+                width="content",
+            )
 
 
 def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bool:
@@ -99,7 +128,8 @@ def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bo
     sizes, size_help = family.sizes, family.sizes.describe()
     if from_image:
         size_help = "The size comes from the image worked on."
-    w, h, s, r = st.columns([2, 2, 2.4, 3.6], vertical_alignment="bottom")
+    # The seed box holds a 10-digit seed (MAX_SEED) with room to spare; Randomize below it.
+    w, h, s = st.columns([1, 1, 2], vertical_alignment="top")
     for column, label, key in ((w, "Width", "width"), (h, "Height", "height")):
         column.number_input(
             label,
@@ -111,7 +141,7 @@ def settings_widgets(settings: Settings, backend: Backend, family: Family) -> bo
             disabled=from_image,
         )
     s.number_input("Seed", 0, MAX_SEED, step=1, key="seed")
-    r.checkbox("Randomize seed", key="randomize_seed")
+    s.checkbox("Randomize seed", key="randomize_seed")
     left, right = st.columns(2)
     left.slider("Guidance scale", 0.0, MAX_GUIDANCE, step=0.5, key="guidance_scale")
     right.slider("Steps", 1, MAX_STEPS, key="steps")

@@ -16,12 +16,19 @@ from core.safe_text import inline
 from core.settings import Settings
 from core.units import human_bytes
 from ui import plans
-from ui.load import load_text, load_with_status, show_load_error
+from ui.load import load_text, load_with_status, show_cancelled, show_load_error
 from ui.text import for_visitor
 
 UNLOADED_KEY = "hardware_unloaded"
-VERDICT_ICONS = {"fits": "✅", "needs offload": "🐢", "needs drop-T5": "✂️", "won't fit": "⛔"}
-VERDICT_ICONS |= {"needs quantization": "🗜️", "refused": "⛔"}
+# Streamlit's bundled Material icons: they need no emoji font on the visitor's machine.
+VERDICT_ICONS = {
+    "fits": ":material/check_circle:",
+    "needs offload": ":material/swap_horiz:",
+    "needs drop-T5": ":material/content_cut:",
+    "won't fit": ":material/block:",
+    "needs quantization": ":material/compress:",
+    "refused": ":material/block:",
+}
 
 
 class Ours(str):
@@ -86,6 +93,8 @@ def _pipeline_section(backend: Backend, settings: Settings) -> None:
         st.warning(
             "The last load failed: " + for_visitor(backend.last_load_error, settings=settings)
         )
+    else:
+        show_cancelled(backend)
     lines(rows, settings)
 
 
@@ -181,26 +190,30 @@ def plan_section(backend: Backend, settings: Settings, facts: HardwareFacts) -> 
     decisions = {"VAE": plans.vae_text(in_force)}
     decisions["Compile"] = plans.compile_text(loaded, settings, device)
     lines(decisions, settings)
-    _memory_chart(facts)
+    _memory_chart(facts, in_force)
 
 
-def _memory_chart(facts: HardwareFacts) -> None:
-    names = ["RAM"]
-    used = [facts.ram_total_bytes - facts.ram_available_bytes]
-    free = [facts.ram_available_bytes]
-    for gpu in facts.gpus:
-        names.append(f"GPU {gpu.index} VRAM")
-        used.append(gpu.total_bytes - gpu.free_bytes)
-        free.append(gpu.free_bytes)
-    st.bar_chart(
-        {
-            "memory": names,
-            "used (GB)": [round(n / 1e9, 2) for n in used],
-            "free (GB)": [round(n / 1e9, 2) for n in free],
-        },
-        x="memory",
-        y=["used (GB)", "free (GB)"],
-        horizontal=True,
-        stack=True,
-        height=80 + 40 * len(names),
-    )
+def memory_bars(facts: HardwareFacts, plan: MemoryPlan | None) -> list[tuple[float, str]]:
+    """One bar per memory: the share in use and the words beside it (used, free, total,
+    and what the plan needs of it: GPU 0's memory on CUDA, else RAM)."""
+    memories = [("RAM", facts.ram_total_bytes, facts.ram_available_bytes)]
+    memories += [(f"GPU {g.index} VRAM", g.total_bytes, g.free_bytes) for g in facts.gpus]
+    need_on = "GPU 0 VRAM" if facts.free_vram_bytes is not None else "RAM"
+    bars = []
+    for name, total, free in memories:
+        used = max(total - free, 0)
+        text = (
+            f"{name}: {human_bytes(used)} used · {human_bytes(free)} free of {human_bytes(total)}"
+        )
+        if plan is not None and plan.needed_bytes and name == need_on:
+            fits = "fits in" if plan.needed_bytes <= free else "more than"
+            text += f" · the plan needs {human_bytes(plan.needed_bytes)} ({fits} what is free)"
+        bars.append((min(used / total, 1.0) if total > 0 else 0.0, text))
+    return bars
+
+
+def _memory_chart(facts: HardwareFacts, plan: MemoryPlan | None = None) -> None:
+    """Used and free RAM and VRAM as bars (plain HTML bars: they draw without a chart
+    library), with what the plan needs beside the memory it needs it in."""
+    for share, text in memory_bars(facts, plan):
+        st.progress(share, text=text)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import streamlit as st
 
 from core.auth import Visitor
-from core.demo import DEMO_LABEL, DEMO_MODEL
 from core.generation import Backend
 from core.safe_text import quote
 from core.service import current_settings, get_backend
@@ -53,8 +52,7 @@ def draw_sidebar(visitor: Visitor) -> None:
         facts = backend.describe()
         st.caption("Model")
         st.text(for_visitor(settings.model, settings=settings))
-        if settings.model == DEMO_MODEL:
-            st.warning(DEMO_LABEL, icon=":material/science:")
+        # The demo model's warning is the generator page's banner (once, with what to set).
         draw_sidebar_status(backend)  # the pages rewrite it while they load or generate
         if facts.backend == "remote":
             st.caption(f"Remote: {quote(facts.endpoint or facts.provider, 60)}")

@@ -35,6 +35,7 @@ from core.generation import (
 )
 from core.models import DEFAULT_FAMILY, DEMO, FAMILIES, UnknownFamily, get_family
 from core.modes import DEFAULT_MODE, UnknownMode, get_mode, options_json, parse_options_json
+from core.safe_text import public_model_name
 from core.sources import ImageInput, valid_record_id
 
 # The latest time a record may hold: the end of year 9999, the last a date can show.
@@ -589,7 +590,8 @@ def environment(backend: Any) -> dict[str, str]:
     if facts.backend == "remote":  # which service made it: an endpoint or a provider
         revision = "remote " + (facts.endpoint or f"provider {facts.provider}")
     return {
-        "model": model,
+        # A local folder by its name: anyone who downloads the image reads this.
+        "model": public_model_name(model),
         "model_revision": revision,
         "scheduler": loaded.scheduler if loaded is not None else "",
         "device": facts.device,

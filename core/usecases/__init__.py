@@ -1,8 +1,10 @@
 """What a click does, as plain functions the pages call and whose typed results they draw.
 
 - `check_allowance` — may this visitor make `wanted` more images today (SD_DAILY_LIMIT)?
+- `hold_allowance` — hold an accepted request's places under the limit while it runs
+  (every use case that makes images runs inside one; see its docstring);
 - `load_model` — load the model (or join the load that runs), watching it as it goes;
-- `generate_and_keep` — the Generate click: allowance, load, generate, keep in the history;
+- `generate_and_keep` — the Generate click: hold the allowance, load, generate, keep;
 - `regenerate_and_verify` — the gallery's Regenerate & verify: validity, allowance, load,
   setup differences, regenerate and compare, counted against the limit;
 - `plan_from_form`, `generate_grid_and_keep`, `redraw_grid` — the X/Y grid: check it,
@@ -15,7 +17,7 @@ server paths still in: the ui passes them through `ui.text.for_visitor` when it 
 Nothing here imports Streamlit, torch or the history store at import time.
 """
 
-from core.usecases.allowance import AllowanceCheck, check_allowance
+from core.usecases.allowance import AllowanceCheck, Hold, check_allowance, hold_allowance
 from core.usecases.generate import Generated, GenerateOutcome, generate_and_keep
 from core.usecases.grid import (
     GridCellShown,
@@ -34,6 +36,7 @@ __all__ = [
     "AllowanceCheck",
     "GenerateOutcome",
     "Generated",
+    "Hold",
     "GridCellShown",
     "GridMade",
     "GridOutcome",
@@ -43,6 +46,7 @@ __all__ = [
     "VerifyOutcome",
     "check_allowance",
     "generate_and_keep",
+    "hold_allowance",
     "generate_grid_and_keep",
     "load_model",
     "plan_from_form",

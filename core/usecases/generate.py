@@ -1,4 +1,4 @@
-"""Generate and keep: the Generate click, from the allowance to the result the page shows."""
+"""Generate and keep: the Generate click, from holding the allowance to the result shown."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from core.generation import (
     Progress,
     ProgressCallback,
 )
-from core.usecases.allowance import check_allowance
+from core.usecases.allowance import hold_allowance
 from core.usecases.load import LoadOutcome, load_model
 
 if TYPE_CHECKING:
@@ -70,8 +70,11 @@ def generate_and_keep(
     on_progress: ProgressCallback | None = None,
     preview: bool = False,
 ) -> GenerateOutcome:
-    """Check the allowance, load the model, generate, and keep every image in the history.
+    """Hold the allowance, load the model, generate, and keep every image in the history.
 
+    The request's places under SD_DAILY_LIMIT are held from the click (atomically, in the
+    history store, see `hold_allowance`) until its images are saved; whatever ends it
+    early — a refusal, a failed load or generation, Streamlit's Stop — gives them back.
     `load` waits for the model when it is not ready (the page passes one that draws the
     load's progress); `on_start` runs once the model is ready, before the generation;
     `on_progress` gets each update (with a live preview when `preview` and the backend
@@ -80,38 +83,39 @@ def generate_and_keep(
     fault never loses the images: each still has a PNG carrying its settings, and
     `history_error` says what was not kept.
     """
-    # Counted again at the click: another tab or replica may have spent the allowance.
-    allowance = check_allowance(settings, visitor, wanted=request.num_images)
-    if not allowance.allowed:
-        return GenerateOutcome(problem=allowance.problem, failed_at="allowance")
-    load_seconds = 0.0
-    if not backend.state.ready:
-        loaded = load(backend)
-        if not loaded.ok:
-            return GenerateOutcome(problem=loaded.error, failed_at="load")
-        load_seconds = loaded.seconds
-    if on_start is not None:
-        on_start()
-    try:
-        result = backend.generate(
-            request,
-            on_progress=on_progress,
-            user=visitor.id,
-            preview=preview and backend.supports_preview,
+    # Held at the click: another tab or replica may be spending the same allowance now.
+    with hold_allowance(settings, visitor, wanted=request.num_images) as hold:
+        if not hold.allowed:
+            return GenerateOutcome(problem=hold.problem, failed_at="allowance")
+        load_seconds = 0.0
+        if not backend.state.ready:
+            loaded = load(backend)
+            if not loaded.ok:
+                return GenerateOutcome(problem=loaded.error, failed_at="load")
+            load_seconds = loaded.seconds
+        if on_start is not None:
+            on_start()
+        try:
+            result = backend.generate(
+                request,
+                on_progress=on_progress,
+                user=visitor.id,
+                preview=preview and backend.supports_preview,
+            )
+        except (GenerationError, DeviceError) as exc:
+            # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
+            return GenerateOutcome(problem=str(exc), failed_at="generate")
+        if on_progress is not None:
+            on_progress(Progress("saving", 0.0))
+        return _keep(
+            result,
+            settings=settings,
+            visitor=visitor,
+            backend=backend,
+            session_id=session_id,
+            load_seconds=load_seconds,
+            reservation=hold.reservation,
         )
-    except (GenerationError, DeviceError) as exc:
-        # Refused or failed with a message (a full queue, an admin's cancel…): not a Stop.
-        return GenerateOutcome(problem=str(exc), failed_at="generate")
-    if on_progress is not None:
-        on_progress(Progress("saving", 0.0))
-    return _keep(
-        result,
-        settings=settings,
-        visitor=visitor,
-        backend=backend,
-        session_id=session_id,
-        load_seconds=load_seconds,
-    )
 
 
 def _keep(
@@ -122,12 +126,19 @@ def _keep(
     backend: Backend,
     session_id: str,
     load_seconds: float,
+    reservation: Any = None,
 ) -> GenerateOutcome:
-    """Keep every image in the seed history; say what the page shows."""
+    """Keep every image in the seed history (each saved one spends a place of
+    `reservation`); say what the page shows."""
     from core import history  # the first generation pays for this import, not the first paint
 
     kept = history.keep_result(
-        result, backend=backend, target=settings, session_id=session_id, owner=visitor.id
+        result,
+        backend=backend,
+        target=settings,
+        session_id=session_id,
+        owner=visitor.id,
+        reservation=reservation,
     )
     request = result.request
     shown = Generated(

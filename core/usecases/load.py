@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.device import DeviceError
-from core.generation import Backend, GenerationError
+from core.generation import Backend, GenerationError, LoadCancelled
 
 POLL_SECONDS = 0.25  # how often a running load is watched (progress, sidebar)
 
@@ -39,6 +39,8 @@ def load_model(
         time.sleep(poll_seconds)
     try:
         future.result()
+    except LoadCancelled as exc:  # someone pressed Cancel: not a failure, nothing to fix
+        return LoadOutcome(error=str(exc))
     except (GenerationError, DeviceError) as exc:
         return LoadOutcome(error=f"The model could not be loaded. {exc}")
     facts = backend.loaded_facts

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from core.device import DeviceError
 from core.generation import Backend, GenerationError
 from core.quantize import same_quantization
-from core.usecases.allowance import check_allowance
+from core.usecases.allowance import hold_allowance
 
 if TYPE_CHECKING:
     from core.auth import Visitor
@@ -56,7 +56,8 @@ def regenerate_and_verify(
 
     Rows are outside input (an edited database, another app version): a record whose
     settings the generator cannot use is refused before anything runs. A regeneration is
-    spent like any image: checked against the daily limit first, counted after. `step`
+    spent like any image: a place is held under the daily limit from the start (given back
+    when nothing was made) and counted once the image is made. `step`
     wraps each long step with its label (the page passes a spinner).
     """
     from core import history
@@ -64,32 +65,33 @@ def regenerate_and_verify(
     problems = record.problems()
     if problems:
         return VerifyOutcome(invalid=tuple(problems))
-    allowance = check_allowance(settings, visitor)
-    if not allowance.allowed:
-        return VerifyOutcome(refused=allowance.problem)
-    remote, differences, same, quantization = False, (), True, ""
-    try:
-        with step("Loading the model…"):
-            backend.ensure_loaded()
-        now = history.environment(backend)
-        differences = tuple(history.environment_differences(record, now))
-        same, quantization = same_quantization(record.quantization, now["quantization"])
-        remote = "remote" in (record.backend, backend.name)
-        with step("Regenerating…"):
-            verification = history.verify(store, record, backend)
-    except (GenerationError, DeviceError) as exc:
-        return VerifyOutcome(
-            remote=remote,
-            differences=differences,
-            error=str(exc),
-            same_quantization=same,
-            quantization=quantization,
-        )
-    if settings.daily_limit:
+    # One place held from the click, spent when the image is made, else given back.
+    with hold_allowance(settings, visitor, wanted=1) as hold:
+        if not hold.allowed:
+            return VerifyOutcome(refused=hold.problem)
+        remote, differences, same, quantization = False, (), True, ""
         try:
-            store.note_regenerate(visitor.id, record)
-        except history.HistoryError as exc:
-            log.warning("regeneration not counted: %s", exc)
+            with step("Loading the model…"):
+                backend.ensure_loaded()
+            now = history.environment(backend)
+            differences = tuple(history.environment_differences(record, now))
+            same, quantization = same_quantization(record.quantization, now["quantization"])
+            remote = "remote" in (record.backend, backend.name)
+            with step("Regenerating…"):
+                verification = history.verify(store, record, backend)
+        except (GenerationError, DeviceError) as exc:
+            return VerifyOutcome(
+                remote=remote,
+                differences=differences,
+                error=str(exc),
+                same_quantization=same,
+                quantization=quantization,
+            )
+        if settings.daily_limit:
+            try:
+                store.note_regenerate(visitor.id, record, reservation=hold.reservation)
+            except history.HistoryError as exc:
+                log.warning("regeneration not counted: %s", exc)
     return VerifyOutcome(
         remote=remote,
         differences=differences,
