@@ -179,7 +179,8 @@ def test_a_refused_or_failed_request_gives_its_places_back(engine, monkeypatch, 
     """A remote answer that fails, and a load that fails, each give back the place they
     held; a request over what is left is refused before anything runs."""
     settings = _limit(monkeypatch, 1)
-    failing = RemoteBackend(url=f"{endpoint.url}/?status=503&key=failing", model="demo")
+    # 500: failed at once (a 503 would be retried for up to max_wait while it "scales up").
+    failing = RemoteBackend(url=f"{endpoint.url}/?status=500&key=failing", model="demo")
     failed = generate_and_keep(
         _request(), settings=settings, visitor=VISITOR, backend=failing, session_id="s"
     )

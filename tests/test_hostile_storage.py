@@ -636,3 +636,25 @@ def test_database_server_disk_full_keeps_the_image_then_saves_again(
             store.engine.dispose()
             del history._STORES[key]
         cluster.remove()
+
+
+def test_database_stopped_shows_one_error_on_the_seed_history(app, own_pg, monkeypatch):
+    """The server stops while a visitor browses: the Seed history says so once (one box, no
+    crash), and shows the records again once the server is back."""
+    from testkit.pg import PASSWORD
+
+    monkeypatch.setenv("SD_HISTORY_URL", own_pg.url())
+    at = app()
+    fill_small(at, seed=1)
+    at.button(key="generate").click().run()
+    own_pg.stop()
+    at.switch_page(GALLERY).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "Could not read the history" in errors[0], errors
+    assert "***" in errors[0] and PASSWORD not in errors[0]
+    assert any("audit trail cannot be read now" in c.value for c in at.caption)  # admin panel
+    own_pg.start()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("1 image" in c.value for c in at.caption)
