@@ -25,7 +25,7 @@ def _colored_pixels(png: bytes) -> int:
     """Pixels of a saturated colour (the bar's fill); the page, the empty track and the text
     are white, light grey and dark grey."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    return sum(1 for r, g, b in image.getdata() if max(r, g, b) - min(r, g, b) > 60)
+    return sum(1 for r, g, b in image.get_flattened_data() if max(r, g, b) - min(r, g, b) > 60)
 
 
 def test_memory_bars_are_drawn(chromium, demo_app, tmp_path):

@@ -248,3 +248,14 @@ def test_the_session_strip_sends_an_earlier_result_to_work_on(app):
     assert "Working on 512×512: Seed 7" in _captions(at)
     source = at.session_state["work_source"]
     assert source.png == current_store().png_bytes(first.id) or source.record_id == first.id
+
+
+def test_a_change_of_mode_to_nothing_keeps_the_last_mode(app):
+    """The mode control answering "nothing" (a click on the chosen pill while the page
+    redraws) keeps the mode drawn last instead of failing the page."""
+    at = _generated(app, seed=7)
+    at.button(key="work_0_img2img").click().run()
+    assert at.session_state["mode"] == "img2img"
+    at.get("button_group")[0].set_value(None).run()
+    assert not at.exception
+    assert at.session_state["mode"] == "img2img"

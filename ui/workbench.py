@@ -30,6 +30,7 @@ SOURCE_FIT = "work_source_fit"  # core.images.Fit of an upload (a mask made on i
 SOURCE_ERROR = "work_source_error"  # why the last upload was refused (our words)
 UPLOAD = "source_upload"
 NOTE = "work_note"  # what did not come along from the Seed history, said once
+LAST_MODE = "work_last_mode"  # the mode drawn last (a change to nothing goes back to it)
 GENERATOR = "pages/generate.py"
 # The buttons under an image: mode id → (label, icon).
 ACTIONS = {
@@ -238,6 +239,17 @@ def _available(backend: Backend, family: Family) -> list[str]:
     return [m for m in mode_ids() if m in backend.modes and family.supports(m)]
 
 
+def _mode_changed(available: list[str], family: Any) -> None:
+    """The mode control's change: to a mode this backend runs, with its defaults. A change
+    to nothing (a click on the chosen pill while the page redraws) keeps the last mode."""
+    state = st.session_state
+    mode = state.get("mode")
+    if mode not in available:
+        mode = state.get(LAST_MODE) if state.get(LAST_MODE) in available else DEFAULT_MODE.id
+    form.switch_mode(state, mode, family)
+    state[LAST_MODE] = mode
+
+
 def _mode_picker(start: Any) -> str:
     """The mode control; say plainly which modes this backend cannot run."""
     state = st.session_state
@@ -253,12 +265,14 @@ def _mode_picker(start: Any) -> str:
         format_func=lambda m: get_mode(m).label,
         key="mode",
         required=True,
-        on_change=lambda: form.switch_mode(state, state["mode"], family),
+        on_change=_mode_changed,
+        args=(available, family),
     )
     missing = [m for m in mode_ids() if m not in available and family.supports(m)]
     for reason in dict.fromkeys(backend.why_not(m) for m in missing):
         if reason:
             st.caption(reason)
+    state[LAST_MODE] = state["mode"]
     return state["mode"]
 
 
