@@ -175,3 +175,28 @@ def test_plan_from_form_names_the_axis_and_the_value():
     )
     assert planned.plan is None and planned.axis == "X"
     assert "25 is out of range for Guidance (0–20)" in planned.problem
+
+
+def test_two_grids_clicked_at_once_never_pass_the_daily_limit(backend, engine, monkeypatch):
+    """Limit 3, two 2-cell grids started at the same moment by one person (two tabs): the
+    places are reserved atomically in the store, so one grid runs and the other is refused
+    before any of its cells, on either engine; 2 images are kept and nothing stays held."""
+    import threading
+
+    monkeypatch.setenv("SD_DAILY_LIMIT", "3")
+    plan = plan_grid(BASE, x_kind="seed", x_text="1, 2")
+    start = threading.Barrier(2)
+    outcomes = []
+
+    def click() -> None:
+        start.wait()
+        outcomes.append(_run(plan, backend))
+
+    tabs = [threading.Thread(target=click) for _ in range(2)]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join(timeout=300)
+    assert sorted(o.failed_at or "ran" for o in outcomes) == ["allowance", "ran"]
+    store = current_store()
+    assert store.count() == 2 and store.held(ALICE.id) == 0
