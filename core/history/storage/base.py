@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +49,8 @@ class Storage(ABC):
     local: ClassVar[bool]  # a folder on this machine (messages name it and SD_DATA_DIR)
     setting: ClassVar[str]  # the setting that points the history elsewhere
     needs_repair: ClassVar[bool] = False  # files and rows can disagree after a crash
+    # The engine's INSERT with ON CONFLICT (SQLite's and PostgreSQL's share that API).
+    dialect_insert: ClassVar[Callable[[Any], Any]]
     root: Path | None = None
     db_path: Path | None = None
 
@@ -152,13 +154,12 @@ class Storage(ABC):
             )
 
     # rows ------------------------------------------------------------------------------------
-    @abstractmethod
     def insert_ignore(
         self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]
     ) -> None:
         """Insert `rows`, skipping any whose key is already there."""
+        conn.execute(self.dialect_insert(table).on_conflict_do_nothing(), list(rows))
 
-    @abstractmethod
     def upsert(
         self,
         conn: Connection,
@@ -170,6 +171,13 @@ class Storage(ABC):
     ) -> None:
         """Insert `row`, or when a row with the same `key` columns exists (a unique
         constraint), set its `update` columns to `row`'s values."""
+        statement = self.dialect_insert(table).values(dict(row))
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={name: statement.excluded[name] for name in update},
+            )
+        )
 
     @abstractmethod
     def owner_transaction(self, owner: str) -> contextlib.AbstractContextManager[Connection]:

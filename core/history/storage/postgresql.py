@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -37,6 +36,7 @@ class PostgresTables(Storage):
 
     local = False
     setting = "SD_HISTORY_URL"
+    dialect_insert = staticmethod(postgresql_insert)
 
     def _prepare(self) -> None:
         """Nothing to make: the server holds everything."""
@@ -57,28 +57,6 @@ class PostgresTables(Storage):
             raise self.explain_open(exc) from exc
 
     # rows ------------------------------------------------------------------------------------
-    def insert_ignore(
-        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        conn.execute(postgresql_insert(table).on_conflict_do_nothing(), list(rows))
-
-    def upsert(
-        self,
-        conn: Connection,
-        table: Any,
-        row: Mapping[str, Any],
-        *,
-        key: Sequence[str],
-        update: Sequence[str],
-    ) -> None:
-        statement = postgresql_insert(table).values(dict(row))
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={name: statement.excluded[name] for name in update},
-            )
-        )
-
     @contextlib.contextmanager
     def owner_transaction(self, owner: str) -> Iterator[Connection]:
         # A transaction-level advisory lock per owner: one person's requests queue for a

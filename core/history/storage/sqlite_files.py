@@ -19,9 +19,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
@@ -39,6 +38,7 @@ class SqliteFiles(Storage):
 
     local = True
     setting = "SD_DATA_DIR"
+    dialect_insert = staticmethod(sqlite_insert)
     needs_repair = True
 
     def __init__(self, url: URL, where: str) -> None:
@@ -115,28 +115,6 @@ class SqliteFiles(Storage):
         return super().read_error(exc)
 
     # rows ------------------------------------------------------------------------------------
-    def insert_ignore(
-        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
-
-    def upsert(
-        self,
-        conn: Connection,
-        table: Any,
-        row: Mapping[str, Any],
-        *,
-        key: Sequence[str],
-        update: Sequence[str],
-    ) -> None:
-        statement = sqlite_insert(table).values(dict(row))
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={name: statement.excluded[name] for name in update},
-            )
-        )
-
     @contextlib.contextmanager
     def owner_transaction(self, owner: str) -> Iterator[Connection]:
         # BEGIN IMMEDIATE takes SQLite's one write lock at the start: every process and
