@@ -146,16 +146,17 @@ def prompt_embeddings(
     cache: Any = None,
     model: str = "",
     dtype: str = "",
+    loras: str = "",
 ) -> dict[str, Any]:
     """The embedding keyword arguments for any SD3 mode's call, encoded once on the loaded
     pipeline (or taken from `cache`, a `core.prompt_cache.PromptCache`, under the same key
-    text-to-image uses)."""
+    text-to-image uses; `loras` names the LoRAs on the text encoders)."""
     import torch
 
     from core.prompt_cache import encode, prompt_key
 
     request = _Prompt(prompt, negative_prompt, float(guidance_scale))
-    key = prompt_key(pipe, request, model=model, dtype=dtype)
+    key = prompt_key(pipe, request, model=model, dtype=dtype, loras=loras)
     embeds = cache.get(key) if cache is not None else None
     if embeds is None:
         with torch.inference_mode():

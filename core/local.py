@@ -1193,8 +1193,7 @@ class LocalBackend:
         """Run `request` on the loaded pipeline: text to image as diffusers' own call, the
         modes that work on an image through `core.local_modes` (their pipeline built on
         the same modules). Inputs that cannot run here raise `GenerationError`. `lora_tag`
-        names the LoRAs on the text encoders; the image modes then encode afresh (their
-        cache key has no LoRAs)."""
+        names the LoRAs on the text encoders (part of the prompt cache's key)."""
         from core.image_modes import ModeError
         from core.slg import SLGError
         from core.sources import InputError
@@ -1206,14 +1205,12 @@ class LocalBackend:
             "device": loaded.choice.device,
             "dtype": loaded.choice.dtype,
             "first_image": loaded.first_image,  # a compiled load's first image: "compiling"
+            "lora_tag": lora_tag,
         }
         try:
             check_slg_layers(loaded.pipe, request)
             if not mode.needs_source:
-                pipe = loaded.pipeline_for(request.mode)
-                return run_pipeline(pipe, request, lora_tag=lora_tag, **run, **facts)
-            if lora_tag:
-                facts["cache"] = None
+                return run_pipeline(loaded.pipeline_for(request.mode), request, **run, **facts)
             loaded.family.pipeline_name(request.mode)  # ValueError naming its modes
             if request.source is None or ("mask" in mode.inputs and request.mask is None):
                 raise GenerationError(f"{mode.label} needs its image (and mask) to run.")

@@ -89,7 +89,13 @@ def _made(pipe: Any, request: GenerationRequest, family: Family, **common: Any) 
 
 
 def _embeddings(
-    pipe: Any, request: GenerationRequest, *, cache: PromptCache | None, model: str, dtype: str
+    pipe: Any,
+    request: GenerationRequest,
+    *,
+    cache: PromptCache | None,
+    model: str,
+    dtype: str,
+    lora_tag: str,
 ) -> tuple[dict[str, Any], float | None]:
     """The prompt's embeddings, and the seconds encoding took (None: from the cache)."""
     from core.image_modes import prompt_embeddings
@@ -103,6 +109,7 @@ def _embeddings(
         cache=cache,
         model=model,
         dtype=dtype,
+        loras=lora_tag,
     )
     encoded = cache is None or cache.hits == hits
     return embeds, time.perf_counter() - start if encoded else None
@@ -122,12 +129,14 @@ def run_image_request(
     device: str = "",
     dtype: str = "",
     tiles: int = 0,
+    lora_tag: str = "",
     first_image: Any = None,
 ) -> tuple[list[Any], list[float]]:
     """Make the request's images (one per seed) from its source, as `run_pipeline` does
     for text to image; return (images, seconds per image). `pipe` is the loaded pipeline;
     the prompt is encoded once (or taken from `cache` under text to image's key: a Vary
-    after a generation encodes nothing); `tiles`: the VAE decode's, for progress words.
+    after a generation encodes nothing; `lora_tag` as in `run_pipeline`); `tiles`: the VAE
+    decode's, for progress words.
     `first_image` (a compiled load's): as in `run_pipeline`, "compiling", no ETA or record."""
     import torch
 
@@ -145,7 +154,9 @@ def run_image_request(
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
     report("encoding")
-    embeds, encode_seconds = _embeddings(pipe, request, cache=cache, model=model, dtype=dtype)
+    embeds, encode_seconds = _embeddings(
+        pipe, request, cache=cache, model=model, dtype=dtype, lora_tag=lora_tag
+    )
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
         if should_stop is not None and should_stop():

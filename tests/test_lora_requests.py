@@ -5,6 +5,7 @@ file named (hostile file, SD_COMPILE, a remote service), and part of the prompt-
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 
@@ -165,6 +166,30 @@ def test_a_clip_lora_is_part_of_the_prompt_cache_key(backend):
     fresh = LocalBackend(model="demo", dtype="float32", lora_dir=backend.lora_folder.folder)
     assert with_clip == _pixels(fresh, clip)  # what a cache never filled gives
     assert _pixels(backend, PLAIN) == plain
+
+
+def test_a_vary_with_a_clip_lora_is_not_handed_the_plain_prompts_embeddings(backend):
+    """A Vary encodes under text to image's cache key: with a LoRA on CLIP that key names
+    it, so after the plain prompt's Vary the LoRA's Vary is encoded again and equals what a
+    cache never filled gives."""
+    from core.sources import from_image
+
+    source = from_image(backend.generate(PLAIN).images[0])
+    vary = GenerationRequest(
+        **{**SMALL, "width": None, "height": None},
+        prompt="a fox",
+        guidance_scale=4.5,
+        seed=4,
+        family="demo",
+        mode="img2img",
+        source=source,
+    )
+    clip = dataclasses.replace(vary, loras=(LoraChoice("style/clip", 1.0),))
+    _pixels(backend, vary)  # the plain prompt's embeddings are in the cache now
+    with_clip = _pixels(backend, clip)
+    fresh = LocalBackend(model="demo", dtype="float32", lora_dir=backend.lora_folder.folder)
+    assert with_clip == _pixels(fresh, clip)
+    assert with_clip != _pixels(backend, vary)
 
 
 def test_sd_compile_turns_loras_off_with_the_reason(folder):
