@@ -91,7 +91,6 @@ def _made(pipe: Any, request: GenerationRequest, family: Family, **common: Any) 
 def _embeddings(
     pipe: Any,
     request: GenerationRequest,
-    *,
     cache: PromptCache | None,
     model: str,
     dtype: str,
@@ -133,11 +132,9 @@ def run_image_request(
     first_image: Any = None,
 ) -> tuple[list[Any], list[float]]:
     """Make the request's images (one per seed) from its source, as `run_pipeline` does
-    for text to image; return (images, seconds per image). `pipe` is the loaded pipeline;
-    the prompt is encoded once (or taken from `cache` under text to image's key: a Vary
-    after a generation encodes nothing; `lora_tag` as in `run_pipeline`); `tiles`: the VAE
-    decode's, for progress words.
-    `first_image` (a compiled load's): as in `run_pipeline`, "compiling", no ETA or record."""
+    for text to image, with its `cache` key (a Vary after a generation encodes nothing),
+    `lora_tag` and `first_image`; return (images, seconds per image). `pipe` is the loaded
+    pipeline; `tiles`: the VAE decode's, for progress words."""
     import torch
 
     from core.preview import StepPreview
@@ -154,9 +151,7 @@ def run_image_request(
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
     report("encoding")
-    embeds, encode_seconds = _embeddings(
-        pipe, request, cache=cache, model=model, dtype=dtype, lora_tag=lora_tag
-    )
+    embeds, encode_seconds = _embeddings(pipe, request, cache, model, dtype, lora_tag)
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
         if should_stop is not None and should_stop():
