@@ -4,13 +4,13 @@ for the whole of an accepted request (`hold_allowance`)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.auth import Visitor
-    from core.limits import Allowance
+    from core.limits import Allowance, LimitReached
     from core.settings import Settings
 
 
@@ -68,7 +68,13 @@ def check_allowance(settings: Settings, visitor: Visitor, *, wanted: int = 1) ->
 
 
 @contextlib.contextmanager
-def hold_allowance(settings: Settings, visitor: Visitor, *, wanted: int) -> Iterator[Hold]:
+def hold_allowance(
+    settings: Settings,
+    visitor: Visitor,
+    *,
+    wanted: int,
+    refusal: Callable[[LimitReached], str] = str,
+) -> Iterator[Hold]:
     """Hold `wanted` of `visitor`'s places for today while the block runs; give back on exit
     whatever no saved image (or noted regeneration) took.
 
@@ -86,6 +92,7 @@ def hold_allowance(settings: Settings, visitor: Visitor, *, wanted: int) -> Iter
     The give-back runs in `finally`, so a failure, a refusal further on (a full queue)
     and Streamlit's Stop or rerun (a BaseException) all release. Fails closed: a history
     that cannot be written refuses with the reason. Without a limit nothing is opened or held.
+    `refusal` words a refusal over the limit (a grid says its cells).
     """
     if settings.daily_limit <= 0:
         yield Hold()
@@ -97,7 +104,7 @@ def hold_allowance(settings: Settings, visitor: Visitor, *, wanted: int) -> Iter
         store = history.open_store(settings)
         reservation = limits.reserve(store, visitor.id, settings.daily_limit, wanted)
     except limits.LimitReached as exc:
-        yield Hold(problem=str(exc))
+        yield Hold(problem=refusal(exc))
         return
     except history.HistoryError as exc:
         # A read-only history's refusal already says that nothing was generated, and why.

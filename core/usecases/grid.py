@@ -28,7 +28,7 @@ from core.generation import (
 )
 from core.grid import Cell, GridError, GridPlan, limit_message, plan_grid
 from core.limits import LimitReached
-from core.usecases.allowance import check_allowance
+from core.usecases.allowance import check_allowance, hold_allowance
 from core.usecases.load import LoadOutcome, load_model
 
 if TYPE_CHECKING:
@@ -156,19 +156,9 @@ class _Run:
         )
 
 
-def _reserve(store: Any, settings: Settings, visitor: Visitor, count: int) -> Any:
-    """Hold `count` places of today's limit (None: no limit); `LimitReached` with the
-    grid's numbers when they do not fit."""
-    from core import limits
-
-    try:
-        return limits.reserve(store, visitor.id, settings.daily_limit, count)
-    except limits.LimitReached as exc:
-        if exc.allowance is None:
-            raise
-        raise LimitReached(
-            limit_message(count, exc.allowance), allowance=exc.allowance, wanted=count
-        ) from None
+def _grid_refusal(count: int) -> Callable[[LimitReached], str]:
+    """How a grid of `count` cells is refused over the daily limit: with the grid's numbers."""
+    return lambda exc: str(exc) if exc.allowance is None else limit_message(count, exc.allowance)
 
 
 def generate_grid_and_keep(
@@ -191,22 +181,11 @@ def generate_grid_and_keep(
     is kept as it lands (`on_cell` then shows it), so Stop (`should_stop`, an admin's
     cancel, or Streamlit's stop raised inside `on_progress`) never loses a finished cell.
     """
-    from core import history, limits
-
-    if settings.daily_limit > 0:
-        try:
-            store = history.open_store(settings)
-            reservation = _reserve(store, settings, visitor, plan.count)
-        except LimitReached as exc:
-            return GridOutcome(problem=str(exc), failed_at="allowance")
-        except history.HistoryError as exc:
-            return GridOutcome(
-                problem=f"The daily limit cannot be held, so nothing was generated: {exc}",
-                failed_at="allowance",
-            )
-    else:
-        store, reservation = None, None
-    try:
+    # Held at the click: another tab or replica may be spending the same allowance now.
+    refusal = _grid_refusal(plan.count)
+    with hold_allowance(settings, visitor, wanted=plan.count, refusal=refusal) as hold:
+        if not hold.allowed:
+            return GridOutcome(problem=hold.problem, failed_at="allowance")
         return _run(
             plan,
             settings=settings,
@@ -218,11 +197,8 @@ def generate_grid_and_keep(
             on_progress=on_progress,
             on_cell=on_cell,
             should_stop=should_stop,
-            reservation=reservation,
+            reservation=hold.reservation,
         )
-    finally:
-        if store is not None:
-            limits.release(store, reservation)  # what a stop or failure left unspent
 
 
 def _run(
