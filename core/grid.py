@@ -285,14 +285,19 @@ def _numbers(items: Sequence[str], *, integer: bool, which: str, label: str) -> 
                 )
             limit = MAX_CELLS - len(values)
             values += _range_values(match, integer=integer, item=item, which=which, limit=limit)
-        if len(values) > MAX_CELLS:
-            raise GridError(
-                f"{which} values: {len(values)}+ values; a grid holds at most {MAX_CELLS} cells.",
-                axis=which,
-            )
+        _check_count(values, which)
     if not values:
         raise GridError(f"{which} values: type at least one {label} value.", axis=which)
     return values
+
+
+def _check_count(values: Sequence[Any], which: str) -> None:
+    """Stop reading an axis's values as soon as they pass what a grid holds."""
+    if len(values) > MAX_CELLS:
+        raise GridError(
+            f"{which} values: {len(values)}+ values; a grid holds at most {MAX_CELLS} cells.",
+            axis=which,
+        )
 
 
 def _check_range(
@@ -322,11 +327,7 @@ def _slg_values(items: Sequence[str], ranges: Ranges, which: str) -> list[float 
             numbers = _numbers([item], integer=False, which=which, label="SLG")
             _check_range(numbers, *ranges.slg, which=which, label="SLG scale")
             values += [number or None for number in numbers]
-        if len(values) > MAX_CELLS:
-            raise GridError(
-                f"{which} values: {len(values)}+ values; a grid holds at most {MAX_CELLS} cells.",
-                axis=which,
-            )
+        _check_count(values, which)
     if not values:
         raise GridError(f"{which} values: type on, off or SLG scales.", axis=which)
     return values
