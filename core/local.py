@@ -706,9 +706,10 @@ def run_pipeline(
 
 
 def _keep_compiled(loaded: LoadedPipeline) -> None:
-    """After the first compiled image: write torch's portable compile artifacts beside the
-    inductor cache, so the next start (even on a machine that kept only that file) skips
-    code generation. Never fails a generation: the image is made already."""
+    """After an image that compiled (the first, or a new size's): write torch's portable
+    compile artifacts beside the inductor cache, so the next start (even on a machine that
+    kept only that file) skips code generation. Never fails a generation: the image is made
+    already."""
     if loaded.compile_cache is None:
         return
     try:
@@ -1006,7 +1007,7 @@ class LocalBackend:
                 loaded = self.ensure_loaded()
                 loras = self._lora_weights(request, loaded)
             queued_until = time.perf_counter()
-            compiling = loaded.first_image.pending
+            compiled_before = loaded.first_image.compiled_images
             try:
                 images, per_image, applied = self._run(
                     loaded,
@@ -1026,7 +1027,7 @@ class LocalBackend:
                     "memory plan that offloads to the CPU (see the Hardware page)."
                 ) from None
         done = time.perf_counter()
-        if compiling and not loaded.first_image.pending:
+        if loaded.first_image.compiled_images > compiled_before:  # new graphs: keep them
             _keep_compiled(loaded)
         return GenerationResult(
             request=request,

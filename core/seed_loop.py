@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.compile import CompileShapes, FirstImage
 from core.estimate import SPEEDS
 from core.generation import (
     GenerationRequest,
@@ -22,9 +23,6 @@ from core.generation import (
     ProgressCallback,
     StopCheck,
 )
-
-if TYPE_CHECKING:
-    from core.compile import FirstImage
 
 Report = Callable[..., None]  # (phase, **Progress fields) → None
 
@@ -88,6 +86,20 @@ def reporter(
     return report
 
 
+def compile_shapes(request: GenerationRequest) -> CompileShapes:
+    """What the compiled transformer blocks see of `request`'s images: its output size and
+    batch sizes (CFG runs a batch of 2 when guidance > 1, as in diffusers; SLG adds a pass
+    of 1 on the steps where it runs)."""
+    from core.slg import from_option, slg_runs
+
+    guided = request.guidance_scale > 1
+    batches = {2} if guided else {1}
+    slg = from_option(request.mode_options.get("slg"))
+    if slg_runs(slg, request.guidance_scale) and slg.step_indices(request.effective_steps):
+        batches.add(1)
+    return CompileShapes(pixels=request.width * request.height, batches=frozenset(batches))
+
+
 MakeOne = Callable[[int, ImageProgress], tuple[Any, int]]  # (seed, progress) → (image, steps run)
 
 
@@ -108,8 +120,9 @@ def run_seeds(
     return (images, seconds per image).
 
     Stop is checked before each image (and by `ImageProgress.on_step` after each step).
-    While `first_image` is pending, the first step compiles: the phase reads "compiling"
-    until it ends and that image records no speed. Otherwise, with `model` and `device`
+    When `first_image` says an image compiles (the first after a compiled load, a new size
+    or guidance on/off: `FirstImage.compiles`), the phase reads "compiling" with its words
+    until the first step ends, and that image records no speed. Otherwise, with `model` and `device`
     set, the step time (over the steps that ran) and the decode time are recorded for the
     estimates (`encode_seconds`: the prompt's, None when it came from the cache).
     """
@@ -118,16 +131,18 @@ def run_seeds(
     from core.preview import StepPreview
 
     total = request.effective_steps
+    shapes = compile_shapes(request)
     images, seconds = [], []
     for index, seed in enumerate(request.seeds):
         if should_stop is not None and should_stop():
             raise GenerationStopped(0, total)
-        compiling = first_image is not None and first_image.pending
+        label = first_image.compiles(shapes) if first_image is not None else None
+        compiling = label is not None
         one = ImageProgress(request, index, report, should_stop, tiles=tiles, compiling=compiling)
         one.previewer = StepPreview(total_steps=total) if preview else None
         if compiling:  # the first step compiles: say so rather than show a stalled step
             first_image.started()
-            report("compiling", image_index=index, compiling=True)
+            report("compiling", image_index=index, compiling=True, detail=label)
         image_start = time.perf_counter()
         with torch.inference_mode():
             image, steps_run = make_one(seed, one)
@@ -135,7 +150,7 @@ def run_seeds(
         images.append(image)
         seconds.append(done - image_start)
         if compiling:
-            first_image.finished()
+            first_image.finished(shapes)
         elif model and device and one.denoised_at and steps_run:
             denoised = one.denoised_at[0]
             SPEEDS.record(
