@@ -41,6 +41,8 @@ CACHE_SUBFOLDER = "torch-compile"
 MEGA_CACHE_FILE = "mega-cache.bin"
 BLOCKS_ATTRIBUTE = "transformer_blocks"
 FIRST_IMAGE_LABEL = "compiling (first image only)"  # the page's words for the first step
+NEW_SIZE_LABEL = "compiling for a new image size (once)"
+NEW_GUIDANCE_LABEL = "compiling for guidance on/off (once)"
 
 
 def decide_compile(
@@ -180,17 +182,37 @@ def compiled_blocks(transformer: Any) -> int:
     return sum(1 for b in blocks if getattr(b, "_compiled_call_impl", None) is not None)
 
 
+@dataclass(frozen=True)
+class CompileShapes:
+    """What the compiled blocks see of an image: its pixel count (the token count) and the
+    transformer's batch sizes (2 with CFG, 1 without, both when SLG runs its extra pass)."""
+
+    pixels: int
+    batches: frozenset[int]
+
+
 class FirstImage:
-    """Says "compiling (first image only)" until the first compiled image is done."""
+    """Says "compiling" while an image's first step compiles the blocks: the first image
+    after a compiled load, and once more for the first new size and the first change of
+    CFG batch after it (measured on the tiny pipeline's blocks, torch 2.13: the first
+    image compiles; a second size recompiles once, marking the token count dynamic, and
+    every size after it reuses that graph; guidance off after on recompiles once for the
+    batch). Other images, and every image of a load that did not compile, say nothing.
+    """
 
     def __init__(self, compiled: bool) -> None:
+        self._compiled = compiled
         self._pending = compiled
         self._lock = threading.Lock()
         self.seconds: float | None = None
         self._started: float | None = None
+        self._pixels: set[int] = set()  # seen so far; two values: torch made it dynamic
+        self._batches: set[int] = set()
+        self.compiled_images = 0  # images that compiled (a caller compares before/after)
 
     @property
     def pending(self) -> bool:
+        """The first compiled image is not done yet."""
         return self._pending
 
     @property
@@ -198,14 +220,32 @@ class FirstImage:
         """The page's words while the first image compiles, else None."""
         return FIRST_IMAGE_LABEL if self._pending else None
 
+    def compiles(self, shapes: CompileShapes) -> str | None:
+        """The page's words if an image of `shapes` compiles, else None."""
+        with self._lock:
+            if not self._compiled:
+                return None
+            if self._pending:
+                return FIRST_IMAGE_LABEL
+            if shapes.pixels not in self._pixels and len(self._pixels) < 2:
+                return NEW_SIZE_LABEL
+            if not shapes.batches <= self._batches and len(self._batches) < 2:
+                return NEW_GUIDANCE_LABEL
+            return None
+
     def started(self) -> None:
         with self._lock:
             if self._pending and self._started is None:
                 self._started = time.perf_counter()
 
-    def finished(self) -> bool:
-        """Mark the first image done; return True only for the call that ended the compile."""
+    def finished(self, shapes: CompileShapes | None = None) -> bool:
+        """A compiling image is done (its `shapes` are compiled now); return True only for
+        the call that ended the first image's compile."""
         with self._lock:
+            self.compiled_images += 1
+            if shapes is not None:
+                self._pixels.add(shapes.pixels)
+                self._batches.update(shapes.batches)
             if not self._pending:
                 return False
             self._pending = False

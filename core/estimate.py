@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.demo import DEMO_MODEL
-from core.models import DEFAULT_FAMILY, StepPriors, family_for
+from core.models import DEFAULT_FAMILY, Family, StepPriors, family_for
 
 if TYPE_CHECKING:
     from core.generation import Backend
@@ -25,7 +25,7 @@ REFERENCE_PIXELS = 1024 * 1024
 # Step time grows faster than the pixel count (attention over 4× the tokens): 512² steps
 # took 6.5–9 s and 1024² steps 51 s on the stand-in, 4× the pixels for ~7× the time.
 STEP_EXPONENT = 1.4
-DRAFT = {"width": 512, "height": 512, "steps": 20}
+DRAFT_SIDE, DRAFT_STEPS = 512, 20
 DRAFT_OFFER_S = 180.0  # offer the draft preset above three minutes
 
 
@@ -38,6 +38,13 @@ class Estimate:
     @property
     def worth_a_draft(self) -> bool:
         return self.seconds > DRAFT_OFFER_S
+
+
+def draft_for(family: Family) -> dict[str, int]:
+    """The draft preset for `family`: a square of 512 (its nearest valid side) and 20 steps,
+    never more than its own default steps (Large Turbo's draft keeps its 4)."""
+    side = family.sizes.snap(DRAFT_SIDE)
+    return {"width": side, "height": side, "steps": min(DRAFT_STEPS, family.steps)}
 
 
 @dataclass

@@ -43,7 +43,6 @@ from core.errors import (
     explain_local_path,
     known_family,
 )
-from core.estimate import SPEEDS
 from core.generation import (
     CANCELLABLE_PHASES,
     BackendFacts,
@@ -85,6 +84,7 @@ from core.quantize import QuantFacts, quantize_pipeline
 from core.queue import SYSTEM_USER, GenerationQueue, fair_slot
 from core.quiet import quiet_library_noise
 from core.safe_text import quote
+from core.seed_loop import ImageProgress, reporter, run_seeds
 from core.settings import DEFAULT_VAE_TILE
 from core.warmup import WarmFacts, prefault_weights
 
@@ -644,7 +644,8 @@ def run_pipeline(
     lora_tag: str = "",
     first_image: FirstImage | None = None,
 ) -> tuple[list[Any], list[float]]:
-    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`.
+    """Make one image per seed with a CPU generator each, under `torch.inference_mode()`
+    (the loop around each image, shared with the image modes: `core.seed_loop.run_seeds`).
 
     One image per pipeline call, also for several seeds: a batch of 4 in one call was only
     7 % faster on an H200 (12.65 vs 13.52 s) and would make each image depend on its batch.
@@ -658,29 +659,11 @@ def run_pipeline(
     `first_image` (a compiled load's, while pending): the first step compiles, so the
     phase reads "compiling" until it ends, that image gives no ETA and no speed record.
     """
-    # Why this is long: the step callback is a closure over one image's progress, preview
-    # and timing state; split into functions, that state would travel through a dozen
-    # parameters and the order of encode → denoise → decode would no longer read in one place.
     import torch
-
-    from core.preview import StepPreview
 
     started = time.perf_counter() if started is None else started
     total = request.effective_steps  # what the mode's pipeline runs (txt2img: all steps)
-    tiles = vae_tiles(pipe, request.width, request.height)
-
-    def report(phase: str, **fields: Any) -> None:
-        if on_progress is not None:
-            on_progress(
-                Progress(
-                    phase,
-                    time.perf_counter() - started,
-                    num_images=request.num_images,
-                    total_steps=total,
-                    **fields,
-                )
-            )
-
+    report = reporter(on_progress, started, request)
     if should_stop is not None and should_stop():
         raise GenerationStopped(0, total)
     with torch.inference_mode():
@@ -696,65 +679,37 @@ def run_pipeline(
                 cache.put(key, embeds)
     kwargs = request.pipeline_kwargs()
     del kwargs["prompt"], kwargs["negative_prompt"]
-    images, seconds = [], []
-    for index, seed in enumerate(request.seeds):
-        last_step_at: list[float] = []
-        previewer = StepPreview(total_steps=total) if preview and on_progress else None
 
-        compiling = first_image is not None and first_image.pending
-
-        def on_step(
-            _pipe: Any,
-            step: int,
-            _t: Any,
-            _kwargs: dict,
-            index=index,
-            marks=last_step_at,
-            previewer=previewer,
-            compiling=compiling,
-        ) -> dict:
-            if should_stop is not None and should_stop():
-                raise GenerationStopped(step + 1, total)
-            jpeg = None
-            if previewer is not None:
-                jpeg = previewer.update(_pipe.scheduler, step + 1, _kwargs["latents"])
-            report("denoising", image_index=index, step=step + 1, preview=jpeg, compiling=compiling)
-            if step + 1 == total:  # the pipeline decodes right after the last step
-                marks.append(time.perf_counter())
-                report("decoding", image_index=index, step=total, tiles=tiles)
+    def make_one(seed: int, one: ImageProgress) -> tuple[Any, int]:
+        def on_step(_pipe: Any, step: int, _t: Any, step_kwargs: dict) -> dict:
+            one.on_step(step + 1, total)
+            if one.previewer is not None:
+                one.on_latents(_pipe.scheduler, step + 1, step_kwargs["latents"])
             return {}
 
-        if should_stop is not None and should_stop():
-            raise GenerationStopped(0, total)
-        if compiling:  # the first step compiles: say so rather than show a stalled step
-            first_image.started()
-            report("compiling", image_index=index, compiling=True)
-        image_start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with torch.inference_mode():
-            output = pipe(**kwargs, **embeds, generator=generator, callback_on_step_end=on_step)
-        done = time.perf_counter()
-        images.append(output.images[0])
-        seconds.append(done - image_start)
-        if compiling:
-            first_image.finished()
-        elif model and device and last_step_at:
-            SPEEDS.record(
-                model=model,
-                device=device,
-                width=request.width,
-                height=request.height,
-                step_seconds=(last_step_at[0] - image_start) / total,
-                decode_seconds=done - last_step_at[0],
-                encode_seconds=encode_seconds,
-            )
-    return images, seconds
+        output = pipe(**kwargs, **embeds, generator=generator, callback_on_step_end=on_step)
+        return output.images[0], total
+
+    return run_seeds(
+        request,
+        make_one,
+        report=report,
+        should_stop=should_stop,
+        preview=preview and on_progress is not None,
+        first_image=first_image,
+        tiles=vae_tiles(pipe, request.width, request.height),
+        model=model,
+        device=device,
+        encode_seconds=encode_seconds,
+    )
 
 
 def _keep_compiled(loaded: LoadedPipeline) -> None:
-    """After the first compiled image: write torch's portable compile artifacts beside the
-    inductor cache, so the next start (even on a machine that kept only that file) skips
-    code generation. Never fails a generation: the image is made already."""
+    """After an image that compiled (the first, or a new size's): write torch's portable
+    compile artifacts beside the inductor cache, so the next start (even on a machine that
+    kept only that file) skips code generation. Never fails a generation: the image is made
+    already."""
     if loaded.compile_cache is None:
         return
     try:
@@ -1052,7 +1007,7 @@ class LocalBackend:
                 loaded = self.ensure_loaded()
                 loras = self._lora_weights(request, loaded)
             queued_until = time.perf_counter()
-            compiling = loaded.first_image.pending
+            compiled_before = loaded.first_image.compiled_images
             try:
                 images, per_image, applied = self._run(
                     loaded,
@@ -1072,7 +1027,7 @@ class LocalBackend:
                     "memory plan that offloads to the CPU (see the Hardware page)."
                 ) from None
         done = time.perf_counter()
-        if compiling and not loaded.first_image.pending:
+        if loaded.first_image.compiled_images > compiled_before:  # new graphs: keep them
             _keep_compiled(loaded)
         return GenerationResult(
             request=request,

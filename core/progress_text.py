@@ -19,8 +19,8 @@ def progress_text(p: Progress) -> str:
         return f"Waiting for the model: {ahead} ahead of you · {p.elapsed:.0f} s"
     if p.phase == "encoding":
         return f"Encoding the prompt · {p.elapsed:.0f} s"
-    if p.phase == "compiling":  # the first step of the first image after a compiled load
-        return f"{image}{FIRST_IMAGE_LABEL.capitalize()} · {p.elapsed:.0f} s"
+    if p.phase == "compiling":  # the first step of an image that compiles (detail: why)
+        return f"{image}{(p.detail or FIRST_IMAGE_LABEL).capitalize()} · {p.elapsed:.0f} s"
     if p.phase == "decoding":
         tiles = f" in {p.tiles} tiles" if p.tiles else ""
         return f"{image}Decoding the image{tiles} · {p.elapsed:.0f} s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import pytest
 import torch
 
 from core.compile import (
+    FIRST_IMAGE_LABEL,
     MEGA_CACHE_FILE,
+    NEW_GUIDANCE_LABEL,
+    NEW_SIZE_LABEL,
+    CompileShapes,
     FirstImage,
     cache_folder,
     compile_blocks,
@@ -21,6 +26,7 @@ from core.compile import (
 from core.demo import build_demo_pipeline
 from core.generation import GenerationRequest
 from core.local import run_pipeline
+from core.progress_text import progress_text
 
 CACHE_ENV = (
     "TORCHINDUCTOR_CACHE_DIR",
@@ -170,6 +176,23 @@ def test_real_regional_compile_on_cpu_matches_eager(tmp_path):
     assert files, "inductor wrote no cache files into the folder"
     assert save_mega_cache(folder) > 0
     assert use_cache_folder(folder).mega_cache_loaded is True
+
+    # The label's rule (FirstImage.compiles) against what torch really compiles: dynamo's
+    # count of new graphs per image, over sizes and guidance on/off after that first image.
+    from torch._dynamo.utils import counters
+
+    from core.seed_loop import compile_shapes
+
+    state = FirstImage(compiled=True)
+    state.finished(compile_shapes(request))
+    for width, height, guidance in ((768, 512, 4.5), (512, 768, 4.5), (640, 640, 4.5),
+                                    (512, 512, 0.0), (768, 768, 0.0)):  # fmt: skip
+        later = dataclasses.replace(request, width=width, height=height, guidance_scale=guidance)
+        said = state.compiles(compile_shapes(later))
+        graphs = counters["stats"]["unique_graphs"]
+        run_pipeline(pipe, later, first_image=state)
+        compiled = counters["stats"]["unique_graphs"] > graphs
+        assert (said is not None) == compiled, (width, height, guidance, said)
     torch._dynamo.reset()
 
 
@@ -186,6 +209,45 @@ def test_sd_compile_auto_is_off_on_the_cpu():
         facts.compile_reason == "SD_COMPILE=auto: compiling pays on CUDA only; not compiled on cpu"
     )
     assert compiled_blocks(loaded.pipe.transformer) == 0
+
+
+def _shapes(side: int, *batches: int) -> CompileShapes:
+    return CompileShapes(pixels=side * side, batches=frozenset(batches or (2,)))
+
+
+def test_after_the_first_image_a_new_size_and_a_guidance_change_compile_once_each():
+    """The rule measured on the tiny blocks (see the real-compile test): a second size
+    recompiles once and makes the size dynamic; guidance off after on, once for the batch."""
+    state = FirstImage(compiled=True)
+    assert state.compiles(_shapes(512)) == FIRST_IMAGE_LABEL
+    state.finished(_shapes(512))
+    assert state.compiles(_shapes(512)) is None
+    assert state.compiles(_shapes(768)) == NEW_SIZE_LABEL
+    state.finished(_shapes(768))
+    assert state.compiles(_shapes(1024)) is None  # the size is dynamic now
+    assert state.compiles(_shapes(512, 1)) == NEW_GUIDANCE_LABEL
+    state.finished(_shapes(512, 1))
+    assert state.compiles(_shapes(640, 2, 1)) is None
+    assert state.compiled_images == 3
+    assert FirstImage(compiled=False).compiles(_shapes(512)) is None
+    slg_first = FirstImage(compiled=True)  # SLG's extra pass compiled both batches at once
+    slg_first.finished(_shapes(512, 2, 1))
+    assert slg_first.compiles(_shapes(512, 1)) is None
+
+
+def test_compile_shapes_read_the_size_cfg_and_slg_steps():
+    """Batches: 2 with guidance > 1, 1 without, both when SLG runs on some step."""
+    from core.seed_loop import compile_shapes
+    from core.slg import EXAMPLE
+
+    plain = GenerationRequest(prompt="x", width=512, height=768, num_inference_steps=40)
+    assert compile_shapes(plain) == CompileShapes(512 * 768, frozenset({2}))
+    off = dataclasses.replace(plain, guidance_scale=0.0)
+    assert compile_shapes(off).batches == {1}
+    slg = dataclasses.replace(plain, mode_options={"slg": EXAMPLE})
+    assert compile_shapes(slg).batches == {1, 2}
+    few = dataclasses.replace(slg, num_inference_steps=4)  # 0.01–0.2 of 4 steps: none
+    assert compile_shapes(few).batches == {2}
 
 
 def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monkeypatch):
@@ -229,6 +291,16 @@ def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monk
     first.generate(request, on_progress=seen.append)
     assert "compiling" not in [p.phase for p in seen] and len(saved) == 1
     assert log[-1] == "speed"  # a plain image: its speed counts for estimates
+
+    # A new size compiles once more: said before its first step, artifacts kept again.
+    seen.clear()
+    first.generate(dataclasses.replace(request, width=576), on_progress=seen.append)
+    compiling = [p for p in seen if p.phase == "compiling"]
+    assert [p.detail for p in compiling] == [NEW_SIZE_LABEL] and len(saved) == 2
+    assert progress_text(compiling[0]).startswith("Compiling for a new image size (once)")
+    seen.clear()
+    first.generate(dataclasses.replace(request, width=640), on_progress=seen.append)
+    assert "compiling" not in [p.phase for p in seen] and len(saved) == 2
 
     again = backend().ensure_loaded()  # a restart with the same SD_DATA_DIR
     assert again.compile_cache.reused is True and again.compile_cache.files_before == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core import models
-from core.estimate import SpeedLog
+from core.estimate import SpeedLog, draft_for
 from core.generation import GenerationRequest, InvalidRequest
 from core.memory import GB, choose_memory_plan, component_bytes
 from core.models import DEMO, SD35_LARGE, SD35_LARGE_TURBO, SD35_MEDIUM, resolve_family
@@ -59,6 +59,17 @@ def test_large_weighs_its_8b_transformer_and_shares_the_encoders():
         assert SD35_LARGE.components_gb[name] == SD35_MEDIUM.components_gb[name]
     assert SD35_LARGE_TURBO.components_gb == SD35_LARGE.components_gb
     assert component_bytes("float32", SD35_LARGE)["transformer"] == int(16.29 * 2 * GB)
+
+
+def test_each_familys_draft_is_a_valid_size_with_no_more_steps_than_its_default():
+    """The draft preset is read from the family: 512² (valid for each) and min(20, default)."""
+    drafts = {f.id: draft_for(f) for f in models.FAMILIES}
+    assert drafts["sd35-medium"] == {"width": 512, "height": 512, "steps": 20}
+    assert drafts["sd35-large-turbo"] == {"width": 512, "height": 512, "steps": 4}
+    for family in models.FAMILIES:
+        draft = drafts[family.id]
+        assert draft["steps"] <= family.steps
+        assert draft["width"] in family.sizes.nearest(draft["width"])
 
 
 def test_a_declaration_cannot_be_changed():

@@ -268,6 +268,16 @@ def test_environment_differences_named():
     assert history.environment_differences(record, FACTS) == []
 
 
+def test_a_model_folder_recorded_by_its_path_is_the_same_model_by_name():
+    """A record saved before folders were recorded by name kept the server's path: verify
+    compares it by the folder name (no "model" difference, and the path is not repeated);
+    another folder is still a difference."""
+    old = dataclasses.replace(_record(), model="/srv/models/sd35-medium")
+    assert history.environment_differences(old, {**FACTS, "model": "sd35-medium"}) == []
+    (diff,) = history.environment_differences(old, {**FACTS, "model": "sd35-large"})
+    assert diff == "model: recorded sd35-medium, now sd35-large"
+
+
 def test_model_revision_fingerprints_a_local_folder(demo_dir):
     """A local model folder is named by a fingerprint of its configs; the demo by "demo"."""
     first = history.model_revision(str(demo_dir))

@@ -75,6 +75,21 @@ def test_estimate_and_draft_preset_before_the_click(app, monkeypatch):
     assert get_backend().state == "not loaded"  # the estimate loads nothing
 
 
+def test_the_draft_preset_never_raises_the_steps_of_a_family(app, monkeypatch):
+    """Large Turbo (4 steps by default): its draft is 512² and keeps the 4 steps, where a
+    fixed 20-step draft would have made the "quick look" five times slower."""
+    monkeypatch.setenv("SD_MODEL", REPO_ID)
+    monkeypatch.setenv("SD_MODEL_FAMILY", "sd35-large-turbo")
+    monkeypatch.setenv("SD_DEVICE", "cpu")
+    at = app()
+    assert at.slider(key="steps").value == 4
+    draft = at.button(key="draft_preset")
+    assert draft.label == "Draft: 512², 4 steps"
+    draft.click().run()
+    assert (at.number_input(key="width").value, at.number_input(key="height").value) == (512, 512)
+    assert at.slider(key="steps").value == 4
+
+
 # The AppTest runs in a subprocess: huggingface_hub reads HF_ENDPOINT at import.
 WATCH_DOWNLOAD = """
 import json, time

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import form
-from core.estimate import DRAFT, describe_estimate, estimate_for
+from core.estimate import describe_estimate, draft_for, estimate_for
 from core.generation import (
     MAX_GUIDANCE,
     MAX_IMAGES,
@@ -21,6 +21,7 @@ from core.generation import (
 )
 from core.models import Family
 from core.modes import DEFAULT_MODE, get_mode
+from core.safe_text import plural
 from core.settings import Settings
 from ui import slg, workbench
 
@@ -40,9 +41,9 @@ def _apply_aspect(family: Family) -> None:
         state.width, state.height = form.aspect_size(ratio, family)
 
 
-def _use_draft() -> None:
+def _use_draft(draft: dict[str, int]) -> None:
     state = st.session_state
-    state.width, state.height, state.steps = DRAFT["width"], DRAFT["height"], DRAFT["steps"]
+    state.width, state.height, state.steps = draft["width"], draft["height"], draft["steps"]
     state.aspect = None
 
 
@@ -189,9 +190,11 @@ def estimate(settings: Settings, backend: Backend, family: Family) -> None:
         return
     note, button = st.columns([3, 1], vertical_alignment="center")
     note.info(text, icon=":material/timer:")
+    draft = draft_for(family)
     button.button(
-        f"Draft: {DRAFT['width']}², {DRAFT['steps']} steps",
+        f"Draft: {draft['width']}², {plural(draft['steps'], 'step')}",
         key="draft_preset",
         on_click=_use_draft,
+        args=(draft,),
         help="A quick look first; raise size and steps once the seed looks right.",
     )

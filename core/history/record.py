@@ -605,22 +605,31 @@ def environment(backend: Any) -> dict[str, str]:
     }
 
 
+_ENVIRONMENT_LABELS = {
+    "model": "model",
+    "model_revision": "model revision",
+    "scheduler": "scheduler",
+    "device": "device",
+    "dtype": "dtype",
+    "torch_version": "torch",
+    "diffusers_version": "diffusers",
+    "transformers_version": "transformers",
+}
+
+
 def environment_differences(record: HistoryRecord, now: Mapping[str, str]) -> list[str]:
-    """Name what differs between the record's environment and `now` (see `environment`)."""
-    labels = {
-        "model": "model",
-        "model_revision": "model revision",
-        "scheduler": "scheduler",
-        "device": "device",
-        "dtype": "dtype",
-        "torch_version": "torch",
-        "diffusers_version": "diffusers",
-        "transformers_version": "transformers",
-    }
+    """Name what differs between the record's environment and `now` (see `environment`).
+
+    A record's model folder is compared (and named) by its folder name, as images are
+    recorded now: one saved before that rule kept the server's path, which is the same model.
+    """
+    recorded = {key: getattr(record, key) for key in _ENVIRONMENT_LABELS}
+    if recorded["model"]:
+        recorded["model"] = public_model_name(recorded["model"])
     return [
-        f"{label}: recorded {getattr(record, key) or '?'}, now {now.get(key) or '?'}"
-        for key, label in labels.items()
-        if now.get(key) and getattr(record, key) != now.get(key)
+        f"{label}: recorded {recorded[key] or '?'}, now {now.get(key) or '?'}"
+        for key, label in _ENVIRONMENT_LABELS.items()
+        if now.get(key) and recorded[key] != now.get(key)
     ]
 
 
