@@ -23,12 +23,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.common import APP_ROOT, library_versions, machine_facts
+from testkit.child import run_child
 
 RUN = """
 import json, sys, time
@@ -75,18 +75,7 @@ def run(mode: str, hub_url: str, repo: str, patterns: str) -> dict:
     env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_HOME": home}
     env.pop("HF_HUB_OFFLINE", None)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, mode, repo, patterns],
-            cwd=APP_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-        if line is None:
-            raise RuntimeError(proc.stderr[-3000:])
-        return json.loads(line[len("RESULT") :])
+        return run_child(RUN, mode, repo, patterns, env=env, timeout=900)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -117,11 +106,8 @@ def main() -> None:
                 "print('RESULT' + json.dumps([list(p.allow_patterns), list(p.ignore_patterns),"
                 " p.missing_bytes]))"
             )
-            out = subprocess.run(
-                [sys.executable, "-c", code], cwd=APP_ROOT, env=env, capture_output=True, text=True
-            ).stdout
+            allow, ignore, total = run_child(code, env=env, timeout=900)
             shutil.rmtree(probe, ignore_errors=True)
-            allow, ignore, total = json.loads(out.split("RESULT", 1)[1])
             patterns = json.dumps([allow, ignore])
             print(
                 f"{total / 1e6:.0f} MB to fetch, bodies throttled to {args.mb_per_s:g} MB/s "

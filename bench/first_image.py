@@ -19,15 +19,13 @@ stand-in: 0.47 GB resident after "Model loaded"; T5's first call 8.6–12.3 s vs
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import APP_ROOT, library_versions, machine_facts
+from bench.common import library_versions, machine_facts
+from testkit.child import run_child
 
 RUN = """
 import json, sys, time
@@ -49,18 +47,7 @@ print("RESULT" + json.dumps({"load": load, "first_image": total - load, "total":
 
 
 def run(folder: Path, mode: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN, str(folder), mode],
-        cwd=APP_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(line[len("RESULT") :])
+    return run_child(RUN, str(folder), mode, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
 
 
 def main() -> None:

@@ -20,11 +20,9 @@ Inpaint request of its result (`backend.generate`, as the Generate button does).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 
-from bench.common import APP_ROOT, library_versions, machine_facts
+from bench.common import library_versions, machine_facts
+from testkit.child import run_child
 
 CHILD = r"""
 import copy, gc, json, sys
@@ -106,17 +104,7 @@ print("RESULT" + json.dumps({"params": params, "txt2img": after_txt2img, "modes"
 
 
 def run(case: str, size: int, steps: int) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, case, str(size), str(steps)],
-        cwd=APP_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(line[len("RESULT") :])
+    return run_child(CHILD, case, str(size), str(steps), timeout=900)
 
 
 def main() -> None:

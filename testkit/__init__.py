@@ -3,6 +3,7 @@
 Real objects, no mocks: a PostgreSQL cluster in a temp folder (`pg`), a loopback server
 speaking the text-to-image task protocol with the tiny pipeline behind it
 (`loopback_server`), a Hugging Face Hub stand-in serving a pipeline folder (`hub_standin`),
-and hostile PNGs and texts (`hostile`). Development only: not part of the installed app
+hostile PNGs and texts (`hostile`), and a fresh-process runner that reads a snippet's
+`RESULT` JSON (`child`). Development only: not part of the installed app
 (pyproject lists `core` alone), and nothing in `core` or `pages` imports it.
 """

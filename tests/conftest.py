@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testkit.child import run_child
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = str(APP_ROOT / "streamlit_app.py")
@@ -41,17 +41,7 @@ BROWSER_TIMEOUT_MS = 120_000  # generous: the machine running the suite may be b
 def run_script(code: str, payload: Any, env: Mapping[str, str]) -> Any:
     """Run `code` in a fresh Python (in the app root, with `env`), `payload` as JSON in argv[1];
     return the JSON it printed after `RESULT` (a fresh process: no cache, no imported state)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(payload)],
-        cwd=APP_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    assert line, proc.stderr[-3000:]
-    return json.loads(line[len("RESULT") :])
+    return run_child(code, json.dumps(payload), env=env, timeout=300)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import pytest
 
 from core import download
 from core.units import human_bytes
+from testkit.child import reported
 from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.conftest import APP_ROOT, run_script
 
@@ -233,7 +234,8 @@ def test_cancel_on_a_stalled_download_ends_at_once_and_the_next_load_starts_afre
     assert cancelled["ack"] == "cancelling"
     assert not cancelled["joined"]
     assert cancelled["first"].startswith("The download was cancelled. Files that finished")
-    result = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT"))[6:])
+    result = reported(out)
+    assert result is not None, out[-3000:]
     assert result["pixels"] == local_pixels
     assert result["progress"] == ["loaded", "", False]  # nothing left to cancel
     assert not partials(tmp_path / "hf")

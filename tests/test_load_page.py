@@ -1,16 +1,14 @@
 """The pages during and after a load: reasons in plain sight, progress, estimates, sidebar."""
 
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from core.service import get_backend
+from testkit.child import run_child
 from testkit.hub_standin import REPO_ID, HubStandIn
-from tests.conftest import APP_ROOT, fill_small
+from tests.conftest import fill_small
 
 
 def no_collapsed_box(at) -> bool:
@@ -138,19 +136,9 @@ def test_download_progress_reaches_the_page_and_cancel_works(demo_dir, tmp_path)
     environ.pop("HF_HUB_OFFLINE", None)
     started = time.monotonic()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", WATCH_DOWNLOAD],
-            cwd=APP_ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = run_child(WATCH_DOWNLOAD, env=environ, timeout=300)
     finally:
         hub.stop()
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    assert line, proc.stderr[-3000:]
-    out = json.loads(line[len("RESULT") :])
     (progress,) = out["progress"]
     assert progress.startswith("Downloading: ") and " of 1.8 MB" in progress
     assert any("Status: loading · Downloading: " in c for c in out["sidebar"])
