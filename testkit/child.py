@@ -1,8 +1,9 @@
-"""Run a Python snippet in a fresh process in the app root and read the JSON it reports.
+"""Child processes of tests and benchmarks: run a Python snippet in a fresh process in the
+app root and read the JSON it reports (`run_child`), and the worker side of a race across
+processes (`race_threads`).
 
-Tests and benchmarks use it where a fresh interpreter matters (no cache, no imported state,
-real peak memory). The snippet prints one line `RESULT{json}`; anything else it prints is
-passed over.
+A fresh interpreter is what some checks need (no cache, no imported state, real peak
+memory). The snippet prints one line `RESULT{json}`; anything else it prints is passed over.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,24 @@ def run_child(
     if result is None:
         raise RuntimeError(proc.stderr[-3000:])
     return result
+
+
+def race_threads(target: Callable[[int], str], threads: int) -> None:
+    """The worker side of a race across processes: `threads` threads each call `target(n)`
+    at the same moment (a barrier). Print "ready", wait for a line on stdin (the test
+    releases every worker process at once), run them, then print the line each returned."""
+    barrier = threading.Barrier(threads)
+    lines: list[str] = []
+
+    def run(n: int) -> None:
+        barrier.wait()
+        lines.append(target(n))
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print("\n".join(lines), flush=True)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
+
+from testkit.child import race_threads
 
 MEETING_SECONDS = 120.0  # a wait no healthy run comes near; then the request goes on
 
@@ -54,10 +55,7 @@ def main() -> None:
         while len(list(meeting.iterdir())) < requests and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    barrier = threading.Barrier(threads)
-    lines: list[str] = []
-
-    def click(n: int) -> None:
+    def click(n: int) -> str:
         request = GenerationRequest(
             prompt=f"a race, click {n}",
             seed=os.getpid() * 10 + n,
@@ -65,7 +63,6 @@ def main() -> None:
             height=512,
             num_inference_steps=1,
         )
-        barrier.wait()
         outcome = generate_and_keep(
             request,
             settings=settings,
@@ -77,26 +74,17 @@ def main() -> None:
         if outcome.failed_at == "allowance":
             decided()
         shown = outcome.shown
-        lines.append(
-            json.dumps(
-                {
-                    "made": 0 if shown is None else len(shown.pngs),
-                    "saved": sum(1 for record_id in outcome.record_ids if record_id),
-                    "failed_at": outcome.failed_at,
-                    "problem": outcome.problem,
-                    "history_error": None if shown is None else shown.history_error,
-                }
-            )
+        return json.dumps(
+            {
+                "made": 0 if shown is None else len(shown.pngs),
+                "saved": sum(1 for record_id in outcome.record_ids if record_id),
+                "failed_at": outcome.failed_at,
+                "problem": outcome.problem,
+                "history_error": None if shown is None else shown.history_error,
+            }
         )
 
-    workers = [threading.Thread(target=click, args=(n,)) for n in range(threads)]
-    print("ready", flush=True)
-    sys.stdin.readline()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    print("\n".join(lines), flush=True)
+    race_threads(click, threads)
 
 
 if __name__ == "__main__":

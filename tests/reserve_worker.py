@@ -10,7 +10,8 @@ the same moment, printing "reserved <id>" or "refused" for each.
 from __future__ import annotations
 
 import sys
-import threading
+
+from testkit.child import race_threads
 
 
 def main() -> None:
@@ -19,24 +20,14 @@ def main() -> None:
     from core import history, limits
 
     store = history.HistoryStore(url=url, repair=False)
-    barrier = threading.Barrier(threads)
-    lines: list[str] = []
 
-    def race() -> None:
-        barrier.wait()
+    def race(_n: int) -> str:
         try:
-            lines.append(f"reserved {store.reserve(owner, 1, limit, day_start).id}")
+            return f"reserved {store.reserve(owner, 1, limit, day_start).id}"
         except limits.LimitReached:
-            lines.append("refused")
+            return "refused"
 
-    workers = [threading.Thread(target=race) for _ in range(threads)]
-    print("ready", flush=True)
-    sys.stdin.readline()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    print("\n".join(lines), flush=True)
+    race_threads(race, threads)
 
 
 if __name__ == "__main__":
