@@ -34,12 +34,14 @@ from bench.common import free_port
 from tests.conftest import APP_ROOT, BROWSER_TIMEOUT_MS
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = [
+# Every browser test file's marks (`pytestmark = BROWSER_MARKS`, plus its own where it needs more).
+BROWSER_MARKS = [
     pytest.mark.slow,
     pytest.mark.skipif(
         CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
     ),
 ]
+pytestmark = BROWSER_MARKS
 
 PROMPT = "a lighthouse on a cliff at dusk, e2e check"
 SEED = 1234

@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from testkit.hub_standin import REPO_ID, HubStandIn
 from tests.test_e2e_browser import (
-    CHROMIUM,
+    BROWSER_MARKS,
     TIMEOUT_MS,
     StreamlitServer,
     _screenshot_dir,
     serving_tab,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 class HubServer(StreamlitServer):

@@ -16,19 +16,14 @@ from PIL import Image
 
 from core.metadata import parse_parameters, read_png_text
 from tests.test_e2e_browser import (
-    CHROMIUM,
+    BROWSER_MARKS,
     TIMEOUT_MS,
     _fill_small,
     _screenshot_dir,
     new_tab,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(name="tab", scope="module")

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from PIL import Image
 
-from tests.test_e2e_browser import CHROMIUM, new_tab
+from tests.test_e2e_browser import BROWSER_MARKS, new_tab
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def _colored_pixels(png: bytes) -> int:

@@ -18,14 +18,9 @@ from urllib.parse import quote as url_quote
 import pytest
 
 from testkit.hostile import SLOW_REGEX_INFOTEXT, bomb_png, png_with_text, ztxt_bomb_png
-from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, new_tab
+from tests.test_e2e_browser import BROWSER_MARKS, TIMEOUT_MS, new_tab
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 HEALTH_BOUND_S = 1.0
 

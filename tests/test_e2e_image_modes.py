@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.test_e2e_browser import (
-    CHROMIUM,
+    BROWSER_MARKS,
     TIMEOUT_MS,
     _click_generate,
     _download_png,
@@ -28,12 +28,7 @@ from tests.test_e2e_browser import (
     new_tab,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(name="tab", scope="module")

@@ -5,17 +5,10 @@ filter labels on one line. Shares conftest's Chromium and demo app server in a t
 
 from __future__ import annotations
 
-import pytest
-
 from core.generation import MAX_SEED
-from tests.test_e2e_browser import CHROMIUM, new_tab
+from tests.test_e2e_browser import BROWSER_MARKS, new_tab
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 # Measured in the page: each example button's label (cut or wrapped?), and the room the
 # seed's digits leave in its box (text width from the input's own font).

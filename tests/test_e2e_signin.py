@@ -19,16 +19,18 @@ import pytest
 
 from bench.common import free_port
 from tests.conftest import APP_ROOT
-from tests.test_e2e_browser import TIMEOUT_MS, Browser, StreamlitServer, _screenshot_dir
+from tests.test_e2e_browser import (
+    BROWSER_MARKS,
+    TIMEOUT_MS,
+    Browser,
+    StreamlitServer,
+    _screenshot_dir,
+)
 
-CHROMIUM = shutil.which("chromium")
 NODE = shutil.which("node")
 OIDC_DIR = APP_ROOT / "tests" / "oidc"
 pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
+    *BROWSER_MARKS,
     pytest.mark.skipif(NODE is None, reason="node not installed (the OIDC provider needs it)"),
     pytest.mark.skipif(
         not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir(),

@@ -7,16 +7,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
+from tests.test_e2e_browser import BROWSER_MARKS, TIMEOUT_MS, new_tab
 
-from tests.test_e2e_browser import CHROMIUM, TIMEOUT_MS, new_tab
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def test_unload_while_another_tab_generates(chromium, demo_app, tmp_path):

@@ -11,14 +11,9 @@ import socket
 
 import pytest
 
-from tests.test_e2e_browser import CHROMIUM, StreamlitServer, new_tab
+from tests.test_e2e_browser import BROWSER_MARKS, StreamlitServer, new_tab
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian chromium not installed (`apt-get install chromium`)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def outward_address() -> str | None:
