@@ -100,6 +100,24 @@ def fake_compile(log: list[str]):
     return compile_fn
 
 
+@pytest.fixture(name="compiled_app")
+def fixture_compiled_app(monkeypatch) -> tuple[list[str], list[Path]]:
+    """The app's compiled load with `fake_compile`: (log, saved). `log` gets each block's
+    cache "hit"/"miss" and a "speed" per speed record; `saved`, each folder the compile
+    artifacts were written to."""
+    import core.local
+    from core.estimate import SPEEDS
+
+    log: list[str] = []
+    saved: list[Path] = []
+    monkeypatch.setattr(
+        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
+    )
+    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
+    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    return log, saved
+
+
 def test_cache_folder_is_created_then_reused_on_the_next_start(tmp_path, demo_pipe):
     """First start: the folder is created, empty; the second start finds the first's files."""
     folder = cache_folder(tmp_path / "data")
@@ -250,23 +268,15 @@ def test_compile_shapes_read_the_size_cfg_and_slg_steps():
     assert compile_shapes(few).batches == {2}
 
 
-def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monkeypatch):
+def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, compiled_app):
     """SD_COMPILE=true through the app's backend, with a fake compile: the cache folder is
     made under SD_DATA_DIR; the first image reports "compiling" before its first step (no
     ETA, no speed record) and then writes the compile artifacts, once; the next image is a
     plain one; a restart on the same folder finds the first start's files."""
-    import core.local
-    from core.estimate import SPEEDS
     from core.local import LocalBackend
     from tests.conftest import SMALL
 
-    log: list[str] = []
-    saved: list[Path] = []
-    monkeypatch.setattr(
-        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
-    )
-    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
-    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    log, saved = compiled_app
     data = tmp_path / "data"
 
     def backend():
@@ -307,24 +317,16 @@ def test_compiled_load_labels_the_first_image_and_keeps_its_cache(tmp_path, monk
     assert log[-2:] == ["hit", "hit"]
 
 
-def test_a_vary_as_the_first_compiled_image_says_compiling_too(tmp_path, monkeypatch):
+def test_a_vary_as_the_first_compiled_image_says_compiling_too(tmp_path, compiled_app):
     """The first image after a compiled load may be a Vary (a link, a record): it reports
     "compiling" before its first step, no ETA and no speed record, and ends the compile;
     the next Vary is a plain one."""
     from PIL import Image
 
-    import core.local
-    from core.estimate import SPEEDS
     from core.local import LocalBackend
     from core.sources import from_image
 
-    log: list[str] = []
-    saved: list[Path] = []
-    monkeypatch.setattr(
-        core.local, "compile_blocks", lambda t: compile_blocks(t, compile_fn=fake_compile(log))
-    )
-    monkeypatch.setattr(core.local, "save_mega_cache", lambda folder: saved.append(folder) or 9)
-    monkeypatch.setattr(SPEEDS, "record", lambda **kw: log.append("speed"))
+    log, saved = compiled_app
     backend = LocalBackend(
         model="demo", device="cpu", dtype="float32", compile="true", compile_cache=tmp_path
     )
