@@ -215,11 +215,6 @@ class FirstImage:
         """The first compiled image is not done yet."""
         return self._pending
 
-    @property
-    def label(self) -> str | None:
-        """The page's words while the first image compiles, else None."""
-        return FIRST_IMAGE_LABEL if self._pending else None
-
     def compiles(self, shapes: CompileShapes) -> str | None:
         """The page's words if an image of `shapes` compiles, else None."""
         with self._lock:

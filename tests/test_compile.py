@@ -160,12 +160,13 @@ def test_mega_cache_missing_or_foreign_is_ignored(tmp_path):
 def test_first_image_label():
     """The page says "compiling (first image only)" until the first compiled image is done."""
     state = FirstImage(compiled=True)
-    assert state.label == "compiling (first image only)"
+    assert state.compiles(_shapes(512)) == "compiling (first image only)"
     state.started()
-    assert state.finished() is True
-    assert state.label is None and state.seconds is not None and state.seconds >= 0
-    assert state.finished() is False
-    assert FirstImage(compiled=False).label is None
+    assert state.finished(_shapes(512)) is True
+    assert state.compiles(_shapes(512)) is None
+    assert state.seconds is not None and state.seconds >= 0
+    assert state.finished(_shapes(512)) is False
+    assert FirstImage(compiled=False).compiles(_shapes(512)) is None
 
 
 @pytest.mark.slow
