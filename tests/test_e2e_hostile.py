@@ -2,9 +2,11 @@
 
 `streamlit run` on loopback and headless Debian Chromium, as in test_e2e_browser.py. While
 the crafted uploads are processed, a second client polls `/_stcore/health`: each answer
-must come within 1 s (a functional responsiveness bound, generous on purpose, not a speed
-benchmark; the upload that froze the server before took minutes). Without chromium the
-tests are skipped, never passed.
+must come within HEALTH_BOUND_S. That bound tells a frozen server from a busy machine, it
+is not a speed target: the upload that froze the server before held the GIL for minutes,
+while a loaded CI machine (three test workers, Chromium and the app on 2 cores) has been
+seen to answer one health request in just over 1 s. Without chromium the tests are
+skipped, never passed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tests.test_e2e_browser import BROWSER_MARKS, TIMEOUT_MS, new_tab
 
 pytestmark = BROWSER_MARKS
 
-HEALTH_BOUND_S = 1.0
+HEALTH_BOUND_S = 5.0  # a freeze took minutes; a busy 2-core CI machine took > 1 s once
 
 
 class HealthPoller:
@@ -45,6 +47,12 @@ class HealthPoller:
             except OSError as exc:
                 self.failures.append(repr(exc))
             self._stop.wait(0.05)
+
+    def wait_for_answers(self, count: int, timeout: float = 20.0) -> None:
+        """Go on polling until `count` answers came (or `timeout`), however fast the page was."""
+        deadline = time.monotonic() + timeout
+        while len(self.latencies) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __enter__(self) -> HealthPoller:
         self._thread.start()
@@ -90,8 +98,8 @@ UPLOADS = {
 }
 
 
-def test_health_answers_within_a_second_while_crafted_uploads_are_parsed(tab, tmp_path):
-    """Each crafted upload gets its message while /_stcore/health keeps answering in < 1 s."""
+def test_health_keeps_answering_while_crafted_uploads_are_parsed(tab, tmp_path):
+    """Each crafted upload gets its message while /_stcore/health keeps answering (no freeze)."""
     from playwright.sync_api import expect
 
     tab.open()
@@ -107,6 +115,7 @@ def test_health_answers_within_a_second_while_crafted_uploads_are_parsed(tab, tm
                 message, timeout=TIMEOUT_MS
             )
             tab.settle()
+            poller.wait_for_answers(2)
         assert not poller.failures, (name, poller.failures[:3])
         assert len(poller.latencies) >= 2, name
         assert max(poller.latencies) < HEALTH_BOUND_S, (name, max(poller.latencies))
