@@ -16,6 +16,7 @@ from core.generation import GenerationRequest
 from core.grid import plan_grid
 from core.local import LocalBackend
 from core.metadata import parse_parameters, read_png_text
+from core.models import get_family
 from core.settings import load_settings
 from core.usecases import (
     generate_grid_and_keep,
@@ -175,6 +176,23 @@ def test_plan_from_form_names_the_axis_and_the_value():
     )
     assert planned.plan is None and planned.axis == "X"
     assert "25 is out of range for Guidance (0–20)" in planned.problem
+
+
+@pytest.mark.parametrize(
+    ("family", "layers"), [("demo", (1,)), ("sd35-medium", (7, 8, 9)), ("sd35-large", (7, 8, 9))]
+)
+def test_an_slg_axis_skips_the_layers_the_family_declares(family, layers):
+    """The grid's SLG cells skip the same layers as the generator's SLG toggle: the family's
+    declaration (the demo's 1; Medium's and Large's 7, 8, 9, off by default on Large)."""
+    base = GenerationRequest(
+        prompt="a red fox", family=family, width=512, height=512, num_inference_steps=2
+    )
+    planned = plan_from_form(
+        base, settings=load_settings(), visitor=ALICE, x_kind="slg", x_text="off, 2.8"
+    )
+    off, on = (cell.request.pipeline_kwargs() for cell in planned.plan.cells)
+    assert "skip_guidance_layers" not in off
+    assert on["skip_guidance_layers"] == layers == get_family(family).slg_layers
 
 
 def test_two_grids_clicked_at_once_never_pass_the_daily_limit(backend, engine, monkeypatch):

@@ -28,6 +28,7 @@ from core.generation import (
 )
 from core.grid import Cell, GridError, GridPlan, limit_message, plan_grid
 from core.limits import LimitReached
+from core.models import get_family
 from core.usecases.allowance import check_allowance, hold_allowance
 from core.usecases.load import LoadOutcome, load_model
 
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
     from core.auth import Visitor
     from core.history import HistoryStore
     from core.settings import Settings
-
-# Interim (issue 18 adds the SLG settings to the families): the layers the SLG axis skips.
-# SD3.5 Medium's model card names 7, 8, 9; Large has none that help (diffusers #10455);
-# the demo's transformer has 2 layers.
-SLG_LAYERS = {"sd35-medium": (7, 8, 9), "demo": (1,)}
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ def plan_from_form(
             y_text=y_text,
             x_lora=x_lora,
             y_lora=y_lora,
-            slg_layers=SLG_LAYERS.get(base.family, ()),
+            slg_layers=get_family(base.family).slg_layers,  # as the generator offers
             allowance=allowance.allowance,
         )
     except GridError as exc:
