@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from bench.common import library_versions, machine_facts
+from testkit.render import raw_pixels
 
 
 def _grid_vs_one_by_one(args) -> None:
@@ -125,26 +126,10 @@ def _grid_vs_one_by_one(args) -> None:
 
 
 def _switch_methods(pipe, weights, cycles: int) -> None:
-    import torch
-
     from core.lora import ADAPTER_PREFIX, _load, applied_loras, remove_loras
 
-    def render() -> bytes:
-        generator = torch.Generator(device="cpu").manual_seed(5)
-        with torch.inference_mode():
-            out = pipe(
-                "a fox",
-                num_inference_steps=2,
-                width=64,
-                height=64,
-                guidance_scale=4.5,
-                generator=generator,
-                output_type="np",
-            )
-        return out.images[0].tobytes()
-
     name = f"{ADAPTER_PREFIX}0"
-    plain = render()
+    plain = raw_pixels(pipe)
     rows = []
     for method in ("unload_lora_weights", "delete_adapters", "disable_lora"):
         on_times, off_times, identical, lora_pixels = [], [], True, set()
@@ -152,7 +137,7 @@ def _switch_methods(pipe, weights, cycles: int) -> None:
             _load(pipe, weights, name)  # loaded once, switched on and off
             pipe.disable_lora()
         for _ in range(cycles):
-            identical &= render() == plain
+            identical &= raw_pixels(pipe) == plain
             context = applied_loras(pipe, [(weights, 1.0)])
             start = time.perf_counter()
             if method == "unload_lora_weights":
@@ -164,7 +149,7 @@ def _switch_methods(pipe, weights, cycles: int) -> None:
                 pipe.enable_lora()
                 pipe.set_adapters([name], [1.0])
             on = time.perf_counter()
-            lora_pixels.add(render())
+            lora_pixels.add(raw_pixels(pipe))
             off_start = time.perf_counter()
             if method == "unload_lora_weights":
                 context.__exit__(None, None, None)
@@ -175,7 +160,7 @@ def _switch_methods(pipe, weights, cycles: int) -> None:
             off = time.perf_counter()
             on_times.append(on - start)
             off_times.append(off - off_start)
-            identical &= render() == plain
+            identical &= raw_pixels(pipe) == plain
         remove_loras(pipe)  # the wrappers delete/disable left behind
         rows.append((method, on_times, off_times, identical, len(lora_pixels) == 1))
     print(f"\n2. LoRA switch cost, tiny pipeline, {cycles} cycles (median seconds)")

@@ -27,6 +27,7 @@ from core.lora import (
     read_lora,
 )
 from core.queue import GenerationQueue
+from testkit.render import raw_pixels
 
 
 @pytest.fixture(name="pipe", scope="module")
@@ -53,29 +54,11 @@ def fixture_grain(lora_dir):
     return read_lora(lora_dir / "grain.safetensors")
 
 
-def render(pipe, prompt: str = "a fox", seed: int = 5) -> bytes:
-    """Raw pixels of one small image (64², 2 steps, CFG on): fast, and every bit counts."""
-    import torch
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.inference_mode():
-        out = pipe(
-            prompt,
-            num_inference_steps=2,
-            width=64,
-            height=64,
-            guidance_scale=4.5,
-            generator=generator,
-            output_type="np",
-        )
-    return out.images[0].tobytes()
-
-
 @pytest.fixture(name="plain", scope="module")
 def fixture_plain(pipe, lora_dir):
     """Pixels before any LoRA was ever loaded on this pipeline (the LoRA files exist)."""
     assert not has_adapters(pipe)
-    return render(pipe)
+    return raw_pixels(pipe)
 
 
 @pytest.fixture(name="no_pickle_loading")
@@ -126,13 +109,13 @@ def test_weight_one_changes_pixels_weight_zero_and_removal_do_not(pipe, grain, p
     with applied_loras(pipe, [(grain, 1.0)]) as applied:
         assert has_adapters(pipe)
         assert adapter_bytes(pipe) == {"sd_lora_0": grain.nbytes}
-        with_lora = render(pipe)
+        with_lora = raw_pixels(pipe)
     assert applied.loras == (("grain", grain.sha256, 1.0),)
     assert with_lora != plain
-    assert not has_adapters(pipe) and render(pipe) == plain
+    assert not has_adapters(pipe) and raw_pixels(pipe) == plain
     with applied_loras(pipe, [(grain, 0.0)]):
-        assert render(pipe) == plain
-    assert not has_adapters(pipe) and render(pipe) == plain
+        assert raw_pixels(pipe) == plain
+    assert not has_adapters(pipe) and raw_pixels(pipe) == plain
 
 
 def test_in_memory_loading_equals_diffusers_loading_the_file(pipe, lora_dir, plain):
@@ -141,7 +124,7 @@ def test_in_memory_loading_equals_diffusers_loading_the_file(pipe, lora_dir, pla
     for name in ("grain", "clip"):
         weights = read_lora(lora_dir / f"{name}.safetensors")
         with applied_loras(pipe, [(weights, 1.0)]):
-            ours = render(pipe)
+            ours = raw_pixels(pipe)
         pipe.load_lora_weights(
             str(lora_dir),
             weight_name=f"{name}.safetensors",
@@ -149,11 +132,11 @@ def test_in_memory_loading_equals_diffusers_loading_the_file(pipe, lora_dir, pla
             use_safetensors=True,
         )
         try:
-            theirs = render(pipe)
+            theirs = raw_pixels(pipe)
         finally:
             pipe.unload_lora_weights()
         assert ours == theirs != plain, name
-    assert render(pipe) == plain
+    assert raw_pixels(pipe) == plain
 
 
 @pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning")
@@ -173,14 +156,14 @@ def test_an_error_inside_the_block_still_removes_the_lora(pipe, grain, plain):
     """A stop or a failure during generation leaves the pipeline without adapters."""
     with pytest.raises(KeyboardInterrupt), applied_loras(pipe, [(grain, 1.0)]):
         raise KeyboardInterrupt
-    assert not has_adapters(pipe) and render(pipe) == plain
+    assert not has_adapters(pipe) and raw_pixels(pipe) == plain
 
 
 def test_two_overlapping_sessions_each_get_their_single_run_pixels(pipe, grain, plain):
     """Two threads share the pipeline through the queue's slot, one with a LoRA and one
     without, interleaving three requests each: every image equals its single run."""
     with applied_loras(pipe, [(grain, 1.0)]):
-        with_lora = render(pipe)
+        with_lora = raw_pixels(pipe)
     queue = GenerationQueue(max_waiting=5)
     results: dict[str, list[bytes]] = {"with": [], "without": []}
     errors: list[BaseException] = []
@@ -191,7 +174,7 @@ def test_two_overlapping_sessions_each_get_their_single_run_pixels(pipe, grain, 
             start.wait()
             for _ in range(3):
                 with queue.slot(user=user), applied_loras(pipe, loras):
-                    results[user].append(render(pipe))
+                    results[user].append(raw_pixels(pipe))
         except BaseException as exc:  # handed to the main thread below
             errors.append(exc)
 
@@ -328,7 +311,7 @@ def test_hostile_files_are_refused_naming_the_file_and_leave_the_pipeline_clean(
     assert says in message
     assert not has_adapters(pipe)
     if kind in ("wrong-shapes", "flux-keys", "rank-lies"):  # these reached the pipeline
-        assert render(pipe) == plain
+        assert raw_pixels(pipe) == plain
 
 
 def test_a_huge_file_is_refused_by_its_size_before_it_is_read(tmp_path):
@@ -398,9 +381,9 @@ def test_a_float32_lora_file_works_on_the_bfloat16_pipeline_the_app_loads(grain)
 
     pipe = build_demo_pipeline(dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
-    before = render(pipe)
+    before = raw_pixels(pipe)
     with applied_loras(pipe, [(grain, 1.0)]):
         lora_params = [p for n, p in pipe.transformer.named_parameters() if "lora_A" in n]
         assert lora_params and all(p.dtype == torch.bfloat16 for p in lora_params)
-        assert render(pipe) != before
-    assert not has_adapters(pipe) and render(pipe) == before
+        assert raw_pixels(pipe) != before
+    assert not has_adapters(pipe) and raw_pixels(pipe) == before
