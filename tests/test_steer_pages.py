@@ -48,6 +48,8 @@ def test_a_grid_shows_its_count_runs_and_each_cell_opens_in_the_seed_history(app
     at.button(key="gallery_grid_toggle").click().run()
     assert not at.exception
     assert any("2 × 1 grid · 2 of 2 cells in the history · done" in c for c in _captions(at))
+    downloads = [b for b in at.get("download_button") if b.key == "gallery_grid_download"]
+    assert [b.label for b in downloads] == ["Download grid PNG"]
 
 
 def test_a_grid_over_the_daily_limit_is_refused_with_the_numbers(app, monkeypatch):

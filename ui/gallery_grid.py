@@ -18,6 +18,20 @@ def _toggle(grid_id: str) -> None:
     state[SHOWN_KEY] = None if state.get(SHOWN_KEY) == grid_id else grid_id
 
 
+def show_grid_png(png: bytes, grid_id: str, *, key: str) -> None:
+    """A grid picture across the page with its download button (on the generator's grid
+    section and under a cell in the Seed history; `grid_id` "" for a grid not kept)."""
+    st.image(png, width="stretch")
+    st.download_button(
+        "Download grid PNG",
+        data=png,
+        file_name=f"sd35-grid-{grid_id[:8] or 'unsaved'}.png",
+        mime="image/png",
+        key=key,
+        icon=":material/download:",
+    )
+
+
 def grid_link(store: HistoryStore, record: HistoryRecord, settings: Settings) -> None:
     """Under a cell's details: which grid it is part of, and that grid on request."""
     if not record.grid_id:
@@ -49,11 +63,4 @@ def grid_link(store: HistoryStore, record: HistoryRecord, settings: Settings) ->
         f"{picture.columns} × {picture.rows} grid · {left} of "
         f"{picture.columns * picture.rows} cells in the history · {picture.state}"
     )
-    st.image(picture.png, width="stretch")
-    st.download_button(
-        "Download grid PNG",
-        data=picture.png,
-        file_name=f"sd35-grid-{record.grid_id[:8]}.png",
-        mime="image/png",
-        key="gallery_grid_download",
-    )
+    show_grid_png(picture.png, record.grid_id, key="gallery_grid_download")

@@ -29,6 +29,7 @@ from core.usecases import (
 )
 from core.usecases.grid import grid_from_cells
 from ui import workbench
+from ui.gallery_grid import show_grid_png
 from ui.load import load_with_status, show_load_error
 from ui.loras import HUB_KEY
 from ui.page import PageStart
@@ -253,15 +254,7 @@ def _show(made: GridMade, settings: Settings) -> None:
         st.warning(for_visitor(made.history_error, settings=settings), icon=":material/save:")
     if not made.png:
         return
-    st.image(made.png, width="stretch")
-    st.download_button(
-        "Download grid PNG",
-        data=made.png,
-        file_name=f"sd35-grid-{made.grid_id[:8] or 'unsaved'}.png",
-        mime="image/png",
-        key="grid_download",
-        icon=":material/download:",
-    )
+    show_grid_png(made.png, made.grid_id, key="grid_download")
     _open_cell(made)
 
 
