@@ -28,6 +28,18 @@ HUB_PROBLEM = "lora_hub_problem"
 STEP = 0.05
 
 
+def _weight(name: str, *, shown: int) -> None:
+    """The weight input of a picked LoRA (1.0 to start), its name quoted to `shown` chars."""
+    st.session_state.setdefault(WEIGHT_PREFIX + name, 1.0)
+    st.number_input(
+        f"Weight of {quote(name, shown)}",
+        LORA_WEIGHT_MIN,
+        LORA_WEIGHT_MAX,
+        step=STEP,
+        key=WEIGHT_PREFIX + name,
+    )
+
+
 def _sync(shelf: LoraShelf) -> list[str]:
     """Put the widgets in step with the `loras` field when something else changed it;
     return the names picked that are not in the folder (left out, and said so)."""
@@ -94,14 +106,7 @@ def _hub_section() -> None:
     if state.get(HUB_PROBLEM):
         st.error(state[HUB_PROBLEM])  # st.error renders markdown: the text is quoted
     for name in state.get(HUB_KEY, []):
-        state.setdefault(WEIGHT_PREFIX + name, 1.0)
-        st.number_input(
-            f"Weight of {quote(name, 100)}",
-            LORA_WEIGHT_MIN,
-            LORA_WEIGHT_MAX,
-            step=STEP,
-            key=WEIGHT_PREFIX + name,
-        )
+        _weight(name, shown=100)  # owner/repo/file: longer than a file name
         st.button(
             "Remove",
             key=f"lora_hub_remove::{name}",
@@ -140,14 +145,7 @@ def picker(settings: Settings, backend: Backend) -> None:
                 help="Applied to this request only, then taken off the model again.",
             )
             for name in state.get(PICK_KEY, []):
-                state.setdefault(WEIGHT_PREFIX + name, 1.0)
-                st.number_input(
-                    f"Weight of {quote(name, 60)}",
-                    LORA_WEIGHT_MIN,
-                    LORA_WEIGHT_MAX,
-                    step=STEP,
-                    key=WEIGHT_PREFIX + name,
-                )
+                _weight(name, shown=60)
         elif not shelf.note:
             st.caption("The LoRA folder holds no .safetensors LoRA yet.")
         if shelf.hub:
