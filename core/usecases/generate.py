@@ -16,7 +16,7 @@ from core.generation import (
     ProgressCallback,
 )
 from core.usecases.allowance import hold_allowance
-from core.usecases.load import LoadOutcome, load_model
+from core.usecases.load import LoadOutcome, load_model, ready_to_run
 
 if TYPE_CHECKING:
     from core.auth import Visitor
@@ -87,14 +87,9 @@ def generate_and_keep(
     with hold_allowance(settings, visitor, wanted=request.num_images) as hold:
         if not hold.allowed:
             return GenerateOutcome(problem=hold.problem, failed_at="allowance")
-        load_seconds = 0.0
-        if not backend.state.ready:
-            loaded = load(backend)
-            if not loaded.ok:
-                return GenerateOutcome(problem=loaded.error, failed_at="load")
-            load_seconds = loaded.seconds
-        if on_start is not None:
-            on_start()
+        loaded = ready_to_run(backend, load, on_start)
+        if not loaded.ok:
+            return GenerateOutcome(problem=loaded.error, failed_at="load")
         try:
             result = backend.generate(
                 request,
@@ -113,7 +108,7 @@ def generate_and_keep(
             visitor=visitor,
             backend=backend,
             session_id=session_id,
-            load_seconds=load_seconds,
+            load_seconds=loaded.seconds,
             reservation=hold.reservation,
         )
 

@@ -30,7 +30,7 @@ from core.grid import Cell, GridError, GridPlan, limit_message, plan_grid
 from core.limits import LimitReached
 from core.models import get_family
 from core.usecases.allowance import check_allowance, hold_allowance
-from core.usecases.load import LoadOutcome, load_model
+from core.usecases.load import LoadOutcome, load_model, ready_to_run
 
 if TYPE_CHECKING:
     from core.auth import Visitor
@@ -213,12 +213,9 @@ def _run(
 ) -> GridOutcome:
     from core import history
 
-    if not backend.state.ready:
-        loaded = load(backend)
-        if not loaded.ok:
-            return GridOutcome(problem=loaded.error, failed_at="load")
-    if on_start is not None:
-        on_start()
+    loaded = ready_to_run(backend, load, on_start)
+    if not loaded.ok:
+        return GridOutcome(problem=loaded.error, failed_at="load")
     run = _Run(plan)
     run.grid_id = _start_grid(run, settings, visitor)
 

@@ -45,3 +45,16 @@ def load_model(
         return LoadOutcome(error=f"The model could not be loaded. {exc}")
     facts = backend.loaded_facts
     return LoadOutcome(seconds=facts.load_seconds if facts is not None else 0.0)
+
+
+def ready_to_run(
+    backend: Backend,
+    load: Callable[[Backend], LoadOutcome],
+    on_start: Callable[[], None] | None,
+) -> LoadOutcome:
+    """Make the model ready for a run: `load` waits for it when it is not (nothing to load:
+    0 s), then `on_start` runs. A failed load comes back before `on_start`."""
+    loaded = LoadOutcome() if backend.state.ready else load(backend)
+    if loaded.ok and on_start is not None:
+        on_start()
+    return loaded
